@@ -1,0 +1,69 @@
+//! Compiles the mocked legacy component (`legacy-shim/`) into shared libraries,
+//! so `cargo build` / `cargo test` need no manual step:
+//!
+//! * `LEGACY_SHIM_PATH`: the shim, the default `LEGACY_LIB_PATH`;
+//! * `LEGACY_SHIM_ABI_MISMATCH_PATH`: the same code reporting ABI version 99;
+//! * `LEGACY_SHIM_MISSING_SYMBOL_PATH`: the same code without `la_score`.
+//!
+//! The last two exist only for the loader's error tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let source = Path::new("legacy-shim/src/legacy_shim.cpp");
+    let include = Path::new("legacy-shim/include");
+    println!("cargo:rerun-if-changed={}", source.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("legacy_assessment.h").display()
+    );
+
+    let variants: [(&str, &str, &[&str]); 3] = [
+        ("LEGACY_SHIM_PATH", "liblegacy_assessment.so", &[]),
+        (
+            "LEGACY_SHIM_ABI_MISMATCH_PATH",
+            "liblegacy_assessment_abi99.so",
+            &["-DLA_SHIM_ABI_VERSION=99"],
+        ),
+        (
+            "LEGACY_SHIM_MISSING_SYMBOL_PATH",
+            "liblegacy_assessment_noscore.so",
+            &["-DLA_SHIM_OMIT_SCORE", "-Wno-unused-function"],
+        ),
+    ];
+    // cc finds the C++ compiler the way the rest of the build does (CXX, target, cross tools).
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    for (var, file, defines) in variants {
+        let output = out_dir.join(file);
+        let mut cmd: Command = compiler.to_command();
+        cmd.args([
+            "-std=c++17",
+            "-O1",
+            "-g",
+            "-fPIC",
+            "-shared",
+            "-fvisibility=hidden",
+        ])
+        .args(["-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(include)
+        .args(defines)
+        .arg("-o")
+        .arg(&output)
+        .arg(source)
+        .arg("-lpthread");
+        // Name the command without its environment, which Debug would print whole.
+        let shown = format!(
+            "{:?} {:?}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        );
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("could not run the C++ compiler ({shown}): {e}"));
+        assert!(status.success(), "building the legacy shim failed: {shown}");
+        println!("cargo:rustc-env={var}={}", output.display());
+    }
+}

@@ -1,0 +1,156 @@
+//! The async face of the legacy component, what the resolver uses.
+//!
+//! Native calls block, so they run on tokio's blocking pool, at most
+//! `max_concurrency` at a time, each bounded by `call_timeout`. Everything a
+//! call needs (the engine `Arc`, its concurrency permit, its inputs) moves into
+//! the blocking closure, and the native result is created, copied and freed
+//! inside it. So a request that times out, or whose future is dropped, or whose
+//! task panics, can neither leak a handle nor free one twice: the closure runs
+//! to the end and releases it when the native call returns. The permit goes
+//! back only then, so stuck native calls keep counting against the limit and
+//! cannot pile up threads behind our back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
+
+use super::error::LegacyError;
+use super::ffi::NativeLibrary;
+use super::handle::EngineHandle;
+use super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
+use super::{LegacySettings, NativeStats};
+
+/// The legacy engine, opened once per process and shared by every request.
+///
+/// `Sync`, immutable after `open` (the permits are internally synchronized and
+/// bounded), so one instance serves concurrent invocations.
+#[derive(Debug)]
+pub struct LegacyEngine {
+    engine: Arc<EngineHandle>,
+    permits: Arc<Semaphore>,
+    max_concurrency: usize,
+    call_timeout: Duration,
+}
+
+impl LegacyEngine {
+    /// Loads the library, checks its ABI, resolves its symbols and opens one
+    /// engine. Blocking; call it at init, not on the request path.
+    pub fn open(settings: &LegacySettings) -> Result<Self, LegacyError> {
+        let library = Arc::new(NativeLibrary::load(&settings.lib_path)?);
+        let engine = EngineHandle::open(library, &settings.engine_config)?;
+        tracing::info!(
+            library = %settings.lib_path.display(),
+            max_concurrency = settings.max_concurrency,
+            call_timeout_ms = settings.call_timeout.as_millis() as u64,
+            "legacy engine open"
+        );
+        let max_concurrency = settings.max_concurrency.max(1);
+        Ok(LegacyEngine {
+            engine: Arc::new(engine),
+            permits: Arc::new(Semaphore::new(max_concurrency)),
+            max_concurrency,
+            call_timeout: settings.call_timeout,
+        })
+    }
+
+    /// Scores one student's rows. Returns one scored assessment per row, in order.
+    pub async fn score(
+        &self,
+        context: StudentContext,
+        rows: Vec<AssessmentRow>,
+    ) -> Result<Vec<ScoredAssessment>, LegacyError> {
+        validate_input(&context, &rows)?;
+        let deadline = Instant::now() + self.call_timeout;
+        let permit = match timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await {
+            Err(_elapsed) => {
+                return Err(LegacyError::Saturated {
+                    after: self.call_timeout,
+                    limit: self.max_concurrency,
+                });
+            }
+            Ok(Err(_closed)) => return Err(LegacyError::ShuttingDown),
+            Ok(Ok(permit)) => permit,
+        };
+        let engine = Arc::clone(&self.engine);
+        let task = tokio::task::spawn_blocking(move || {
+            let outcome = engine.score(&context, &rows).and_then(|result| {
+                let copied = result.copy_out(&rows);
+                // Free explicitly to surface its status; on the error path of
+                // `copy_out` the free still happens (in `free` here, or in Drop
+                // if anything above panicked).
+                let freed = result.free();
+                let scored = copied?;
+                freed.map(|()| scored)
+            });
+            // The engine reference goes before the permit, so that once every
+            // permit is back no call holds the engine (see `shutdown`).
+            drop(engine);
+            drop(permit);
+            outcome
+        });
+        match timeout_at(deadline, task).await {
+            Err(_elapsed) => {
+                tracing::warn!(
+                    timeout_ms = self.call_timeout.as_millis() as u64,
+                    "legacy call timed out; its handle is released when the native call returns"
+                );
+                Err(LegacyError::Timeout {
+                    after: self.call_timeout,
+                })
+            }
+            Ok(Err(join_error)) if join_error.is_panic() => Err(LegacyError::WorkerPanicked),
+            // Cancelled: the runtime is shutting down.
+            Ok(Err(_)) => Err(LegacyError::ShuttingDown),
+            Ok(Ok(outcome)) => outcome,
+        }
+    }
+
+    /// Native calls running now (each holds a permit until its native call returns).
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrency - self.permits.available_permits()
+    }
+
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    /// The component's process-wide handle counters, when it exports them.
+    pub fn native_stats(&self) -> Option<NativeStats> {
+        self.engine.library().stats().map(NativeStats::from)
+    }
+
+    /// Stops accepting calls, waits up to `grace` for running ones, then
+    /// closes the engine exactly once and returns its native status.
+    ///
+    /// If calls are still running after `grace`, returns `ShutdownIncomplete`;
+    /// the engine is then closed by the last of them when its native call returns.
+    pub async fn shutdown(self, grace: Duration) -> Result<(), LegacyError> {
+        let waited = tokio::time::timeout(
+            grace,
+            self.permits.acquire_many(self.max_concurrency as u32),
+        )
+        .await;
+        self.permits.close();
+        match waited {
+            Ok(Ok(_all_permits)) => {}
+            Ok(Err(_closed)) => return Err(LegacyError::ShuttingDown),
+            Err(_elapsed) => {
+                return Err(LegacyError::ShutdownIncomplete {
+                    in_flight: self.in_flight(),
+                    grace,
+                });
+            }
+        }
+        match Arc::try_unwrap(self.engine) {
+            Ok(engine) => engine.close(),
+            // Unreachable while every call drops its engine reference before
+            // its permit; if it ever happens, the last holder's Drop closes it.
+            Err(_still_shared) => Err(LegacyError::ShutdownIncomplete {
+                in_flight: 0,
+                grace,
+            }),
+        }
+    }
+}

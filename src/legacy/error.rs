@@ -1,0 +1,108 @@
+//! Errors of the legacy boundary. The resolver maps them once into AppSync
+//! error types; messages name the library path or the failing operation and
+//! never carry row data.
+
+use std::ffi::c_int;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A `la_status` value returned by the native component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeStatus {
+    Ok,
+    InvalidArgument,
+    Config,
+    Scoring,
+    UnknownHandle,
+    OutOfRange,
+    Internal,
+    /// A value the header does not define.
+    Unrecognized(c_int),
+}
+
+impl NativeStatus {
+    pub fn from_raw(raw: c_int) -> Self {
+        match raw {
+            0 => NativeStatus::Ok,
+            1 => NativeStatus::InvalidArgument,
+            2 => NativeStatus::Config,
+            3 => NativeStatus::Scoring,
+            4 => NativeStatus::UnknownHandle,
+            5 => NativeStatus::OutOfRange,
+            6 => NativeStatus::Internal,
+            other => NativeStatus::Unrecognized(other),
+        }
+    }
+}
+
+impl std::fmt::Display for NativeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NativeStatus::Ok => f.write_str("LA_OK"),
+            NativeStatus::InvalidArgument => f.write_str("LA_ERR_INVALID_ARGUMENT"),
+            NativeStatus::Config => f.write_str("LA_ERR_CONFIG"),
+            NativeStatus::Scoring => f.write_str("LA_ERR_SCORING"),
+            NativeStatus::UnknownHandle => f.write_str("LA_ERR_UNKNOWN_HANDLE"),
+            NativeStatus::OutOfRange => f.write_str("LA_ERR_OUT_OF_RANGE"),
+            NativeStatus::Internal => f.write_str("LA_ERR_INTERNAL"),
+            NativeStatus::Unrecognized(raw) => write!(f, "unrecognized status {raw}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    #[error("cannot load the legacy library {}: {source}", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: libloading::Error,
+    },
+    #[error("the legacy library {} does not export `{symbol}`: {source}", path.display())]
+    MissingSymbol {
+        path: PathBuf,
+        symbol: &'static str,
+        #[source]
+        source: libloading::Error,
+    },
+    #[error("the legacy library {} has ABI version {found}, this build needs {expected}", path.display())]
+    AbiMismatch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("legacy {operation} failed with {status}: {message}")]
+    Native {
+        operation: &'static str,
+        status: NativeStatus,
+        message: String,
+    },
+    #[error("invalid input for the legacy component: {0}")]
+    InvalidInput(String),
+    #[error("malformed output from the legacy component: {0}")]
+    MalformedOutput(String),
+    #[error("the legacy component did not answer within {}ms", after.as_millis())]
+    Timeout { after: Duration },
+    #[error("no legacy worker became free within {}ms ({limit} calls already running)", after.as_millis())]
+    Saturated { after: Duration, limit: usize },
+    #[error("the legacy engine is shutting down")]
+    ShuttingDown,
+    #[error("the legacy call's worker task panicked")]
+    WorkerPanicked,
+    #[error("{in_flight} legacy calls were still running after {}ms; the engine will be closed when they return", grace.as_millis())]
+    ShutdownIncomplete { in_flight: usize, grace: Duration },
+}
+
+impl LegacyError {
+    /// Whether a retry of the same request could succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LegacyError::Native {
+                status: NativeStatus::Scoring,
+                ..
+            } | LegacyError::Timeout { .. }
+                | LegacyError::Saturated { .. }
+        )
+    }
+}

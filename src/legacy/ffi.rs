@@ -1,0 +1,244 @@
+//! The raw C ABI of `legacy-shim/include/legacy_assessment.h`, and the loaded
+//! library: every symbol resolved once, at load, into plain function pointers.
+//!
+//! Nothing outside `legacy` sees these types; `handle.rs` wraps them in owners.
+
+use std::ffi::{c_char, c_int};
+use std::marker::{PhantomData, PhantomPinned};
+use std::path::{Path, PathBuf};
+
+use super::error::{LegacyError, NativeStatus};
+
+/// The ABI version this crate is written against (`LA_ABI_VERSION`).
+pub const ABI_VERSION: u32 = 1;
+
+/// Opaque `la_engine` (the Nomicon's pattern: not constructible, not `Send`/`Sync`, `!Unpin`).
+#[repr(C)]
+pub struct LaEngine {
+    _data: [u8; 0],
+    _marker: PhantomData<(*mut u8, PhantomPinned)>,
+}
+
+/// Opaque `la_result`.
+#[repr(C)]
+pub struct LaResult {
+    _data: [u8; 0],
+    _marker: PhantomData<(*mut u8, PhantomPinned)>,
+}
+
+#[repr(C)]
+pub struct LaStudentContext {
+    pub grade: i32,
+    pub reading_level: f64,
+}
+
+#[repr(C)]
+pub struct LaAssessmentRow {
+    /// Borrowed for the call: points into a `CString` the caller keeps alive.
+    pub id: *const c_char,
+    pub assessment_type: i32,
+    pub administered_at_unix_ms: i64,
+    pub raw_score: f64,
+    pub items_attempted: i32,
+    pub items_correct: i32,
+    pub duration_seconds: i32,
+}
+
+#[repr(C)]
+pub struct LaScoredAssessment {
+    /// Borrowed from the result: valid until `la_result_free`.
+    pub id: *const c_char,
+    pub id_len: usize,
+    pub scaled_score: f64,
+    pub percentile: f64,
+    pub band: i32,
+    pub has_wcpm: i32,
+    pub wcpm: f64,
+    pub accuracy: f64,
+    pub flags: u32,
+}
+
+impl LaScoredAssessment {
+    pub fn zeroed() -> Self {
+        LaScoredAssessment {
+            id: std::ptr::null(),
+            id_len: 0,
+            scaled_score: 0.0,
+            percentile: 0.0,
+            band: 0,
+            has_wcpm: 0,
+            wcpm: 0.0,
+            accuracy: 0.0,
+            flags: 0,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LaStats {
+    pub engines_opened: u64,
+    pub engines_closed: u64,
+    pub results_opened: u64,
+    pub results_closed: u64,
+    pub score_calls: u64,
+    pub violations: u64,
+}
+
+type AbiVersionFn = unsafe extern "C" fn() -> u32;
+type EngineOpenFn = unsafe extern "C" fn(*const c_char, *mut *mut LaEngine) -> c_int;
+type EngineCloseFn = unsafe extern "C" fn(*mut LaEngine) -> c_int;
+type ScoreFn = unsafe extern "C" fn(
+    *mut LaEngine,
+    *const LaStudentContext,
+    *const LaAssessmentRow,
+    usize,
+    *mut *mut LaResult,
+) -> c_int;
+type ResultCountFn = unsafe extern "C" fn(*const LaResult) -> usize;
+type ResultGetFn = unsafe extern "C" fn(*const LaResult, usize, *mut LaScoredAssessment) -> c_int;
+type ResultFreeFn = unsafe extern "C" fn(*mut LaResult) -> c_int;
+type LastErrorFn = unsafe extern "C" fn(*mut c_char, usize) -> usize;
+type StatsFn = unsafe extern "C" fn(*mut LaStats) -> c_int;
+
+/// The loaded legacy library and its resolved entry points.
+///
+/// The function pointers are only valid while `_library` stays loaded; they
+/// are visible only inside `legacy`, and every native handle owner keeps an `Arc` of this
+/// struct, so the library is unloaded only after the last handle is released.
+pub struct NativeLibrary {
+    path: PathBuf,
+    // The raw entry points, for `handle.rs` only. Each is `unsafe` to call with
+    // the preconditions the header states beside its declaration.
+    pub(super) engine_open: EngineOpenFn,
+    pub(super) engine_close: EngineCloseFn,
+    pub(super) score: ScoreFn,
+    pub(super) result_count: ResultCountFn,
+    pub(super) result_get: ResultGetFn,
+    pub(super) result_free: ResultFreeFn,
+    last_error: LastErrorFn,
+    /// Optional: the production component may not export its counters.
+    stats: Option<StatsFn>,
+    // Declared last so it is dropped last.
+    _library: libloading::Library,
+}
+
+impl std::fmt::Debug for NativeLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeLibrary")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves one symbol into a copied function pointer.
+///
+/// # Safety
+/// `T` must be the exact function-pointer type the header declares for `name`.
+unsafe fn symbol<T: Copy>(
+    library: &libloading::Library,
+    path: &Path,
+    name: &'static str,
+) -> Result<T, LegacyError> {
+    // SAFETY: the caller guarantees `T` matches the header's declaration of `name`;
+    // the copied pointer is kept only inside `NativeLibrary`, beside the library.
+    let found = unsafe { library.get::<T>(name.as_bytes()) };
+    found
+        .map(|sym| *sym)
+        .map_err(|source| LegacyError::MissingSymbol {
+            path: path.to_path_buf(),
+            symbol: name,
+            source,
+        })
+}
+
+impl NativeLibrary {
+    /// Loads the library at `path` with every symbol bound now (`RTLD_NOW`),
+    /// checks its ABI version and resolves every entry point.
+    pub fn load(path: &Path) -> Result<Self, LegacyError> {
+        use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
+        // SAFETY: loading runs the library's initialisers. The legacy component's
+        // contract (the header) is that loading has no side effects beyond static
+        // initialisation, and its termination routines are safe to run on unload,
+        // which happens only after every handle (each holding an Arc of this
+        // struct) is released.
+        let library: libloading::Library =
+            unsafe { UnixLibrary::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+                .map_err(|source| LegacyError::Load {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .into();
+
+        // SAFETY (all `symbol` calls below): each type alias above is transcribed
+        // from the declaration of the same name in legacy_assessment.h.
+        let abi_version: AbiVersionFn = unsafe { symbol(&library, path, "la_abi_version") }?;
+        // SAFETY: `la_abi_version` takes nothing and returns a value; no preconditions.
+        let found = unsafe { abi_version() };
+        if found != ABI_VERSION {
+            return Err(LegacyError::AbiMismatch {
+                path: path.to_path_buf(),
+                found,
+                expected: ABI_VERSION,
+            });
+        }
+        // SAFETY: see above: types transcribed from the header.
+        let lib = unsafe {
+            NativeLibrary {
+                path: path.to_path_buf(),
+                engine_open: symbol(&library, path, "la_engine_open")?,
+                engine_close: symbol(&library, path, "la_engine_close")?,
+                score: symbol(&library, path, "la_score")?,
+                result_count: symbol(&library, path, "la_result_count")?,
+                result_get: symbol(&library, path, "la_result_get")?,
+                result_free: symbol(&library, path, "la_result_free")?,
+                last_error: symbol(&library, path, "la_last_error_message")?,
+                stats: symbol(&library, path, "la_stats_get").ok(),
+                _library: library,
+            }
+        };
+        Ok(lib)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This thread's last native error message (the header's thread-local
+    /// contract: call it on the thread whose call just failed).
+    pub fn last_error_message(&self) -> String {
+        let mut buf = [0 as c_char; 512];
+        // SAFETY: `buf` is caller-owned and `buf.len()` bytes long; the function
+        // writes at most that many bytes, NUL included, and keeps no pointer.
+        let full_len = unsafe { (self.last_error)(buf.as_mut_ptr(), buf.len()) };
+        let copied = full_len.min(buf.len() - 1);
+        let bytes: Vec<u8> = buf[..copied].iter().map(|&c| c as u8).collect();
+        let mut message = String::from_utf8_lossy(&bytes).into_owned();
+        if full_len > copied {
+            message.push_str("...");
+        }
+        message
+    }
+
+    /// Turns a native status into a `Result`, attaching this thread's message.
+    pub fn check(&self, operation: &'static str, raw: c_int) -> Result<(), LegacyError> {
+        match NativeStatus::from_raw(raw) {
+            NativeStatus::Ok => Ok(()),
+            status => Err(LegacyError::Native {
+                operation,
+                status,
+                message: self.last_error_message(),
+            }),
+        }
+    }
+
+    /// Process-wide handle counters, when the library exports them.
+    pub fn stats(&self) -> Option<LaStats> {
+        let stats_fn = self.stats?;
+        let mut out = LaStats::default();
+        // SAFETY: `out` is caller-owned storage of the header's `la_stats` layout;
+        // the function only writes into it.
+        let raw = unsafe { stats_fn(&mut out) };
+        (NativeStatus::from_raw(raw) == NativeStatus::Ok).then_some(out)
+    }
+}

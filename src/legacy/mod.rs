@@ -1,0 +1,153 @@
+//! The legacy assessment component: a native library with a C ABI
+//! (`legacy-shim/include/legacy_assessment.h`), loaded with libloading.
+//!
+//! Layers, inside out:
+//! * [`ffi`]: the C types and the loaded library, every symbol resolved at load;
+//! * [`handle`]: one owner per native handle, released exactly once;
+//! * [`engine`]: the async API ([`LegacyEngine`]) on tokio's blocking pool,
+//!   with a concurrency limit and a per-call timeout.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), assessments_resolver::legacy::LegacyError> {
+//! use assessments_resolver::legacy::*;
+//! let engine = LegacyEngine::open(&LegacySettings::default())?;
+//! let context = StudentContext { grade: 3, reading_level: 3.2 };
+//! let rows = vec![AssessmentRow {
+//!     id: "a-1".into(),
+//!     assessment_type: AssessmentType::OralReadingFluency,
+//!     administered_at_unix_ms: 1_700_000_000_000,
+//!     raw_score: 110.0,
+//!     items_attempted: 115,
+//!     items_correct: 110,
+//!     duration_seconds: 60,
+//! }];
+//! let scored = engine.score(context, rows).await?;
+//! assert_eq!(scored[0].percentile, 50.0);
+//! engine.shutdown(std::time::Duration::from_secs(5)).await
+//! # }
+//! ```
+
+mod engine;
+mod error;
+mod ffi;
+mod handle;
+mod types;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{ConfigError, Env};
+
+pub use engine::LegacyEngine;
+pub use error::{LegacyError, NativeStatus};
+pub use ffi::ABI_VERSION;
+pub use types::{
+    AssessmentRow, AssessmentType, Band, Flags, MAX_GRADE, MAX_ID_LEN, MAX_ROWS_PER_CALL,
+    ScoredAssessment, StudentContext,
+};
+
+/// The mocked shim that `cargo build` compiles from `legacy-shim/`: the
+/// default `LEGACY_LIB_PATH` for local runs and tests. Production sets
+/// `LEGACY_LIB_PATH` to the real component (the Lambda layer's `/opt/lib/...`).
+pub const DEFAULT_LIB_PATH: &str = env!("LEGACY_SHIM_PATH");
+
+/// Most native calls a process allows at once (`LEGACY_MAX_CONCURRENCY` upper bound).
+pub const MAX_CONCURRENCY_LIMIT: usize = 256;
+
+/// How to load and run the legacy component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegacySettings {
+    /// `LEGACY_LIB_PATH`: the shared library.
+    pub lib_path: PathBuf,
+    /// `LEGACY_CONFIG`: the engine's configuration string.
+    pub engine_config: String,
+    /// `LEGACY_MAX_CONCURRENCY`: native calls at once (1..=256, default 4).
+    pub max_concurrency: usize,
+    /// `LEGACY_CALL_TIMEOUT_MS`: per-call timeout, waiting for a slot included (default 5000).
+    pub call_timeout: Duration,
+}
+
+impl Default for LegacySettings {
+    fn default() -> Self {
+        LegacySettings {
+            lib_path: PathBuf::from(DEFAULT_LIB_PATH),
+            engine_config: String::new(),
+            max_concurrency: 4,
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LegacySettings {
+    /// Reads the `LEGACY_*` settings; a missing one takes its default, an
+    /// invalid one is an error naming the variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = LegacySettings::default();
+        Ok(LegacySettings {
+            lib_path: env
+                .string("LEGACY_LIB_PATH")?
+                .map(PathBuf::from)
+                .unwrap_or(defaults.lib_path),
+            engine_config: env
+                .string("LEGACY_CONFIG")?
+                .unwrap_or(defaults.engine_config),
+            max_concurrency: env
+                .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
+                .map_or(defaults.max_concurrency, |n| n as usize),
+            call_timeout: env
+                .number("LEGACY_CALL_TIMEOUT_MS", 1..=600_000)?
+                .map_or(defaults.call_timeout, Duration::from_millis),
+        })
+    }
+}
+
+/// Reads the handle counters of the library at `lib_path` without opening an
+/// engine: loading a library this process already loaded yields the same
+/// instance, so these are the counters of the engines it runs. `None` when the
+/// library does not export them.
+pub fn library_stats(lib_path: &Path) -> Result<Option<NativeStats>, LegacyError> {
+    Ok(ffi::NativeLibrary::load(lib_path)?
+        .stats()
+        .map(NativeStats::from))
+}
+
+/// The component's process-wide handle counters (`la_stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NativeStats {
+    pub engines_opened: u64,
+    pub engines_closed: u64,
+    pub results_opened: u64,
+    pub results_closed: u64,
+    pub score_calls: u64,
+    /// Releases of unknown or already-released handles. Zero unless a bug.
+    pub violations: u64,
+}
+
+impl NativeStats {
+    /// Handles opened and not yet released, engines and results together.
+    pub fn live_handles(&self) -> u64 {
+        (self.engines_opened + self.results_opened)
+            .saturating_sub(self.engines_closed + self.results_closed)
+    }
+
+    pub fn live_results(&self) -> u64 {
+        self.results_opened.saturating_sub(self.results_closed)
+    }
+
+    pub fn live_engines(&self) -> u64 {
+        self.engines_opened.saturating_sub(self.engines_closed)
+    }
+}
+
+impl From<ffi::LaStats> for NativeStats {
+    fn from(s: ffi::LaStats) -> Self {
+        NativeStats {
+            engines_opened: s.engines_opened,
+            engines_closed: s.engines_closed,
+            results_opened: s.results_opened,
+            results_closed: s.results_closed,
+            score_calls: s.score_calls,
+            violations: s.violations,
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! The legacy bridge against the mocked shim, loaded through libloading like
+//! production loads the real component. Every test that touches the shim ends
+//! by checking its handle registry: nothing live, no violation.
+//!
+//! The test command also runs this file under valgrind memcheck.
+#![allow(
+    clippy::await_holding_lock,
+    reason = "the counters lock is held by a test's own block_on thread for the whole test; \
+              no other future on that runtime takes it"
+)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assessments_resolver::legacy::{
+    AssessmentType, Band, Flags, LegacyEngine, LegacyError, NativeStatus, StudentContext,
+};
+use support::*;
+
+const FLUENCY: AssessmentType = AssessmentType::OralReadingFluency;
+const COMPREHENSION: AssessmentType = AssessmentType::ReadingComprehension;
+const PHONOLOGICAL: AssessmentType = AssessmentType::PhonologicalAwareness;
+
+/// Calls in the mixed-outcome stress tests (the issue's figure).
+const STRESS_CALLS: usize = 10_000;
+
+#[tokio::test]
+async fn scores_follow_the_documented_norm_tables() {
+    let _lock = native_counters_lock();
+    let engine = LegacyEngine::open(&shim_settings("")).expect("open");
+    let input = vec![
+        row("orf-at", FLUENCY, 115, 110, 60), // 110 wcpm = grade-3 norm: z = 0
+        row("orf-above", FLUENCY, 140, 135, 60), // 135 wcpm: z = +1
+        row("comp-at", COMPREHENSION, 20, 14, 300), // 70 %: z = 0, accuracy 0.7
+        row("phon-low", PHONOLOGICAL, 10, 6, 15), // 60 %: z = -2, 1.5 s per item
+    ];
+    let scored = engine.score(grade3(), input).await.expect("score");
+    assert_eq!(scored.len(), 4);
+
+    let at = &scored[0];
+    assert_eq!(
+        (at.id.as_str(), at.percentile, at.scaled_score, at.band),
+        ("orf-at", 50.0, 400.0, Band::At)
+    );
+    assert_eq!(at.wcpm, Some(110.0));
+    assert_eq!(at.accuracy, 110.0 / 115.0);
+    assert_eq!(at.flags, Flags::empty());
+
+    let above = &scored[1];
+    assert_eq!(
+        (above.percentile, above.scaled_score, above.band),
+        (84.0, 500.0, Band::Above)
+    );
+
+    let comp = &scored[2];
+    assert_eq!(
+        (comp.percentile, comp.scaled_score, comp.band, comp.wcpm),
+        (50.0, 400.0, Band::At, None)
+    );
+    assert_eq!(comp.flags, Flags::LOW_ACCURACY);
+
+    let phon = &scored[3];
+    // 50 + 34 * -2 = -18, clamped to 1; 400 + 100 * -2 = 200.
+    assert_eq!(
+        (phon.percentile, phon.scaled_score, phon.band),
+        (1.0, 200.0, Band::WellBelow)
+    );
+    assert_eq!(phon.flags, Flags::LOW_ACCURACY | Flags::RAPID_GUESSING);
+    assert_eq!(
+        phon.flags.names().collect::<Vec<_>>(),
+        ["LOW_ACCURACY", "RAPID_GUESSING"]
+    );
+
+    // A reading level more than a grade below flags every assessment.
+    let behind = StudentContext {
+        grade: 3,
+        reading_level: 1.5,
+    };
+    let scored = engine
+        .score(behind, vec![row("orf-at", FLUENCY, 115, 110, 60)])
+        .await
+        .expect("score");
+    assert_eq!(scored[0].flags, Flags::BELOW_READING_LEVEL);
+
+    assert_eq!(
+        engine.score(grade3(), Vec::new()).await.expect("empty"),
+        Vec::new()
+    );
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert_native_clean("norm tables");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Scored,
+    ScoringFailed,
+    InvalidArgument,
+    TimedOut,
+    Saturated,
+    FutureDropped,
+    TaskPanicked,
+    /// A slow call that completed before its timeout fired: possible when the
+    /// scheduler runs late (valgrind), and as clean as any other outcome.
+    ScoredLate,
+}
+
+/// One call of the mixed workload; `i` picks the kind.
+async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) -> Outcome {
+    match i % 100 {
+        // The slow engine answers after 20 ms; its calls time out after 5 ms.
+        0 | 1 => match slow.score(grade3(), rows(2)).await {
+            Err(LegacyError::Timeout { .. }) => Outcome::TimedOut,
+            Err(LegacyError::Saturated { .. }) => Outcome::Saturated,
+            Ok(_) => Outcome::ScoredLate,
+            other => panic!("call {i}: expected a timeout, got {other:?}"),
+        },
+        // A future dropped while its native call runs.
+        2 | 3 => {
+            let task = tokio::spawn(async move { slow.score(grade3(), rows(3)).await });
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            task.abort();
+            match task.await {
+                Err(e) if e.is_cancelled() => Outcome::FutureDropped,
+                Ok(Err(LegacyError::Timeout { .. })) => Outcome::TimedOut,
+                Ok(Err(LegacyError::Saturated { .. })) => Outcome::Saturated,
+                Ok(Ok(_)) => Outcome::ScoredLate,
+                other => panic!("call {i}: expected a cancelled task, got {other:?}"),
+            }
+        }
+        // The calling task panics while its native call runs.
+        4 if i % 500 == 4 => {
+            let task = tokio::spawn(async move {
+                tokio::select! {
+                    result = slow.score(grade3(), rows(1)) => result.map(|_| ()),
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => std::panic::panic_any(INJECTED_PANIC),
+                }
+            });
+            match task.await {
+                Err(e) if e.is_panic() => Outcome::TaskPanicked,
+                Ok(Err(LegacyError::Timeout { .. })) => Outcome::TimedOut,
+                Ok(Err(LegacyError::Saturated { .. })) => Outcome::Saturated,
+                Ok(Ok(())) => Outcome::ScoredLate,
+                other => panic!("call {i}: expected a panic, got {other:?}"),
+            }
+        }
+        // A row the component rejects: items_correct > items_attempted.
+        5..=9 => match fast
+            .score(grade3(), vec![row("bad", COMPREHENSION, 10, 11, 60)])
+            .await
+        {
+            Err(LegacyError::Native {
+                status: NativeStatus::InvalidArgument,
+                message,
+                ..
+            }) => {
+                assert!(message.contains("rows[0].items_correct"), "{message}");
+                Outcome::InvalidArgument
+            }
+            other => panic!("call {i}: expected an invalid-argument error, got {other:?}"),
+        },
+        // The fast engine fails every 5th call it receives.
+        _ => match fast.score(grade3(), rows(1 + i % 7)).await {
+            Ok(scored) => {
+                assert_eq!(scored.len(), 1 + i % 7);
+                Outcome::Scored
+            }
+            Err(LegacyError::Native {
+                status: NativeStatus::Scoring,
+                ..
+            }) => Outcome::ScoringFailed,
+            Err(other) => panic!("call {i}: unexpected {other:?}"),
+        },
+    }
+}
+
+fn open_mixed_engines() -> (Arc<LegacyEngine>, Arc<LegacyEngine>) {
+    quiet_injected_panics();
+    let fast = LegacyEngine::open(&settings_with("fail_every=5", 4, Duration::from_secs(10)))
+        .expect("fast");
+    let slow = LegacyEngine::open(&settings_with("delay_ms=20", 8, Duration::from_millis(5)))
+        .expect("slow");
+    (Arc::new(fast), Arc::new(slow))
+}
+
+async fn close_mixed_engines(fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) {
+    for engine in [fast, slow] {
+        let engine = Arc::into_inner(engine).expect("no task holds the engine any more");
+        engine
+            .shutdown(Duration::from_secs(10))
+            .await
+            .expect("engine closes once, cleanly");
+    }
+}
+
+fn check_mix(
+    label: &str,
+    tally: &BTreeMap<Outcome, usize>,
+    before: assessments_resolver::legacy::NativeStats,
+) {
+    assert_eq!(tally.values().sum::<usize>(), STRESS_CALLS, "{tally:?}");
+    for kind in [
+        Outcome::Scored,
+        Outcome::ScoringFailed,
+        Outcome::InvalidArgument,
+        Outcome::TimedOut,
+        Outcome::FutureDropped,
+        Outcome::TaskPanicked,
+    ] {
+        assert!(
+            tally.get(&kind).copied().unwrap_or(0) > 0,
+            "{label}: no {kind:?} in {tally:?}"
+        );
+    }
+    let after = shim_stats();
+    println!(
+        "{label}: outcomes {tally:?}; shim counters delta: engines opened {} closed {}, results opened {} closed {}, score calls {}, live handles {}, violations {}",
+        after.engines_opened - before.engines_opened,
+        after.engines_closed - before.engines_closed,
+        after.results_opened - before.results_opened,
+        after.results_closed - before.results_closed,
+        after.score_calls - before.score_calls,
+        after.live_handles(),
+        after.violations,
+    );
+    assert_eq!(
+        after.engines_closed - before.engines_closed,
+        2,
+        "each engine closed exactly once"
+    );
+    assert!(after.results_opened - before.results_opened >= tally[&Outcome::Scored] as u64);
+    assert_native_clean(label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_mixed_calls_release_every_handle() {
+    let _lock = native_counters_lock();
+    let before = shim_stats();
+    let (fast, slow) = open_mixed_engines();
+    let mut tally = BTreeMap::new();
+    for i in 0..STRESS_CALLS {
+        let outcome = mixed_call(i, Arc::clone(&fast), Arc::clone(&slow)).await;
+        *tally.entry(outcome).or_insert(0) += 1;
+    }
+    close_mixed_engines(fast, slow).await;
+    check_mix("sequential", &tally, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_tasks_release_every_handle() {
+    let _lock = native_counters_lock();
+    let before = shim_stats();
+    let (fast, slow) = open_mixed_engines();
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let (fast, slow) = (Arc::clone(&fast), Arc::clone(&slow));
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for i in (task..STRESS_CALLS).step_by(64) {
+                    outcomes.push(mixed_call(i, Arc::clone(&fast), Arc::clone(&slow)).await);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut tally = BTreeMap::new();
+    for task in tasks {
+        for outcome in task.await.expect("worker task") {
+            *tally.entry(outcome).or_insert(0) += 1;
+        }
+    }
+    close_mixed_engines(fast, slow).await;
+    check_mix("64 tasks", &tally, before);
+}
+
+#[tokio::test]
+async fn a_call_past_its_timeout_keeps_its_slot_until_the_native_call_returns() {
+    let _lock = native_counters_lock();
+    let engine = Arc::new(
+        LegacyEngine::open(&settings_with("delay_ms=300", 1, Duration::from_millis(50)))
+            .expect("open"),
+    );
+    let first = tokio::spawn({
+        let engine = Arc::clone(&engine);
+        async move { engine.score(grade3(), rows(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = engine.score(grade3(), rows(1)).await;
+    assert!(
+        matches!(second, Err(LegacyError::Saturated { limit: 1, .. })),
+        "{second:?}"
+    );
+    let first = first.await.expect("task");
+    let Err(error) = first else {
+        panic!("expected a timeout, got {first:?}")
+    };
+    assert!(matches!(error, LegacyError::Timeout { .. }));
+    assert_eq!(
+        error.to_string(),
+        "the legacy component did not answer within 50ms"
+    );
+    assert!(error.is_transient());
+    // The timed-out native call still runs and holds the only slot.
+    assert_eq!(engine.in_flight(), 1);
+    let engine = Arc::into_inner(engine).expect("sole owner");
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("waits for the call, then closes");
+    assert_native_clean("timeout");
+}
+
+#[tokio::test]
+async fn shutdown_during_a_call_closes_the_engine_when_the_call_returns() {
+    let _lock = native_counters_lock();
+    let engine = Arc::new(
+        LegacyEngine::open(&settings_with("delay_ms=300", 2, Duration::from_millis(20)))
+            .expect("open"),
+    );
+    let before = shim_stats();
+    assert!(matches!(
+        engine.score(grade3(), rows(1)).await,
+        Err(LegacyError::Timeout { .. })
+    ));
+    let engine = Arc::into_inner(engine).expect("sole owner");
+    let shutdown = engine.shutdown(Duration::from_millis(10)).await;
+    assert!(
+        matches!(
+            shutdown,
+            Err(LegacyError::ShutdownIncomplete { in_flight: 1, .. })
+        ),
+        "{shutdown:?}"
+    );
+    // The engine is still open: the running call owns a reference to it.
+    assert_eq!(shim_stats().engines_closed, before.engines_closed);
+    // When the native call returns, its blocking task frees the result and,
+    // as the last owner, closes the engine: once.
+    let mut waited = 0;
+    while shim_stats().engines_closed == before.engines_closed && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        waited += 1;
+    }
+    assert_eq!(shim_stats().engines_closed, before.engines_closed + 1);
+    assert_native_clean("shutdown during a call");
+}
+
+#[test]
+fn a_missing_library_is_an_error_naming_the_path() {
+    let settings = assessments_resolver::legacy::LegacySettings {
+        lib_path: PathBuf::from("/nonexistent/liblegacy_assessment.so"),
+        ..shim_settings("")
+    };
+    let error = LegacyEngine::open(&settings).expect_err("no such file");
+    assert!(matches!(error, LegacyError::Load { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("/nonexistent/liblegacy_assessment.so"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_symbol_is_an_error_naming_it_and_the_path() {
+    let path = env!("LEGACY_SHIM_MISSING_SYMBOL_PATH");
+    let settings = assessments_resolver::legacy::LegacySettings {
+        lib_path: PathBuf::from(path),
+        ..shim_settings("")
+    };
+    let error = LegacyEngine::open(&settings).expect_err("la_score is missing");
+    let LegacyError::MissingSymbol { symbol, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(*symbol, "la_score");
+    assert!(error.to_string().contains(path));
+}
+
+#[test]
+fn an_abi_version_mismatch_is_refused_at_load() {
+    let path = env!("LEGACY_SHIM_ABI_MISMATCH_PATH");
+    let settings = assessments_resolver::legacy::LegacySettings {
+        lib_path: PathBuf::from(path),
+        ..shim_settings("")
+    };
+    let error = LegacyEngine::open(&settings).expect_err("ABI 99");
+    assert!(
+        matches!(
+            error,
+            LegacyError::AbiMismatch {
+                found: 99,
+                expected: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("ABI version 99, this build needs 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_bad_engine_config_is_refused_with_the_native_message() {
+    let _lock = native_counters_lock();
+    for (config, expected) in [
+        ("bogus=1", "unknown config key 'bogus'"),
+        (
+            "fail_every=x",
+            "invalid value 'x' for config key 'fail_every'",
+        ),
+        (
+            "fail_prob=2",
+            "invalid value '2' for config key 'fail_prob'",
+        ),
+        ("delay_ms", "config entry 'delay_ms' is not key=value"),
+    ] {
+        let error = LegacyEngine::open(&shim_settings(config)).expect_err(config);
+        let LegacyError::Native {
+            status: NativeStatus::Config,
+            message,
+            ..
+        } = &error
+        else {
+            panic!("{config}: {error:?}")
+        };
+        assert_eq!(message, expected);
+    }
+    let error = LegacyEngine::open(&shim_settings("seed=1\0")).expect_err("NUL");
+    assert!(matches!(error, LegacyError::InvalidInput(_)));
+    assert_native_clean("bad config");
+}
+
+#[tokio::test]
+async fn every_malformed_output_mode_is_a_typed_error_and_the_engine_keeps_serving() {
+    let _lock = native_counters_lock();
+    let healthy = LegacyEngine::open(&shim_settings("")).expect("open");
+    for (mode, expected) in [
+        (
+            "nan",
+            "entry 0: scaled_score is not a number within 100..900",
+        ),
+        ("range", "entry 0: percentile is not a number within 1..99"),
+        ("utf8", "entry 0: id is not valid UTF-8"),
+        ("id_len", "entry 0: id length is outside 1..=64 bytes"),
+        ("count", "result holds 1099511627776 entries for 3 rows"),
+    ] {
+        let broken =
+            LegacyEngine::open(&shim_settings(&format!("malformed={mode}"))).expect("open");
+        let error = broken.score(grade3(), rows(3)).await.expect_err(mode);
+        let LegacyError::MalformedOutput(message) = &error else {
+            panic!("{mode}: {error:?}")
+        };
+        assert_eq!(message, expected, "{mode}");
+        broken
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+        // The process keeps serving.
+        assert_eq!(
+            healthy
+                .score(grade3(), rows(3))
+                .await
+                .expect("healthy")
+                .len(),
+            3
+        );
+    }
+    healthy
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert_native_clean("malformed output");
+}
+
+#[tokio::test]
+async fn input_the_boundary_cannot_carry_is_rejected_before_the_call() {
+    let _lock = native_counters_lock();
+    let engine = LegacyEngine::open(&shim_settings("")).expect("open");
+    let calls_before = shim_stats().score_calls;
+    let mut nul = rows(1);
+    nul[0].id = "a\0b".to_owned();
+    let mut long = rows(1);
+    long[0].id = "x".repeat(65);
+    for (input, expected) in [
+        (nul, "rows[0].id must be 1..=64 bytes without NUL"),
+        (long, "rows[0].id must be 1..=64 bytes without NUL"),
+        (rows(10_001), "10001 rows exceed the 10000 a call accepts"),
+    ] {
+        let error = engine.score(grade3(), input).await.expect_err(expected);
+        assert_eq!(
+            error.to_string(),
+            format!("invalid input for the legacy component: {expected}")
+        );
+    }
+    let error = engine
+        .score(
+            StudentContext {
+                grade: 13,
+                reading_level: 3.0,
+            },
+            rows(1),
+        )
+        .await
+        .expect_err("grade 13");
+    assert!(error.to_string().contains("grade 13 is above 12"));
+    let error = engine
+        .score(
+            StudentContext {
+                grade: 3,
+                reading_level: f64::NAN,
+            },
+            rows(1),
+        )
+        .await
+        .expect_err("NaN reading level");
+    assert!(error.to_string().contains("reading level"));
+    assert_eq!(
+        shim_stats().score_calls,
+        calls_before,
+        "nothing reached the component"
+    );
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert_native_clean("input validation");
+}
+
+#[tokio::test]
+async fn seeded_failure_probability_is_reproducible() {
+    let _lock = native_counters_lock();
+    let mut patterns = Vec::new();
+    for _ in 0..2 {
+        let engine = LegacyEngine::open(&shim_settings("fail_prob=0.3;seed=7")).expect("open");
+        let mut pattern = Vec::new();
+        for _ in 0..200 {
+            pattern.push(engine.score(grade3(), rows(1)).await.is_ok());
+        }
+        engine
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+        patterns.push(pattern);
+    }
+    assert_eq!(patterns[0], patterns[1]);
+    let failures = patterns[0].iter().filter(|ok| !**ok).count();
+    assert!(
+        (30..=90).contains(&failures),
+        "{failures} failures of 200 at p = 0.3"
+    );
+    assert_native_clean("fail_prob");
+}
+
+/// The crash modes kill the process that loaded the component: only process
+/// isolation contains them. This runs each in a child process (this same test
+/// binary, re-entered through `LEGACY_CRASH_CHILD`) and checks the signal.
+#[test]
+fn crash_modes_kill_only_the_process_that_loaded_the_component() {
+    use std::os::unix::process::ExitStatusExt;
+    if let Ok(mode) = std::env::var("LEGACY_CRASH_CHILD") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let engine = LegacyEngine::open(&shim_settings(&format!("crash={mode}"))).expect("open");
+        let _ = runtime.block_on(engine.score(grade3(), rows(1)));
+        unreachable!("crash={mode} returned");
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    for (mode, signal) in [("segv", 11), ("abort", 6)] {
+        let status = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_modes_kill_only_the_process_that_loaded_the_component",
+                "--nocapture",
+            ])
+            .env("LEGACY_CRASH_CHILD", mode)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("spawn child");
+        assert_eq!(status.signal(), Some(signal), "crash={mode}: {status:?}");
+    }
+}

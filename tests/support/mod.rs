@@ -1,0 +1,122 @@
+//! Test support shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use assessments_resolver::legacy::{
+    AssessmentRow, AssessmentType, DEFAULT_LIB_PATH, LegacySettings, NativeStats, StudentContext,
+    library_stats,
+};
+
+/// The shim's handle counters are process-wide: tests that assert them take
+/// this lock so that no other test's calls are in flight meanwhile.
+pub fn native_counters_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A test that failed while holding the lock poisons it; the counters are
+    // still meaningful for the next test, so carry on.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The message of panics that tests inject on purpose.
+pub const INJECTED_PANIC: &str = "injected panic in the calling task";
+
+/// Keeps the panics a test injects on purpose out of the output; every other
+/// panic is reported as usual.
+pub fn quiet_injected_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&INJECTED_PANIC) {
+                default_hook(info);
+            }
+        }));
+    });
+}
+
+/// Settings for the mocked shim that `cargo build` compiled, with `config`.
+pub fn shim_settings(config: &str) -> LegacySettings {
+    LegacySettings {
+        engine_config: config.to_owned(),
+        ..LegacySettings::default()
+    }
+}
+
+pub fn settings_with(
+    config: &str,
+    max_concurrency: usize,
+    call_timeout: Duration,
+) -> LegacySettings {
+    LegacySettings {
+        max_concurrency,
+        call_timeout,
+        ..shim_settings(config)
+    }
+}
+
+pub fn grade3() -> StudentContext {
+    StudentContext {
+        grade: 3,
+        reading_level: 3.2,
+    }
+}
+
+/// A valid row of the given type.
+pub fn row(
+    id: &str,
+    assessment_type: AssessmentType,
+    attempted: i32,
+    correct: i32,
+    seconds: i32,
+) -> AssessmentRow {
+    AssessmentRow {
+        id: id.to_owned(),
+        assessment_type,
+        administered_at_unix_ms: 1_700_000_000_000,
+        raw_score: f64::from(correct),
+        items_attempted: attempted,
+        items_correct: correct,
+        duration_seconds: seconds,
+    }
+}
+
+/// `n` valid rows cycling through the assessment types.
+pub fn rows(n: usize) -> Vec<AssessmentRow> {
+    (0..n)
+        .map(|i| {
+            let t = AssessmentType::ALL[i % AssessmentType::ALL.len()];
+            row(
+                &format!("asm-{i:05}"),
+                t,
+                100,
+                90 + (i % 10) as i32,
+                60 + i as i32,
+            )
+        })
+        .collect()
+}
+
+/// The shim's process-wide counters.
+pub fn shim_stats() -> NativeStats {
+    library_stats(Path::new(DEFAULT_LIB_PATH))
+        .expect("the shim loads")
+        .expect("the shim exports la_stats_get")
+}
+
+/// Asserts the shim holds no live handle and saw no violation.
+pub fn assert_native_clean(context: &str) {
+    let stats = shim_stats();
+    assert_eq!(stats.violations, 0, "{context}: violations in {stats:?}");
+    assert_eq!(
+        stats.live_results(),
+        0,
+        "{context}: live results in {stats:?}"
+    );
+    assert_eq!(
+        stats.live_engines(),
+        0,
+        "{context}: live engines in {stats:?}"
+    );
+}
