@@ -242,3 +242,31 @@ impl NativeLibrary {
         (NativeStatus::from_raw(raw) == NativeStatus::Ok).then_some(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shim's registry is the instrument every bridge test reads, so check
+    /// it first: a second release is refused, counted, and frees nothing.
+    #[test]
+    fn the_shim_detects_a_double_release_without_touching_memory() {
+        let lib = NativeLibrary::load(Path::new(crate::legacy::DEFAULT_LIB_PATH)).expect("load");
+        let before = lib.stats().expect("stats");
+        let mut engine: *mut LaEngine = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated config and out-pointer.
+        let status = unsafe { (lib.engine_open)(c"".as_ptr(), &mut engine) };
+        assert_eq!(NativeStatus::from_raw(status), NativeStatus::Ok);
+        // SAFETY: `engine` is live and released once here.
+        let first = unsafe { (lib.engine_close)(engine) };
+        assert_eq!(NativeStatus::from_raw(first), NativeStatus::Ok);
+        // SAFETY: deliberately a double release: the shim's contract is to look
+        // the pointer up in its registry without dereferencing it.
+        let second = unsafe { (lib.engine_close)(engine) };
+        assert_eq!(NativeStatus::from_raw(second), NativeStatus::UnknownHandle);
+        assert!(lib.last_error_message().contains("is not open"));
+        let after = lib.stats().expect("stats");
+        assert_eq!(after.violations, before.violations + 1);
+        assert_eq!(after.engines_closed, before.engines_closed + 1);
+    }
+}
