@@ -120,3 +120,21 @@ pub fn assert_native_clean(context: &str) {
         "{context}: live engines in {stats:?}"
     );
 }
+
+/// A TDS server over the demo fixtures, on a free loopback port.
+pub async fn start_tds_server() -> testkit::tds::TdsServer {
+    testkit::tds::TdsServer::start(testkit::tds::TdsServerConfig::default())
+        .await
+        .expect("TDS server starts")
+}
+
+/// Pool settings for `server`, adjusted by `tweak`.
+pub fn pool_settings(
+    server: &testkit::tds::TdsServer,
+    tweak: impl FnOnce(&mut assessments_resolver::sqlserver::SqlSettings),
+) -> assessments_resolver::sqlserver::SqlSettings {
+    let mut settings =
+        assessments_resolver::sqlserver::SqlSettings::new(server.connection_string());
+    tweak(&mut settings);
+    settings
+}

@@ -1,0 +1,125 @@
+//! The legacy SQL Server database: a bounded pool of tiberius connections
+//! ([`SqlPool`]) and the one query the resolver runs ([`SqlPool::fetch_page`]).
+//!
+//! Every connection comes from the pool and goes back when its lease drops;
+//! the pool never holds more than `max_size` connections, whatever the load.
+//! Statements are constants; request values travel only as parameters.
+
+mod error;
+mod pool;
+mod query;
+
+use std::time::Duration;
+
+use crate::config::{ConfigError, Env};
+
+pub use error::SqlError;
+pub use pool::{PoolStatus, SqlPool};
+pub use query::{ASSESSMENTS_PAGE_SQL, AssessmentRecord, Cursor, MAX_PAGE_SIZE, Page, PageRequest};
+
+/// Pool and connection settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SqlSettings {
+    /// ADO.NET-style, e.g. `Server=tcp:host,1433;Database=...;User Id=...;Password=...`.
+    /// TLS is required unless it says `Encrypt=false` (TLS for the login only)
+    /// or `Encrypt=DANGER_PLAINTEXT` (none: local test servers only);
+    /// `TrustServerCertificate=true` skips certificate validation.
+    pub connection_string: String,
+    /// `SQL_POOL_MAX_SIZE` (1..=64, default 4).
+    pub max_size: usize,
+    /// `SQL_POOL_WAIT_TIMEOUT_MS`: waiting for a free connection (default 2000).
+    pub wait_timeout: Duration,
+    /// `SQL_CONNECT_TIMEOUT_MS`: TCP connect + prelogin + TLS + login (default 5000).
+    pub connect_timeout: Duration,
+    /// `SQL_RECYCLE_TIMEOUT_MS`: the health check of an idle connection (default 1000).
+    pub recycle_timeout: Duration,
+    /// `SQL_QUERY_TIMEOUT_MS`: one page query, first byte to last row (default 5000).
+    pub query_timeout: Duration,
+    /// `SQL_MAX_LIFETIME_S`: connections older than this are retired (default 1800).
+    pub max_lifetime: Duration,
+    /// `SQL_IDLE_TIMEOUT_S`: connections idle longer are retired (default 300).
+    pub idle_timeout: Duration,
+    /// `SQL_VALIDATE_AFTER_IDLE_MS`: idle longer than this, a connection runs
+    /// `SELECT 1` before it is handed out (default 30000).
+    pub validate_after_idle: Duration,
+    /// `SQL_LEAK_WARN_MS`: warn when a connection is held longer (default 10000).
+    pub leak_warn_after: Duration,
+}
+
+impl std::fmt::Debug for SqlSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSettings")
+            .field("connection_string", &"<redacted>")
+            .field("max_size", &self.max_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+const CONNECTION_STRING: &str = "SQLSERVER_CONNECTION_STRING";
+
+impl SqlSettings {
+    /// Defaults for everything but the connection string.
+    pub fn new(connection_string: impl Into<String>) -> Self {
+        SqlSettings {
+            connection_string: connection_string.into(),
+            max_size: 4,
+            wait_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            recycle_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(5),
+            max_lifetime: Duration::from_secs(1800),
+            idle_timeout: Duration::from_secs(300),
+            validate_after_idle: Duration::from_secs(30),
+            leak_warn_after: Duration::from_secs(10),
+        }
+    }
+
+    /// The pool settings from the environment, around a connection string
+    /// that the caller obtained (an env var locally, Secrets Manager in production).
+    pub fn from_env(env: &Env, connection_string: String) -> Result<Self, ConfigError> {
+        let d = SqlSettings::new(connection_string);
+        let ms = |name, range, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(env
+                .number(name, range)?
+                .map_or(default, Duration::from_millis))
+        };
+        let secs = |name, range, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(env
+                .number(name, range)?
+                .map_or(default, Duration::from_secs))
+        };
+        let settings = SqlSettings {
+            max_size: env
+                .number("SQL_POOL_MAX_SIZE", 1..=64)?
+                .map_or(d.max_size, |n| n as usize),
+            wait_timeout: ms("SQL_POOL_WAIT_TIMEOUT_MS", 1..=60_000, d.wait_timeout)?,
+            connect_timeout: ms("SQL_CONNECT_TIMEOUT_MS", 1..=60_000, d.connect_timeout)?,
+            recycle_timeout: ms("SQL_RECYCLE_TIMEOUT_MS", 1..=60_000, d.recycle_timeout)?,
+            query_timeout: ms("SQL_QUERY_TIMEOUT_MS", 1..=300_000, d.query_timeout)?,
+            max_lifetime: secs("SQL_MAX_LIFETIME_S", 1..=86_400, d.max_lifetime)?,
+            idle_timeout: secs("SQL_IDLE_TIMEOUT_S", 1..=86_400, d.idle_timeout)?,
+            validate_after_idle: ms(
+                "SQL_VALIDATE_AFTER_IDLE_MS",
+                0..=86_400_000,
+                d.validate_after_idle,
+            )?,
+            leak_warn_after: ms("SQL_LEAK_WARN_MS", 1..=3_600_000, d.leak_warn_after)?,
+            ..d
+        };
+        settings.tiberius_config()?;
+        Ok(settings)
+    }
+
+    /// Parses the connection string. The error never echoes it: it may hold a password.
+    pub(crate) fn tiberius_config(&self) -> Result<tiberius::Config, ConfigError> {
+        tiberius::Config::from_ado_string(&self.connection_string).map_err(|_| ConfigError::Invalid {
+            name: CONNECTION_STRING,
+            reason: "not a valid ADO.NET connection string (value not shown: it may hold credentials)".to_owned(),
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! The page query: one constant statement, parameters only, keyset pagination.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use tiberius::{FromSql, Row, ToSql};
+
+use super::error::SqlError;
+use super::pool::{Lease, SqlPool};
+use crate::legacy::AssessmentType;
+
+/// The statement, byte for byte as `infra/sql/queries/assessments_page.sql`
+/// (documented there). Never built from input.
+pub const ASSESSMENTS_PAGE_SQL: &str = include_str!("../../infra/sql/queries/assessments_page.sql");
+
+/// Most rows one page may ask for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Where the previous page ended: the last row's sort key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub administered_at: NaiveDateTime,
+    pub assessment_id: i64,
+}
+
+/// Which rows to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRequest {
+    pub student_id: String,
+    pub assessment_type: Option<AssessmentType>,
+    /// First day (UTC), inclusive.
+    pub from: Option<NaiveDate>,
+    /// Last day (UTC), inclusive.
+    pub to: Option<NaiveDate>,
+    /// Continue after this row; `None` for the first page.
+    pub after: Option<Cursor>,
+    /// Rows per page, 1..=MAX_PAGE_SIZE.
+    pub page_size: u32,
+}
+
+/// A row of `dbo.assessments`, decoded and typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssessmentRecord {
+    pub assessment_id: i64,
+    pub student_id: String,
+    pub assessment_type: AssessmentType,
+    /// UTC.
+    pub administered_at: NaiveDateTime,
+    pub raw_score: f64,
+    pub items_attempted: i32,
+    pub items_correct: i32,
+    pub duration_seconds: i32,
+}
+
+impl AssessmentRecord {
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            administered_at: self.administered_at,
+            assessment_id: self.assessment_id,
+        }
+    }
+}
+
+/// One page: the rows, and where the next page starts if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub records: Vec<AssessmentRecord>,
+    pub next: Option<Cursor>,
+}
+
+impl SqlPool {
+    /// Reads one page. A connection that dies under a reused lease is
+    /// discarded and the (read-only) query retried once on a fresh one.
+    pub async fn fetch_page(&self, request: &PageRequest) -> Result<Page, SqlError> {
+        if request.page_size == 0 || request.page_size > MAX_PAGE_SIZE {
+            return Err(SqlError::InvalidRequest(format!(
+                "page size {} is outside 1..={MAX_PAGE_SIZE}",
+                request.page_size
+            )));
+        }
+        let mut lease = self.checkout().await?;
+        let rows = match self.run_page(&mut lease, request).await {
+            Err(error) if error.is_connection_lost() && lease.is_reused() => {
+                tracing::warn!(%error, "pooled SQL Server connection failed; retrying once on a new connection");
+                drop(lease);
+                lease = self.checkout().await?;
+                self.run_page(&mut lease, request).await?
+            }
+            other => other?,
+        };
+        drop(lease);
+        let mut records = rows
+            .iter()
+            .map(decode_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let page_size = request.page_size as usize;
+        let next = if records.len() > page_size {
+            records.truncate(page_size);
+            records.last().map(AssessmentRecord::cursor)
+        } else {
+            None
+        };
+        Ok(Page { records, next })
+    }
+
+    async fn run_page(
+        &self,
+        lease: &mut Lease,
+        request: &PageRequest,
+    ) -> Result<Vec<Row>, SqlError> {
+        // One row more than the page tells whether a next page exists.
+        let top = request.page_size as i32 + 1;
+        let student_id = request.student_id.as_str();
+        let assessment_type = request.assessment_type.map(AssessmentType::as_str);
+        let after_at = request.after.map(|c| c.administered_at);
+        let after_id = request.after.map(|c| c.assessment_id);
+        let params: [&dyn ToSql; 7] = [
+            &top,
+            &student_id,
+            &assessment_type,
+            &request.from,
+            &request.to,
+            &after_at,
+            &after_id,
+        ];
+
+        let connection = lease.connection();
+        // Stays set if this future is dropped or fails mid-stream: the lease
+        // then discards the connection instead of returning it.
+        connection.broken = true;
+        // Boxed: tiberius's query future is large, and it sits inside every request's future.
+        let query = Box::pin(async {
+            let stream = connection
+                .client
+                .query(ASSESSMENTS_PAGE_SQL, &params)
+                .await?;
+            stream.into_first_result().await
+        });
+        let result = tokio::time::timeout(self.query_timeout, query).await;
+        match result {
+            Err(_elapsed) => Err(SqlError::QueryTimeout {
+                after: self.query_timeout,
+            }),
+            Ok(Err(e)) => {
+                let error = SqlError::from_query(e, self.query_timeout);
+                connection.broken = error.breaks_connection();
+                Err(error)
+            }
+            Ok(Ok(rows)) => {
+                connection.broken = false;
+                Ok(rows)
+            }
+        }
+    }
+}
+
+/// A non-NULL value of `column`, or an error naming it.
+fn column<'a, T: FromSql<'a>>(row: &'a Row, column: &'static str) -> Result<T, SqlError> {
+    match row.try_get::<T, _>(column) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(SqlError::Decode {
+            column,
+            reason: "unexpected NULL".to_owned(),
+        }),
+        Err(e) => Err(SqlError::Decode {
+            column,
+            reason: format!("unexpected type or missing column ({e})"),
+        }),
+    }
+}
+
+fn decode_record(row: &Row) -> Result<AssessmentRecord, SqlError> {
+    let type_name: &str = column(row, "assessment_type")?;
+    let assessment_type = AssessmentType::parse(type_name).ok_or_else(|| SqlError::Decode {
+        column: "assessment_type",
+        reason: "not a known assessment type".to_owned(),
+    })?;
+    Ok(AssessmentRecord {
+        assessment_id: column(row, "assessment_id")?,
+        student_id: column::<&str>(row, "student_id")?.to_owned(),
+        assessment_type,
+        administered_at: column(row, "administered_at")?,
+        raw_score: column(row, "raw_score")?,
+        items_attempted: column(row, "items_attempted")?,
+        items_correct: column(row, "items_correct")?,
+        duration_seconds: column(row, "duration_seconds")?,
+    })
+}

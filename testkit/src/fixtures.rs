@@ -1,0 +1,152 @@
+//! The demo data: student profiles (for the DynamoDB side) and legacy
+//! assessment rows (for the TDS server), from `fixtures/demo.json`.
+
+use std::path::Path;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+/// The demo fixture file, embedded so every binary and test has it.
+const DEMO_JSON: &str = include_str!("../fixtures/demo.json");
+
+/// A row of the legacy `dbo.assessments` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssessmentFixture {
+    pub assessment_id: i64,
+    pub student_id: String,
+    pub assessment_type: String,
+    /// UTC, millisecond precision (the column is DATETIME2(3)).
+    pub administered_at: NaiveDateTime,
+    pub raw_score: f64,
+    pub items_attempted: i32,
+    pub items_correct: i32,
+    pub duration_seconds: i32,
+}
+
+/// A student's profile, as the Students table holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentFixture {
+    pub student_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub grade: u8,
+    pub reading_level: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fixtures {
+    pub students: Vec<StudentFixture>,
+    pub assessments: Vec<AssessmentFixture>,
+}
+
+impl Fixtures {
+    /// The demo data shipped in the repository.
+    pub fn demo() -> Self {
+        // The embedded file is checked by this crate's tests; failing here
+        // means the repository itself is broken.
+        serde_json::from_str(DEMO_JSON).expect("testkit/fixtures/demo.json is valid")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a fixture file: {e}", path.display()))
+    }
+
+    /// The assessments of one student.
+    pub fn assessments_of<'a>(
+        &'a self,
+        student_id: &'a str,
+    ) -> impl Iterator<Item = &'a AssessmentFixture> + 'a {
+        self.assessments
+            .iter()
+            .filter(move |a| a.student_id == student_id)
+    }
+
+    /// T-SQL that loads these assessments into `dbo.assessments` (idempotent).
+    /// `infra/sql/002_seed_demo.sql` is this, for the demo data.
+    pub fn seed_sql(&self) -> String {
+        let mut sql = String::from(
+            "-- Demo data for dbo.assessments. Generated from testkit/fixtures/demo.json by\n\
+             --   cargo run -p testkit --bin tds-server -- --print-seed-sql > infra/sql/002_seed_demo.sql\n\
+             -- Do not edit by hand; a test checks the two agree.\n\
+             DELETE FROM dbo.assessments WHERE assessment_id IN (SELECT assessment_id FROM (VALUES\n",
+        );
+        let ids: Vec<String> = self
+            .assessments
+            .iter()
+            .map(|a| format!("    ({})", a.assessment_id))
+            .collect();
+        sql.push_str(&ids.join(",\n"));
+        sql.push_str("\n) AS seed(assessment_id));\n");
+        for chunk in self.assessments.chunks(100) {
+            sql.push_str(
+                "INSERT INTO dbo.assessments (assessment_id, student_id, assessment_type, administered_at, \
+                 raw_score, items_attempted, items_correct, duration_seconds) VALUES\n",
+            );
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|a| {
+                    format!(
+                        "    ({}, N'{}', N'{}', '{}', {:?}, {}, {}, {})",
+                        a.assessment_id,
+                        a.student_id.replace('\'', "''"),
+                        a.assessment_type.replace('\'', "''"),
+                        a.administered_at.format("%Y-%m-%dT%H:%M:%S%.3f"),
+                        a.raw_score,
+                        a.items_attempted,
+                        a.items_correct,
+                        a.duration_seconds
+                    )
+                })
+                .collect();
+            sql.push_str(&rows.join(",\n"));
+            sql.push_str(";\n");
+        }
+        sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_data_has_what_the_playground_and_tests_rely_on() {
+        let demo = Fixtures::demo();
+        let first: Vec<_> = demo.assessments_of("stu-0001").collect();
+        assert!(first.len() >= 60, "stu-0001 has {}", first.len());
+        let types: std::collections::HashSet<_> =
+            first.iter().map(|a| a.assessment_type.as_str()).collect();
+        assert!(types.len() >= 2);
+        let span = first.iter().map(|a| a.administered_at).max().expect("rows")
+            - first.iter().map(|a| a.administered_at).min().expect("rows");
+        assert!(span.num_days() > 365, "{} days", span.num_days());
+        assert!(demo.students.iter().any(|s| s.student_id == "stu-0002"));
+        assert_eq!(demo.assessments_of("stu-0002").count(), 0);
+        assert!(demo.students.iter().all(|s| s.student_id != "stu-9999"));
+        assert!(
+            demo.students.len() >= 31,
+            "the batch tests need 30 students with profiles"
+        );
+        let mut ids: Vec<_> = demo.assessments.iter().map(|a| a.assessment_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            demo.assessments.len(),
+            "assessment ids are unique"
+        );
+    }
+
+    #[test]
+    fn the_committed_seed_sql_matches_the_fixtures() {
+        let committed = include_str!("../../infra/sql/002_seed_demo.sql");
+        assert!(
+            committed == Fixtures::demo().seed_sql(),
+            "infra/sql/002_seed_demo.sql is stale: regenerate it with \
+             `cargo run -p testkit --bin tds-server -- --print-seed-sql > infra/sql/002_seed_demo.sql`"
+        );
+    }
+}

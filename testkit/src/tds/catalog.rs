@@ -1,0 +1,263 @@
+//! The statements this server answers, executed over fixture data.
+//!
+//! Not a SQL engine: it recognizes the exact statements the resolver and the
+//! pool send (the page query from `infra/sql/queries/`, the `SELECT 1`
+//! health check) plus one echo statement for testing parameter types, and
+//! applies the received parameters with SQL Server's semantics for them. Any
+//! other statement gets the error a server returns for an unknown procedure.
+
+use chrono::{Days, NaiveDateTime};
+
+use super::request::Param;
+use super::wire::{Column, ColumnType, Value, WireType};
+use crate::fixtures::{AssessmentFixture, Fixtures};
+
+/// The resolver's page query, byte for byte (the resolver includes the same file).
+pub const ASSESSMENTS_PAGE_SQL: &str =
+    include_str!("../../../infra/sql/queries/assessments_page.sql");
+
+/// Echoes its one parameter back as a one-row result with the parameter's type.
+pub const ECHO_SQL: &str = "SELECT @P1 AS value";
+
+/// What a statement produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Rows {
+        columns: Vec<Column>,
+        rows: Vec<Vec<Value>>,
+    },
+    Error {
+        number: i32,
+        class: u8,
+        message: String,
+    },
+}
+
+fn error(number: i32, class: u8, message: impl Into<String>) -> Outcome {
+    Outcome::Error {
+        number,
+        class,
+        message: message.into(),
+    }
+}
+
+/// A SQL batch (no parameters).
+pub fn run_batch(text: &str) -> Outcome {
+    if text
+        .trim()
+        .trim_end_matches(';')
+        .eq_ignore_ascii_case("select 1")
+    {
+        return Outcome::Rows {
+            columns: vec![Column::new("", ColumnType::Int)],
+            rows: vec![vec![Value::Int(1)]],
+        };
+    }
+    error(
+        2812,
+        16,
+        "The test TDS server does not implement this statement.",
+    )
+}
+
+/// `sp_executesql` with `statement` and its parameters.
+pub fn run_statement(statement: &str, params: &[Param], fixtures: &Fixtures) -> Outcome {
+    if statement == ASSESSMENTS_PAGE_SQL {
+        return match PageQuery::from_params(params) {
+            Ok(query) => query.run(fixtures),
+            Err(outcome) => outcome,
+        };
+    }
+    if statement == ECHO_SQL {
+        return echo(params);
+    }
+    error(
+        2812,
+        16,
+        "The test TDS server does not implement this statement.",
+    )
+}
+
+fn echo(params: &[Param]) -> Outcome {
+    let Some(param) = params.iter().find(|p| p.name == "@P1") else {
+        return error(137, 15, "Must declare the scalar variable \"@P1\".");
+    };
+    let ty = match param.wire_type {
+        WireType::Bit | WireType::TinyInt | WireType::SmallInt | WireType::Int => ColumnType::Int,
+        WireType::BigInt => ColumnType::BigInt,
+        WireType::Float => ColumnType::Float,
+        WireType::NVarChar | WireType::NVarCharMax | WireType::Null => ColumnType::NVarChar(4000),
+        WireType::Date => ColumnType::Date,
+        WireType::DateTime2 => ColumnType::DateTime2(7),
+    };
+    let value = match &param.value {
+        Value::Bool(b) => Value::Int(i64::from(*b)),
+        Value::String(s) if s.encode_utf16().count() > 4000 => {
+            return error(
+                8152,
+                16,
+                "String or binary data would be truncated (echo returns at most 4000 characters).",
+            );
+        }
+        other => other.clone(),
+    };
+    Outcome::Rows {
+        columns: vec![Column::new("value", ty)],
+        rows: vec![vec![value]],
+    }
+}
+
+/// The page query's parameters, type-checked like SQL Server converts them.
+#[derive(Debug)]
+struct PageQuery {
+    top: i64,
+    student_id: String,
+    assessment_type: Option<String>,
+    from: Option<NaiveDateTime>,
+    until_exclusive: Option<NaiveDateTime>,
+    after: Option<(NaiveDateTime, i64)>,
+}
+
+/// SQL Server's default collation is case-insensitive and ignores trailing spaces.
+fn collation_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_end_matches(' '), b.trim_end_matches(' '));
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
+}
+
+impl PageQuery {
+    fn from_params(params: &[Param]) -> Result<Self, Outcome> {
+        let get = |name: &str, accepted: &[WireType]| -> Result<Value, Outcome> {
+            let Some(param) = params.iter().find(|p| p.name == name) else {
+                return Err(error(
+                    137,
+                    15,
+                    format!("Must declare the scalar variable \"{name}\"."),
+                ));
+            };
+            if param.value != Value::Null && !accepted.contains(&param.wire_type) {
+                return Err(error(
+                    8114,
+                    16,
+                    format!(
+                        "Error converting data type {} to {}.",
+                        param.wire_type.name(),
+                        accepted[0].name()
+                    ),
+                ));
+            }
+            Ok(param.value.clone())
+        };
+        let strings = [WireType::NVarChar, WireType::NVarCharMax];
+        let ints = [
+            WireType::Int,
+            WireType::SmallInt,
+            WireType::TinyInt,
+            WireType::BigInt,
+        ];
+        let top = match get("@P1", &ints)? {
+            Value::Int(n) if n >= 0 => n,
+            _ => {
+                return Err(error(
+                    1014,
+                    15,
+                    "A TOP N or FETCH rows count value may not be negative.",
+                ));
+            }
+        };
+        let student_id = match get("@P2", &strings)? {
+            Value::String(s) => s,
+            _ => String::new(), // `student_id = NULL` matches nothing
+        };
+        let assessment_type = match get("@P3", &strings)? {
+            Value::String(s) => Some(s),
+            _ => None,
+        };
+        let day = |v: Value| match v {
+            Value::Date(d) => d.and_hms_opt(0, 0, 0),
+            _ => None,
+        };
+        let from = day(get("@P4", &[WireType::Date])?);
+        let until_exclusive =
+            day(get("@P5", &[WireType::Date])?).and_then(|d| d.checked_add_days(Days::new(1)));
+        let after_at = match get("@P6", &[WireType::DateTime2])? {
+            Value::DateTime(dt) => Some(dt),
+            _ => None,
+        };
+        let after_id = match get("@P7", &ints)? {
+            Value::Int(n) => Some(n),
+            _ => None,
+        };
+        // `administered_at = @P6 AND assessment_id < NULL` is unknown, so a cursor
+        // with a NULL id only keeps strictly older rows.
+        let after = after_at.map(|at| (at, after_id.unwrap_or(i64::MIN)));
+        Ok(PageQuery {
+            top,
+            student_id,
+            assessment_type,
+            from,
+            until_exclusive,
+            after,
+        })
+    }
+
+    fn matches(&self, a: &AssessmentFixture) -> bool {
+        collation_eq(&a.student_id, &self.student_id)
+            && self
+                .assessment_type
+                .as_deref()
+                .is_none_or(|t| collation_eq(&a.assessment_type, t))
+            && self.from.is_none_or(|from| a.administered_at >= from)
+            && self
+                .until_exclusive
+                .is_none_or(|until| a.administered_at < until)
+            && self.after.is_none_or(|(at, id)| {
+                a.administered_at < at || (a.administered_at == at && a.assessment_id < id)
+            })
+    }
+
+    fn run(&self, fixtures: &Fixtures) -> Outcome {
+        let mut rows: Vec<&AssessmentFixture> = fixtures
+            .assessments
+            .iter()
+            .filter(|a| self.matches(a))
+            .collect();
+        rows.sort_by(|x, y| {
+            (y.administered_at, y.assessment_id).cmp(&(x.administered_at, x.assessment_id))
+        });
+        rows.truncate(usize::try_from(self.top).unwrap_or(usize::MAX));
+        Outcome::Rows {
+            columns: page_columns(),
+            rows: rows
+                .into_iter()
+                .map(|a| {
+                    vec![
+                        Value::Int(a.assessment_id),
+                        Value::String(a.student_id.clone()),
+                        Value::String(a.assessment_type.clone()),
+                        Value::DateTime(a.administered_at),
+                        Value::Float(a.raw_score),
+                        Value::Int(i64::from(a.items_attempted)),
+                        Value::Int(i64::from(a.items_correct)),
+                        Value::Int(i64::from(a.duration_seconds)),
+                    ]
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The page query's result columns, typed as `infra/sql/001_schema.sql` declares them.
+pub fn page_columns() -> Vec<Column> {
+    vec![
+        Column::new("assessment_id", ColumnType::BigInt),
+        Column::new("student_id", ColumnType::NVarChar(64)),
+        Column::new("assessment_type", ColumnType::NVarChar(32)),
+        Column::new("administered_at", ColumnType::DateTime2(3)),
+        Column::new("raw_score", ColumnType::Float),
+        Column::new("items_attempted", ColumnType::Int),
+        Column::new("items_correct", ColumnType::Int),
+        Column::new("duration_seconds", ColumnType::Int),
+    ]
+}

@@ -1,0 +1,192 @@
+//! Client messages, decoded: PRELOGIN, LOGIN7, SQL batch and RPC requests.
+
+use super::wire::{ProtocolError, Reader, Value, WireType, decode_utf16, read_typed_value};
+
+/// PRELOGIN option tokens (MS-TDS 2.2.6.5).
+const PL_VERSION: u8 = 0x00;
+const PL_ENCRYPTION: u8 = 0x01;
+const PL_INSTOPT: u8 = 0x02;
+const PL_THREADID: u8 = 0x03;
+const PL_MARS: u8 = 0x04;
+const PL_TERMINATOR: u8 = 0xFF;
+
+/// ENCRYPT_OFF, ENCRYPT_ON, ENCRYPT_NOT_SUP, ENCRYPT_REQ.
+pub const ENCRYPT_NOT_SUP: u8 = 0x02;
+
+/// What the client asked for in PRELOGIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prelogin {
+    pub encryption: u8,
+}
+
+pub fn parse_prelogin(payload: &[u8]) -> Result<Prelogin, ProtocolError> {
+    let mut r = Reader::new(payload);
+    let mut encryption = None;
+    loop {
+        let token = r.u8()?;
+        if token == PL_TERMINATOR {
+            break;
+        }
+        let offset = usize::from(r.u16_be()?);
+        let length = usize::from(r.u16_be()?);
+        if token == PL_ENCRYPTION && length >= 1 {
+            encryption = Some(Reader::at(payload, offset).u8()?);
+        }
+    }
+    Ok(Prelogin {
+        encryption: encryption
+            .ok_or_else(|| ProtocolError("PRELOGIN has no ENCRYPTION option".into()))?,
+    })
+}
+
+/// The server's PRELOGIN response: version 16.0.1000, no encryption support.
+pub fn prelogin_response() -> Vec<u8> {
+    let options: [(u8, Vec<u8>); 5] = [
+        (PL_VERSION, vec![16, 0, 0x03, 0xE8, 0, 0]),
+        (PL_ENCRYPTION, vec![ENCRYPT_NOT_SUP]),
+        (PL_INSTOPT, vec![0]),
+        (PL_THREADID, Vec::new()),
+        (PL_MARS, vec![0]),
+    ];
+    let header_len = options.len() * 5 + 1;
+    let mut header = Vec::new();
+    let mut data = Vec::new();
+    for (token, value) in &options {
+        header.push(*token);
+        header.extend_from_slice(&((header_len + data.len()) as u16).to_be_bytes());
+        header.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        data.extend_from_slice(value);
+    }
+    header.push(PL_TERMINATOR);
+    header.extend_from_slice(&data);
+    header
+}
+
+/// What LOGIN7 carries that the server checks (MS-TDS 2.2.6.4).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub app_name: String,
+    pub packet_size: u32,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .field("app_name", &self.app_name)
+            .finish()
+    }
+}
+
+pub fn parse_login7(payload: &[u8]) -> Result<Login, ProtocolError> {
+    let mut r = Reader::new(payload);
+    let _length = r.u32_le()?;
+    let _tds_version = r.u32_le()?;
+    let packet_size = r.u32_le()?;
+    r.bytes(4 + 4 + 4 + 4 + 4 + 4)?; // prog version, pid, connection id, flags, timezone, lcid
+    // Offset/length pairs, lengths in UTF-16 code units, offsets from the message start.
+    let mut field = || -> Result<(usize, usize), ProtocolError> {
+        Ok((usize::from(r.u16_le()?), usize::from(r.u16_le()?)))
+    };
+    let _host = field()?;
+    let user = field()?;
+    let password = field()?;
+    let app_name = field()?;
+    let _server = field()?;
+    let _extension = field()?;
+    let _client_interface = field()?;
+    let _language = field()?;
+    let database = field()?;
+    let text = |(offset, len): (usize, usize)| Reader::at(payload, offset).utf16(len);
+    // The password is obfuscated: every byte had its nibbles swapped, then was
+    // XORed with 0xA5. Undo both.
+    let (offset, len) = password;
+    let hidden = Reader::at(payload, offset).bytes(len * 2)?;
+    let plain: Vec<u8> = hidden.iter().map(|b| (b ^ 0xA5).rotate_left(4)).collect();
+    Ok(Login {
+        user: text(user)?,
+        password: decode_utf16(&plain)?,
+        database: text(database)?,
+        app_name: text(app_name)?,
+        packet_size,
+    })
+}
+
+/// Skips ALL_HEADERS (MS-TDS 2.2.5.3), present in batch and RPC requests.
+fn skip_all_headers(r: &mut Reader<'_>) -> Result<(), ProtocolError> {
+    let total = r.u32_le()? as usize;
+    if total < 4 {
+        return Err(ProtocolError(format!("ALL_HEADERS length {total}")));
+    }
+    r.bytes(total - 4)?;
+    Ok(())
+}
+
+pub fn parse_sql_batch(payload: &[u8]) -> Result<String, ProtocolError> {
+    let mut r = Reader::new(payload);
+    skip_all_headers(&mut r)?;
+    decode_utf16(r.bytes(payload.len() - r.position())?)
+}
+
+/// One RPC parameter as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub wire_type: WireType,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Procedure {
+    Id(u16),
+    Name(String),
+}
+
+/// sp_executesql's well-known procedure id.
+pub const SP_EXECUTESQL: u16 = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcRequest {
+    pub procedure: Procedure,
+    pub params: Vec<Param>,
+}
+
+pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, ProtocolError> {
+    let mut r = Reader::new(payload);
+    skip_all_headers(&mut r)?;
+    let name_len = r.u16_le()?;
+    let procedure = if name_len == 0xFFFF {
+        Procedure::Id(r.u16_le()?)
+    } else {
+        Procedure::Name(r.utf16(usize::from(name_len))?)
+    };
+    let _options = r.u16_le()?;
+    let mut params = Vec::new();
+    while !r.is_empty() {
+        let name = r.b_varchar()?;
+        let _status = r.u8()?;
+        let (wire_type, value) = read_typed_value(&mut r)?;
+        params.push(Param {
+            name,
+            wire_type,
+            value,
+        });
+    }
+    Ok(RpcRequest { procedure, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prelogin_response_parses_as_a_prelogin() {
+        let parsed = parse_prelogin(&prelogin_response()).expect("parse");
+        assert_eq!(parsed.encryption, ENCRYPT_NOT_SUP);
+    }
+}

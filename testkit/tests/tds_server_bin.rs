@@ -1,0 +1,60 @@
+//! The `tds-server` binary runs on its own, prints a usable connection string
+//! and answers the TDS handshake on the port it names.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use testkit::tds::request::{ENCRYPT_NOT_SUP, parse_prelogin, prelogin_response};
+use testkit::tds::wire::{PKT_PRELOGIN, PKT_REPLY, read_message, write_message};
+
+/// Kills the server however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_on_the_port_its_connection_string_names() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tds-server"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tds-server"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("SQLSERVER_CONNECTION_STRING="))
+        .expect("prints the connection string");
+    let port: u16 = line
+        .split("Server=tcp:127.0.0.1,")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the connection string");
+    assert!(line.contains("Encrypt=DANGER_PLAINTEXT"), "{line}");
+
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // A client PRELOGIN looks like the server's (same option layout).
+    write_message(&mut stream, PKT_PRELOGIN, &prelogin_response(), 4096)
+        .await
+        .expect("send");
+    let reply = read_message(&mut stream)
+        .await
+        .expect("read")
+        .expect("a reply");
+    assert_eq!(reply.packet_type, PKT_REPLY);
+    assert_eq!(
+        parse_prelogin(&reply.payload).expect("prelogin").encryption,
+        ENCRYPT_NOT_SUP
+    );
+}
