@@ -1,10 +1,20 @@
 //! assessments-resolver: the AppSync direct Lambda resolver for `getAssessments`.
 //!
 //! One module per boundary:
-//! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
+//! * [`appsync`]: the event format: direct resolver events in, values or errors out;
+//! * [`resolver`]: the business rules (validation, paging, enrichment);
+//! * [`profiles`]: student profiles in DynamoDB;
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
-//! * [`config`]: settings from the environment.
+//! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
+//! * [`deps`]: settings and the dependencies built once per execution environment;
+//! * [`observability`]: JSON logs and EMF metrics;
+//! * [`config`]: reading settings from the environment.
 
+pub mod appsync;
 pub mod config;
+pub mod deps;
 pub mod legacy;
+pub mod observability;
+pub mod profiles;
+pub mod resolver;
 pub mod sqlserver;

@@ -350,6 +350,39 @@ async fn shutdown_during_a_call_closes_the_engine_when_the_call_returns() {
     assert_native_clean("shutdown during a call");
 }
 
+#[tokio::test]
+async fn after_shutdown_calls_are_refused_and_a_second_shutdown_closes_nothing() {
+    let _lock = native_counters_lock();
+    let before = shim_stats();
+    let engine = LegacyEngine::open(&shim_settings("")).expect("open");
+    engine
+        .score(grade3(), rows(1))
+        .await
+        .expect("served before shutdown");
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("first shutdown closes");
+    let refused = engine.score(grade3(), rows(1)).await;
+    assert!(
+        matches!(refused, Err(LegacyError::ShuttingDown)),
+        "{refused:?}"
+    );
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("second shutdown is a no-op");
+    assert_eq!(engine.native_stats(), None, "no engine left to ask");
+    drop(engine);
+    let after = shim_stats();
+    assert_eq!(
+        after.engines_closed - before.engines_closed,
+        1,
+        "closed exactly once"
+    );
+    assert_native_clean("double shutdown");
+}
+
 #[test]
 fn a_missing_library_is_an_error_naming_the_path() {
     let settings = assessments_resolver::legacy::LegacySettings {

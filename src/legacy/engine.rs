@@ -10,7 +10,7 @@
 //! back only then, so stuck native calls keep counting against the limit and
 //! cannot pile up threads behind our back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -28,7 +28,8 @@ use super::{LegacySettings, NativeStats};
 /// bounded), so one instance serves concurrent invocations.
 #[derive(Debug)]
 pub struct LegacyEngine {
-    engine: Arc<EngineHandle>,
+    /// `None` once `shutdown` has closed it.
+    engine: Mutex<Option<Arc<EngineHandle>>>,
     permits: Arc<Semaphore>,
     max_concurrency: usize,
     call_timeout: Duration,
@@ -48,7 +49,7 @@ impl LegacyEngine {
         );
         let max_concurrency = settings.max_concurrency.max(1);
         Ok(LegacyEngine {
-            engine: Arc::new(engine),
+            engine: Mutex::new(Some(Arc::new(engine))),
             permits: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
             call_timeout: settings.call_timeout,
@@ -73,7 +74,7 @@ impl LegacyEngine {
             Ok(Err(_closed)) => return Err(LegacyError::ShuttingDown),
             Ok(Ok(permit)) => permit,
         };
-        let engine = Arc::clone(&self.engine);
+        let engine = self.engine_ref().ok_or(LegacyError::ShuttingDown)?;
         let task = tokio::task::spawn_blocking(move || {
             let outcome = engine.score(&context, &rows).and_then(|result| {
                 let copied = result.copy_out(&rows);
@@ -116,26 +117,33 @@ impl LegacyEngine {
         self.max_concurrency
     }
 
+    fn engine_ref(&self) -> Option<Arc<EngineHandle>> {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The component's process-wide handle counters, when it exports them.
     pub fn native_stats(&self) -> Option<NativeStats> {
-        self.engine.library().stats().map(NativeStats::from)
+        self.engine_ref()?.library().stats().map(NativeStats::from)
     }
 
     /// Stops accepting calls, waits up to `grace` for running ones, then
-    /// closes the engine exactly once and returns its native status.
+    /// closes the engine exactly once and returns its native status. Later
+    /// calls get `ShuttingDown`; a second `shutdown` does nothing.
     ///
     /// If calls are still running after `grace`, returns `ShutdownIncomplete`;
     /// the engine is then closed by the last of them when its native call returns.
-    pub async fn shutdown(self, grace: Duration) -> Result<(), LegacyError> {
-        let waited = tokio::time::timeout(
-            grace,
-            self.permits.acquire_many(self.max_concurrency as u32),
-        )
-        .await;
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), LegacyError> {
+        let all = u32::try_from(self.max_concurrency).unwrap_or(u32::MAX);
+        let waited = tokio::time::timeout(grace, self.permits.acquire_many(all)).await;
         self.permits.close();
+        let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(engine) = engine else { return Ok(()) };
         match waited {
             Ok(Ok(_all_permits)) => {}
-            Ok(Err(_closed)) => return Err(LegacyError::ShuttingDown),
+            Ok(Err(_closed)) => return Ok(()),
             Err(_elapsed) => {
                 return Err(LegacyError::ShutdownIncomplete {
                     in_flight: self.in_flight(),
@@ -143,7 +151,7 @@ impl LegacyEngine {
                 });
             }
         }
-        match Arc::try_unwrap(self.engine) {
+        match Arc::try_unwrap(engine) {
             Ok(engine) => engine.close(),
             // Unreachable while every call drops its engine reference before
             // its permit; if it ever happens, the last holder's Drop closes it.

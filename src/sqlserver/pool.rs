@@ -131,7 +131,7 @@ impl managed::Manager for SqlManager {
 }
 
 /// Pool figures for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStatus {
     pub max_size: usize,
     /// Connections that exist (in use or idle).

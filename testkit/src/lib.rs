@@ -3,7 +3,9 @@
 //!
 //! * [`tds`]: a TDS (SQL Server wire protocol) server over fixture data, with
 //!   statement recording, connection counting and fault injection;
+//! * [`dynamo`]: moto (a DynamoDB-API server) behind a fault-injecting proxy;
 //! * [`fixtures`]: the demo data (`fixtures/demo.json`).
 
+pub mod dynamo;
 pub mod fixtures;
 pub mod tds;

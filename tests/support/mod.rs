@@ -138,3 +138,110 @@ pub fn pool_settings(
     tweak(&mut settings);
     settings
 }
+
+/// The HMAC key the tests' resolvers sign `nextToken` with.
+pub const TEST_TOKEN_KEY: &str = "test-only-next-token-key-0123456789abcdef";
+
+/// Every dependency of the resolver running locally: the TDS server, moto
+/// behind its fault proxy, the mocked shim; and the `Deps` built from them
+/// through the same settings code the Lambda binary uses.
+pub struct Stack {
+    pub tds: testkit::tds::TdsServer,
+    pub dynamo: testkit::dynamo::LocalDynamo,
+    pub deps: assessments_resolver::deps::Deps,
+}
+
+impl Stack {
+    /// The environment the Lambda would get, pointing at the local peers.
+    pub fn env(
+        tds: &testkit::tds::TdsServer,
+        dynamo: &testkit::dynamo::LocalDynamo,
+        overrides: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("STUDENTS_TABLE", dynamo.table().to_owned()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynamo.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("SQLSERVER_CONNECTION_STRING", tds.connection_string()),
+            ("NEXT_TOKEN_KEY", TEST_TOKEN_KEY.to_owned()),
+            ("METRICS_EMF", "false".to_owned()),
+            ("DYNAMODB_TIMEOUT_MS", "1500".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (key, value) in overrides {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        env
+    }
+
+    pub async fn start(overrides: &[(&str, &str)]) -> Stack {
+        let tds = start_tds_server().await;
+        let fixtures = testkit::fixtures::Fixtures::demo();
+        let dynamo = testkit::dynamo::LocalDynamo::start("Students", &fixtures)
+            .await
+            .expect("local DynamoDB");
+        let env =
+            assessments_resolver::config::Env::from_pairs(Self::env(&tds, &dynamo, overrides));
+        let settings = assessments_resolver::deps::Settings::from_env(&env).expect("settings");
+        let deps = assessments_resolver::deps::Deps::init(settings)
+            .await
+            .expect("deps");
+        Stack { tds, dynamo, deps }
+    }
+
+    /// Invokes the handler like Lambda does.
+    pub async fn invoke(
+        &self,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, assessments_resolver::appsync::AppSyncError> {
+        assessments_resolver::appsync::handle(&self.deps, payload, "test-request").await
+    }
+
+    /// After a test: no native result alive, no violation, the pool within its bound.
+    pub async fn assert_clean(&self) {
+        let legacy = self.deps.resolver.legacy();
+        // Timed-out native calls finish in the background: wait for them.
+        let mut waited = 0;
+        while legacy.in_flight() > 0 && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            waited += 1;
+        }
+        let native = legacy
+            .native_stats()
+            .expect("the shim exports its counters");
+        assert_eq!(native.live_results(), 0, "live native results: {native:?}");
+        assert_eq!(native.violations, 0, "native violations: {native:?}");
+        let pool = self.deps.resolver.sql().status();
+        assert!(pool.peak_in_use <= pool.max_size, "{pool:?}");
+        assert!(
+            self.tds.stats().peak_connections <= pool.max_size,
+            "{:?}",
+            self.tds.stats()
+        );
+        assert_eq!(pool.in_use, 0, "{pool:?}");
+    }
+}
+
+/// An AppSync direct resolver event for `Query.getAssessments`.
+pub fn appsync_event(arguments: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "arguments": arguments,
+        "identity": null,
+        "source": null,
+        "request": { "headers": { "x-api-key": "***" }, "domainName": null },
+        "prev": null,
+        "info": {
+            "parentTypeName": "Query",
+            "fieldName": "getAssessments",
+            "selectionSetList": ["items", "items/id", "nextToken"],
+            "selectionSetGraphQL": "{ items { id } nextToken }",
+            "variables": {}
+        },
+        "stash": {}
+    })
+}

@@ -1,0 +1,136 @@
+//! The AppSync edge: direct Lambda resolver events in, field values or
+//! AppSync-shaped errors out. The only module that knows the event format.
+//!
+//! The contract, from the AppSync developer guide ("Direct Lambda resolvers"
+//! in <https://docs.aws.amazon.com/appsync/latest/devguide/resolver-mapping-template-reference-lambda.html>
+//! and "Returning individual errors" in
+//! <https://docs.aws.amazon.com/appsync/latest/devguide/tutorial-lambda-resolvers.html>):
+//! * single invoke: the event is one object; the function returns the
+//!   field's value, or fails, and AppSync shows the Lambda error's
+//!   `errorType` and `errorMessage` to the client;
+//! * batch invoke (batching on, `MaxBatchSize` > 1): the event is a list of
+//!   those objects; the function returns a list of the same length and
+//!   order in which every element is `{"data": ..., "errorMessage": ...,
+//!   "errorType": ...}`, so one item can fail without failing the others.
+
+use std::time::Instant;
+
+use aws_lambda_events::appsync::AppSyncDirectResolverEvent;
+use serde_json::{Value, json};
+
+use crate::deps::Deps;
+use crate::observability::InvocationReport;
+use crate::resolver::{ErrorType, GetAssessmentsArgs, ResolveError, parse_args};
+
+/// The field this function resolves.
+pub const PARENT_TYPE: &str = "Query";
+pub const FIELD_NAME: &str = "getAssessments";
+/// AppSync's largest `MaxBatchSize`; a bigger list is not an AppSync event.
+pub const MAX_BATCH: usize = 2000;
+
+/// A failed single invoke, as Lambda reports it to AppSync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSyncError {
+    pub error_type: ErrorType,
+    pub message: String,
+}
+
+impl std::fmt::Display for AppSyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+impl std::error::Error for AppSyncError {}
+
+impl From<&ResolveError> for AppSyncError {
+    fn from(e: &ResolveError) -> Self {
+        AppSyncError {
+            error_type: e.error_type(),
+            message: e.client_message(),
+        }
+    }
+}
+
+impl From<AppSyncError> for lambda_runtime::Diagnostic {
+    fn from(e: AppSyncError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.error_type.as_str().to_owned(),
+            error_message: e.message,
+        }
+    }
+}
+
+/// Turns one event object into validated arguments.
+fn read_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
+    let event: AppSyncDirectResolverEvent<Value> =
+        serde_json::from_value(event).map_err(|e| ResolveError::InvalidEvent(e.to_string()))?;
+    if event.info.parent_type_name != PARENT_TYPE || event.info.field_name != FIELD_NAME {
+        let shorten = |s: &str| s.chars().take(64).collect::<String>();
+        return Err(ResolveError::UnsupportedField {
+            parent: shorten(&event.info.parent_type_name),
+            field: shorten(&event.info.field_name),
+        });
+    }
+    parse_args(event.arguments.as_ref())
+}
+
+/// Handles one Lambda invocation: a single event or a batch.
+pub async fn handle(deps: &Deps, payload: Value, request_id: &str) -> Result<Value, AppSyncError> {
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    let (batch, events) = match payload {
+        Value::Array(events) if events.len() > MAX_BATCH => {
+            let e = ResolveError::InvalidEvent(format!(
+                "a batch of {} exceeds AppSync's {MAX_BATCH}",
+                events.len()
+            ));
+            deps.record(&InvocationReport::rejected(
+                request_id,
+                started.elapsed(),
+                e.error_type(),
+            ));
+            return Err(AppSyncError::from(&e));
+        }
+        Value::Array(events) => (true, events),
+        event => (false, vec![event]),
+    };
+    let items: Vec<_> = events.into_iter().map(read_event).collect();
+    let (results, timings) = deps.resolver.get_assessments(items, now).await;
+
+    let mut report =
+        InvocationReport::new(request_id, batch, results.len(), started.elapsed(), timings);
+    for result in &results {
+        if let Err(e) = result {
+            report.count_error(e.error_type());
+            tracing::warn!(request_id, error_type = %e.error_type(), error = %e, "getAssessments item failed");
+        }
+    }
+    deps.record(&report);
+
+    if batch {
+        let list = results
+            .into_iter()
+            .map(|result| match result {
+                Ok(page) => json!({ "data": page }),
+                Err(e) => json!({
+                    "data": null,
+                    "errorMessage": e.client_message(),
+                    "errorType": e.error_type().as_str(),
+                }),
+            })
+            .collect();
+        return Ok(Value::Array(list));
+    }
+    match results.into_iter().next() {
+        Some(Ok(page)) => serde_json::to_value(page).map_err(|e| AppSyncError {
+            error_type: ErrorType::InternalError,
+            message: format!("response serialization failed: {e}"),
+        }),
+        Some(Err(e)) => Err(AppSyncError::from(&e)),
+        None => Err(AppSyncError {
+            error_type: ErrorType::InternalError,
+            message: "no result".to_owned(),
+        }),
+    }
+}

@@ -1,0 +1,37 @@
+//! The Lambda function: reads its settings, builds its dependencies once, and
+//! serves AppSync direct resolver invocations until the environment shuts down.
+
+use std::sync::Arc;
+
+use assessments_resolver::appsync;
+use assessments_resolver::config::Env;
+use assessments_resolver::deps::{Deps, Settings};
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    assessments_resolver::observability::init_tracing();
+    let settings = Settings::from_env(&Env::from_process())
+        .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
+    let deps = Arc::new(
+        Deps::init(settings)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "init failed"))?,
+    );
+
+    // SIGTERM: close the legacy engine exactly once and the pool; stdout is line-flushed.
+    let on_shutdown = Arc::clone(&deps);
+    lambda_runtime::spawn_graceful_shutdown_handler(
+        move || async move { on_shutdown.shutdown().await },
+    )
+    .await;
+
+    // Sequential on classic Lambda; AWS_LAMBDA_MAX_CONCURRENCY > 1 (managed
+    // instances) runs that many invocations at once over the same `Deps`.
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
+        let deps = Arc::clone(&deps);
+        async move { appsync::handle(&deps, event.payload, &event.context.request_id).await }
+    }))
+    .await
+}

@@ -1,0 +1,184 @@
+//! Logs and metrics: JSON logs through tracing (CloudWatch parses them), and
+//! one CloudWatch Embedded Metric Format (EMF) line per invocation.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::resolver::{ErrorType, Timings};
+use crate::sqlserver::PoolStatus;
+
+/// The CloudWatch namespace of the EMF metrics.
+pub const METRICS_NAMESPACE: &str = "AssessmentsResolver";
+
+/// JSON logs to stdout, level from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvocationReport {
+    pub request_id: String,
+    pub batch: bool,
+    pub items: usize,
+    pub errors: usize,
+    pub error_types: Vec<ErrorType>,
+    pub duration: Duration,
+    pub timings: Timings,
+    /// Filled in by `Deps::record`.
+    pub pool: Option<PoolStatus>,
+    pub native_live_handles: Option<u64>,
+    pub native_violations: Option<u64>,
+}
+
+impl InvocationReport {
+    pub fn new(
+        request_id: &str,
+        batch: bool,
+        items: usize,
+        duration: Duration,
+        timings: Timings,
+    ) -> Self {
+        InvocationReport {
+            request_id: request_id.to_owned(),
+            batch,
+            items,
+            errors: 0,
+            error_types: Vec::new(),
+            duration,
+            timings,
+            pool: None,
+            native_live_handles: None,
+            native_violations: None,
+        }
+    }
+
+    /// An invocation refused before any item was looked at.
+    pub fn rejected(request_id: &str, duration: Duration, error_type: ErrorType) -> Self {
+        let mut report = InvocationReport::new(request_id, true, 0, duration, Timings::default());
+        report.count_error(error_type);
+        report
+    }
+
+    pub fn count_error(&mut self, error_type: ErrorType) {
+        self.errors += 1;
+        if !self.error_types.contains(&error_type) {
+            self.error_types.push(error_type);
+        }
+    }
+
+    /// The structured log line's fields.
+    pub fn log(&self) {
+        let pool = self.pool.unwrap_or_default();
+        tracing::info!(
+            request_id = %self.request_id,
+            field = "Query.getAssessments",
+            batch = self.batch,
+            items = self.items,
+            errors = self.errors,
+            duration_ms = ms(self.duration),
+            profiles_ms = ms(self.timings.profiles),
+            sql_ms = ms(self.timings.sql),
+            legacy_ms = ms(self.timings.legacy),
+            profiles_requested = self.timings.profiles_requested,
+            pool_size = pool.size,
+            pool_in_use = pool.in_use,
+            pool_peak = pool.peak_in_use,
+            pool_max = pool.max_size,
+            native_live_handles = self.native_live_handles.unwrap_or(0),
+            native_violations = self.native_violations.unwrap_or(0),
+            "invocation"
+        );
+    }
+
+    /// One EMF document: metrics CloudWatch extracts from the log line.
+    pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
+        let pool = self.pool.unwrap_or_default();
+        let metrics = [
+            ("Items", "Count"),
+            ("Errors", "Count"),
+            ("DurationMs", "Milliseconds"),
+            ("ProfilesMs", "Milliseconds"),
+            ("SqlMs", "Milliseconds"),
+            ("LegacyMs", "Milliseconds"),
+            ("ProfilesRequested", "Count"),
+            ("PoolInUse", "Count"),
+            ("PoolPeak", "Count"),
+            ("PoolSize", "Count"),
+            ("NativeLiveHandles", "Count"),
+            ("NativeViolations", "Count"),
+        ];
+        json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": metrics.iter().map(|(name, unit)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+                }],
+            },
+            "FunctionName": function_name,
+            "RequestId": self.request_id,
+            "Batch": self.batch,
+            "ErrorTypes": self.error_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            "Items": self.items,
+            "Errors": self.errors,
+            "DurationMs": ms(self.duration),
+            "ProfilesMs": ms(self.timings.profiles),
+            "SqlMs": ms(self.timings.sql),
+            "LegacyMs": ms(self.timings.legacy),
+            "ProfilesRequested": self.timings.profiles_requested,
+            "PoolInUse": pool.in_use,
+            "PoolPeak": pool.peak_in_use,
+            "PoolSize": pool.size,
+            "NativeLiveHandles": self.native_live_handles.unwrap_or(0),
+            "NativeViolations": self.native_violations.unwrap_or(0),
+        })
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_emf_document_declares_every_metric_it_carries() {
+        let mut report = InvocationReport::new(
+            "req-1",
+            true,
+            3,
+            Duration::from_millis(12),
+            Timings::default(),
+        );
+        report.count_error(ErrorType::NotFound);
+        let doc = report.emf("fn", 1_700_000_000_000);
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics");
+        for metric in declared {
+            let name = metric["Name"].as_str().expect("name");
+            assert!(
+                doc.get(name).is_some_and(Value::is_number),
+                "{name} has no numeric value"
+            );
+        }
+        assert_eq!(doc["Errors"], 1);
+        assert_eq!(doc["ErrorTypes"], json!(["NotFound"]));
+        assert_eq!(doc["DurationMs"], 12.0);
+    }
+}

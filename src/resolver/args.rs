@@ -1,0 +1,211 @@
+//! `getAssessments` arguments: validated from the event's JSON, every
+//! violation a `ValidationError` naming the argument.
+
+use chrono::NaiveDate;
+use serde_json::{Map, Value};
+
+use super::error::ResolveError;
+use crate::legacy::AssessmentType;
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+pub const MAX_STUDENT_ID_LEN: usize = 64;
+/// The widest date range a query may span, in days (inclusive of both ends).
+pub const MAX_RANGE_DAYS: i64 = 366 * 5;
+pub const MAX_NEXT_TOKEN_LEN: usize = 1024;
+
+/// Valid `getAssessments` arguments. `next_token` is still to be verified
+/// against the other arguments (see `token.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GetAssessmentsArgs {
+    pub student_id: String,
+    pub assessment_type: Option<AssessmentType>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub limit: u32,
+    pub next_token: Option<String>,
+}
+
+fn invalid(argument: &'static str, message: impl Into<String>) -> ResolveError {
+    ResolveError::validation(argument, message)
+}
+
+/// A JSON type's name, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn optional<'a>(args: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    args.get(name).filter(|v| !v.is_null())
+}
+
+pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, ResolveError> {
+    let empty = Map::new();
+    let args = match arguments {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(invalid(
+                "arguments",
+                format!("must be an object, got {}", kind(other)),
+            ));
+        }
+    };
+    const KNOWN: [&str; 5] = [
+        "studentId",
+        "assessmentType",
+        "dateRange",
+        "limit",
+        "nextToken",
+    ];
+    if let Some(unknown) = args.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        let shown: String = unknown.chars().take(40).collect();
+        return Err(invalid("arguments", format!("unknown argument {shown:?}")));
+    }
+
+    let student_id = match optional(args, "studentId") {
+        None => return Err(invalid("studentId", "is required")),
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(invalid(
+                "studentId",
+                format!("must be a string, got {}", kind(other)),
+            ));
+        }
+    };
+    if student_id.is_empty()
+        || student_id.len() > MAX_STUDENT_ID_LEN
+        || !student_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            "studentId",
+            format!("must be 1 to {MAX_STUDENT_ID_LEN} characters of letters, digits, '-' or '_'"),
+        ));
+    }
+
+    let assessment_type = match optional(args, "assessmentType") {
+        None => None,
+        Some(Value::String(s)) => Some(AssessmentType::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = AssessmentType::ALL.iter().map(|t| t.as_str()).collect();
+            invalid(
+                "assessmentType",
+                format!("must be one of {}", names.join(", ")),
+            )
+        })?),
+        Some(other) => {
+            return Err(invalid(
+                "assessmentType",
+                format!("must be a string, got {}", kind(other)),
+            ));
+        }
+    };
+
+    let (from, to) = match optional(args, "dateRange") {
+        None => (None, None),
+        Some(Value::Object(range)) => parse_range(range)?,
+        Some(other) => {
+            return Err(invalid(
+                "dateRange",
+                format!("must be an object, got {}", kind(other)),
+            ));
+        }
+    };
+
+    let limit = match optional(args, "limit") {
+        None => DEFAULT_LIMIT,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(l) if (1..=u64::from(MAX_LIMIT)).contains(&l) => l as u32,
+            _ => {
+                return Err(invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(invalid(
+                "limit",
+                format!("must be a number, got {}", kind(other)),
+            ));
+        }
+    };
+
+    let next_token = match optional(args, "nextToken") {
+        None => None,
+        Some(Value::String(s)) if s.is_empty() || s.len() > MAX_NEXT_TOKEN_LEN => {
+            return Err(invalid("nextToken", "is not a token this API issued"));
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(invalid(
+                "nextToken",
+                format!("must be a string, got {}", kind(other)),
+            ));
+        }
+    };
+
+    Ok(GetAssessmentsArgs {
+        student_id: student_id.clone(),
+        assessment_type,
+        from,
+        to,
+        limit,
+        next_token,
+    })
+}
+
+fn parse_range(
+    range: &Map<String, Value>,
+) -> Result<(Option<NaiveDate>, Option<NaiveDate>), ResolveError> {
+    if let Some(unknown) = range.keys().find(|k| *k != "from" && *k != "to") {
+        let shown: String = unknown.chars().take(40).collect();
+        return Err(invalid(
+            "dateRange",
+            format!("has an unknown field {shown:?}"),
+        ));
+    }
+    let from = optional(range, "from")
+        .map(|v| parse_aws_date("dateRange.from", v))
+        .transpose()?;
+    let to = optional(range, "to")
+        .map(|v| parse_aws_date("dateRange.to", v))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(invalid("dateRange", "from must not be after to"));
+        }
+        if (to - from).num_days() + 1 > MAX_RANGE_DAYS {
+            return Err(invalid(
+                "dateRange",
+                format!("must span at most {MAX_RANGE_DAYS} days"),
+            ));
+        }
+    }
+    Ok((from, to))
+}
+
+/// An AWSDate: `YYYY-MM-DD`, optionally followed by `Z`. Days are UTC days;
+/// other offsets are refused rather than silently reinterpreted.
+fn parse_aws_date(argument: &'static str, value: &Value) -> Result<NaiveDate, ResolveError> {
+    let Value::String(text) = value else {
+        return Err(invalid(
+            argument,
+            format!("must be an AWSDate string, got {}", kind(value)),
+        ));
+    };
+    let day = text.strip_suffix('Z').unwrap_or(text);
+    if day.len() != 10 {
+        return Err(invalid(argument, "must be an AWSDate (YYYY-MM-DD, UTC)"));
+    }
+    NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map_err(|_| invalid(argument, "must be an AWSDate (YYYY-MM-DD, UTC)"))
+}

@@ -1,0 +1,109 @@
+//! The resolver's errors and their stable AppSync error types.
+
+use crate::legacy::LegacyError;
+use crate::profiles::ProfileError;
+use crate::sqlserver::SqlError;
+
+/// The `errorType` values clients see. Stable: clients branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// An argument is invalid; the message names it.
+    ValidationError,
+    /// The student has no profile.
+    NotFound,
+    /// The legacy assessment component failed or returned malformed output.
+    LegacyComponentError,
+    /// A dependency (DynamoDB, SQL Server, the legacy component) did not answer in time.
+    DependencyTimeout,
+    /// A dependency refused, failed or kept throttling.
+    DependencyUnavailable,
+    /// The event names a field this function does not resolve.
+    UnsupportedField,
+    /// The event is not an AppSync direct Lambda resolver event.
+    InvalidEvent,
+    /// A bug or corrupt data on our side.
+    InternalError,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::ValidationError => "ValidationError",
+            ErrorType::NotFound => "NotFound",
+            ErrorType::LegacyComponentError => "LegacyComponentError",
+            ErrorType::DependencyTimeout => "DependencyTimeout",
+            ErrorType::DependencyUnavailable => "DependencyUnavailable",
+            ErrorType::UnsupportedField => "UnsupportedField",
+            ErrorType::InvalidEvent => "InvalidEvent",
+            ErrorType::InternalError => "InternalError",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{argument}: {message}")]
+    Validation {
+        argument: &'static str,
+        message: String,
+    },
+    #[error("no student profile for studentId {student_id:?}")]
+    NotFound { student_id: String },
+    #[error("{0}")]
+    Legacy(#[from] LegacyError),
+    #[error("SQL Server (assessment records): {0}")]
+    Sql(#[from] SqlError),
+    #[error("{0}")]
+    Profile(#[from] ProfileError),
+    #[error("this function does not resolve {parent}.{field}")]
+    UnsupportedField { parent: String, field: String },
+    #[error("not an AppSync direct Lambda resolver event: {0}")]
+    InvalidEvent(String),
+}
+
+impl ResolveError {
+    pub fn validation(argument: &'static str, message: impl Into<String>) -> Self {
+        ResolveError::Validation {
+            argument,
+            message: message.into(),
+        }
+    }
+
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            ResolveError::Validation { .. } => ErrorType::ValidationError,
+            ResolveError::NotFound { .. } => ErrorType::NotFound,
+            ResolveError::Legacy(LegacyError::Timeout { .. } | LegacyError::Saturated { .. }) => {
+                ErrorType::DependencyTimeout
+            }
+            ResolveError::Legacy(LegacyError::ShuttingDown) => ErrorType::DependencyUnavailable,
+            ResolveError::Legacy(_) => ErrorType::LegacyComponentError,
+            ResolveError::Sql(e) if e.is_timeout() => ErrorType::DependencyTimeout,
+            ResolveError::Sql(
+                SqlError::Decode { .. } | SqlError::InvalidRequest(_) | SqlError::Config(_),
+            ) => ErrorType::InternalError,
+            ResolveError::Sql(_) => ErrorType::DependencyUnavailable,
+            ResolveError::Profile(ProfileError::Timeout { .. }) => ErrorType::DependencyTimeout,
+            ResolveError::Profile(ProfileError::Malformed { .. }) => ErrorType::InternalError,
+            ResolveError::Profile(_) => ErrorType::DependencyUnavailable,
+            ResolveError::UnsupportedField { .. } => ErrorType::UnsupportedField,
+            ResolveError::InvalidEvent(_) => ErrorType::InvalidEvent,
+        }
+    }
+
+    /// The message clients see: what was wrong with the request, or which
+    /// dependency failed. Never SQL text, connection strings or credentials
+    /// (none of the wrapped errors carry them).
+    pub fn client_message(&self) -> String {
+        match self {
+            ResolveError::Legacy(e) => format!("legacy assessment component: {e}"),
+            other => other.to_string(),
+        }
+    }
+}

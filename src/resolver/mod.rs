@@ -1,0 +1,312 @@
+//! The business rules of `getAssessments`, independent of the event format:
+//! validate, read the profile and the rows (concurrently), score the rows
+//! through the legacy component, enrich, page.
+//!
+//! A batch reads each distinct student's profile once and processes its items
+//! concurrently, at most as many at a time as the SQL pool has connections.
+//! Nothing here outlives the call: every per-request value is owned by the
+//! request's future.
+
+mod args;
+mod error;
+mod token;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
+use crate::profiles::{Profile, ProfileError, ProfileStore};
+use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
+
+pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
+pub use error::{ErrorType, ResolveError};
+pub use token::{MIN_KEY_LEN, TokenScope, TokenSigner};
+
+/// One scored, enriched assessment: the GraphQL `Assessment` type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assessment {
+    pub id: String,
+    pub student_id: String,
+    pub assessment_type: &'static str,
+    pub administered_at: String,
+    pub raw_score: f64,
+    pub items_attempted: i32,
+    pub items_correct: i32,
+    pub duration_seconds: i32,
+    pub scaled_score: i64,
+    pub percentile: i64,
+    pub benchmark_band: &'static str,
+    pub words_correct_per_minute: Option<f64>,
+    pub accuracy: f64,
+    pub flags: Vec<&'static str>,
+    pub student_grade: u8,
+    pub reading_level: f64,
+    pub processed_at: String,
+}
+
+/// The GraphQL `AssessmentPage` type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssessmentPage {
+    pub items: Vec<Assessment>,
+    pub next_token: Option<String>,
+}
+
+/// Where one invocation spent its time, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub profiles: Duration,
+    pub sql: Duration,
+    pub legacy: Duration,
+    /// Distinct student profiles requested from DynamoDB.
+    pub profiles_requested: u32,
+}
+
+/// The resolver and the dependencies it owns, built once per execution environment.
+#[derive(Debug)]
+pub struct Resolver {
+    profiles: ProfileStore,
+    sql: SqlPool,
+    legacy: LegacyEngine,
+    tokens: TokenSigner,
+}
+
+/// An item that passed validation and token verification.
+struct Planned {
+    index: usize,
+    args: GetAssessmentsArgs,
+    request: PageRequest,
+}
+
+fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Resolver {
+    pub fn new(
+        profiles: ProfileStore,
+        sql: SqlPool,
+        legacy: LegacyEngine,
+        tokens: TokenSigner,
+    ) -> Self {
+        Resolver {
+            profiles,
+            sql,
+            legacy,
+            tokens,
+        }
+    }
+
+    pub fn sql(&self) -> &SqlPool {
+        &self.sql
+    }
+
+    pub fn legacy(&self) -> &LegacyEngine {
+        &self.legacy
+    }
+
+    pub fn profiles(&self) -> &ProfileStore {
+        &self.profiles
+    }
+
+    /// Resolves a batch of `getAssessments` calls (one element for a single
+    /// invoke). The results are in the same order; each item fails on its own.
+    /// `now` is the invocation's one clock read, every item's `processedAt`.
+    pub async fn get_assessments(
+        &self,
+        items: Vec<Result<GetAssessmentsArgs, ResolveError>>,
+        now: DateTime<Utc>,
+    ) -> (Vec<Result<AssessmentPage, ResolveError>>, Timings) {
+        let mut results: Vec<Option<Result<AssessmentPage, ResolveError>>> =
+            Vec::with_capacity(items.len());
+        let mut planned = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match item.and_then(|args| self.plan(args)) {
+                Ok((args, request)) => {
+                    planned.push(Planned {
+                        index,
+                        args,
+                        request,
+                    });
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut timings = Timings::default();
+
+        // Profiles and rows at the same time; rows at most `max_size` queries at once.
+        let student_ids: Vec<&str> = planned.iter().map(|p| p.args.student_id.as_str()).collect();
+        let concurrency = self.sql.status().max_size.max(1);
+        let profiles = async {
+            let started = Instant::now();
+            let distinct: std::collections::HashSet<&str> = student_ids.iter().copied().collect();
+            let result = match distinct.len() {
+                0 => Ok(HashMap::new()),
+                1 => {
+                    let id = student_ids[0];
+                    self.profiles
+                        .get(id)
+                        .await
+                        .map(|p| p.into_iter().map(|p| (id.to_owned(), p)).collect())
+                }
+                _ => self.profiles.get_many(&student_ids).await,
+            };
+            (result, started.elapsed(), distinct.len() as u32)
+        };
+        let pages = async {
+            let started = Instant::now();
+            // The futures are built first and then driven `concurrency` at a
+            // time (a closure inside the stream would trip a rustc
+            // higher-ranked-lifetime limitation once the future must be Send).
+            let queries: Vec<_> = planned
+                .iter()
+                .map(|p| self.sql.fetch_page(&p.request))
+                .collect();
+            let pages: Vec<_> = futures_util::stream::iter(queries)
+                .buffered(concurrency)
+                .collect()
+                .await;
+            (pages, started.elapsed())
+        };
+        let ((profiles, profile_time, reads), (pages, sql_time)) = tokio::join!(profiles, pages);
+        timings.profiles = profile_time;
+        timings.sql = sql_time;
+        timings.profiles_requested = reads;
+
+        let started = Instant::now();
+        let processed_at = format_time(now);
+        let finishing: Vec<_> = planned
+            .iter()
+            .zip(pages)
+            .map(|(plan, page)| self.finish(plan, page, &profiles, &processed_at))
+            .collect();
+        let scored: Vec<Result<AssessmentPage, ResolveError>> =
+            futures_util::stream::iter(finishing)
+                .buffered(concurrency)
+                .collect()
+                .await;
+        timings.legacy = started.elapsed();
+        for (plan, result) in planned.iter().zip(scored) {
+            results[plan.index] = Some(result);
+        }
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| unreachable!("every item has a result")))
+            .collect();
+        (results, timings)
+    }
+
+    /// Verifies the token and turns the arguments into the page query.
+    fn plan(
+        &self,
+        args: GetAssessmentsArgs,
+    ) -> Result<(GetAssessmentsArgs, PageRequest), ResolveError> {
+        let after = match &args.next_token {
+            Some(token) => Some(self.tokens.verify(token, &scope(&args))?),
+            None => None,
+        };
+        let request = PageRequest {
+            student_id: args.student_id.clone(),
+            assessment_type: args.assessment_type,
+            from: args.from,
+            to: args.to,
+            after,
+            page_size: args.limit,
+        };
+        Ok((args, request))
+    }
+
+    async fn finish(
+        &self,
+        plan: &Planned,
+        page: Result<crate::sqlserver::Page, crate::sqlserver::SqlError>,
+        profiles: &Result<HashMap<String, Profile>, ProfileError>,
+        processed_at: &str,
+    ) -> Result<AssessmentPage, ResolveError> {
+        let profiles = profiles
+            .as_ref()
+            .map_err(|e| ResolveError::Profile(e.clone()))?;
+        let profile =
+            profiles
+                .get(&plan.args.student_id)
+                .ok_or_else(|| ResolveError::NotFound {
+                    student_id: plan.args.student_id.clone(),
+                })?;
+        let page = page?;
+        let context = StudentContext {
+            grade: profile.grade,
+            reading_level: profile.reading_level,
+        };
+        let rows: Vec<AssessmentRow> = page.records.iter().map(legacy_row).collect();
+        let scored = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.legacy.score(context, rows).await?
+        };
+        let items = page
+            .records
+            .iter()
+            .zip(scored)
+            .map(|(record, scored)| enrich(record, scored, profile, processed_at))
+            .collect();
+        let next_token = page
+            .next
+            .map(|cursor| self.tokens.issue(&scope(&plan.args), cursor));
+        Ok(AssessmentPage { items, next_token })
+    }
+}
+
+fn scope(args: &GetAssessmentsArgs) -> TokenScope<'_> {
+    TokenScope {
+        student_id: &args.student_id,
+        assessment_type: args.assessment_type,
+        from: args.from,
+        to: args.to,
+    }
+}
+
+fn legacy_row(record: &AssessmentRecord) -> AssessmentRow {
+    AssessmentRow {
+        id: record.assessment_id.to_string(),
+        assessment_type: record.assessment_type,
+        administered_at_unix_ms: record.administered_at.and_utc().timestamp_millis(),
+        raw_score: record.raw_score,
+        items_attempted: record.items_attempted,
+        items_correct: record.items_correct,
+        duration_seconds: record.duration_seconds,
+    }
+}
+
+fn enrich(
+    record: &AssessmentRecord,
+    scored: ScoredAssessment,
+    profile: &Profile,
+    processed_at: &str,
+) -> Assessment {
+    Assessment {
+        id: record.assessment_id.to_string(),
+        student_id: record.student_id.clone(),
+        assessment_type: record.assessment_type.as_str(),
+        administered_at: format_time(record.administered_at.and_utc()),
+        raw_score: record.raw_score,
+        items_attempted: record.items_attempted,
+        items_correct: record.items_correct,
+        duration_seconds: record.duration_seconds,
+        // Validated at the boundary: finite whole numbers within 100..900 and 1..99.
+        scaled_score: scored.scaled_score.round() as i64,
+        percentile: scored.percentile.round() as i64,
+        benchmark_band: scored.band.as_str(),
+        words_correct_per_minute: scored.wcpm.map(|w| (w * 10.0).round() / 10.0),
+        accuracy: (scored.accuracy * 1000.0).round() / 1000.0,
+        flags: scored.flags.names().collect(),
+        student_grade: profile.grade,
+        reading_level: profile.reading_level,
+        processed_at: processed_at.to_owned(),
+    }
+}

@@ -1,0 +1,492 @@
+//! A local DynamoDB: moto's server (a real implementation of the DynamoDB
+//! API, from PyPI) in a project-local virtualenv, behind a small fault
+//! proxy that counts requests per operation and can answer with throttling.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let dynamo = testkit::dynamo::LocalDynamo::start("Students", &testkit::fixtures::Fixtures::demo()).await?;
+//! println!("AWS_ENDPOINT_URL_DYNAMODB={}", dynamo.endpoint());
+//! dynamo.proxy().faults().throttle_next(2);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, WriteRequest,
+};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+use crate::fixtures::Fixtures;
+
+/// The repository root (testkit's parent directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The project-local Python environment holding moto (`.venv/`).
+pub fn venv_python() -> PathBuf {
+    repo_root().join(".venv/bin/python")
+}
+
+/// Makes sure moto's server is installed in `.venv/`, installing it on first
+/// use (`python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`).
+pub fn ensure_moto() -> Result<PathBuf, String> {
+    let python = venv_python();
+    let has_moto = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import moto.server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && has_moto(&python) {
+        return Ok(python);
+    }
+    eprintln!("installing moto (a local DynamoDB-API server) into .venv/ (first run only)...");
+    let venv = repo_root().join(".venv");
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let status = cmd
+            .status()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("{cmd:?} failed: {status}"))
+    };
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "moto[server]>=5,<6"]))?;
+    if has_moto(&python) {
+        Ok(python)
+    } else {
+        Err("moto installed but cannot be imported".to_owned())
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// A moto server process on a loopback port; killed on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    pub async fn start() -> Result<Moto, String> {
+        let python = ensure_moto()?;
+        let port = free_port()?;
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start moto: {e}"))?;
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err("moto did not start listening within 30 s".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(moto)
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A DynamoDB client for local endpoints (dummy credentials, us-east-1).
+pub fn local_client(endpoint: &str) -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testkit", "testkit", None, None, "testkit",
+        ))
+        .build();
+    Client::from_conf(config)
+}
+
+/// Creates the Students table (PK/SK strings, on-demand), if missing.
+pub async fn create_students_table(client: &Client, table: &str) -> Result<(), String> {
+    let existing = client
+        .list_tables()
+        .send()
+        .await
+        .map_err(|e| format!("list tables: {e:?}"))?;
+    if existing.table_names().iter().any(|t| t == table) {
+        return Ok(());
+    }
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("PK").map_err(|e| e.to_string())?)
+        .attribute_definitions(attribute("SK").map_err(|e| e.to_string())?)
+        .key_schema(key("PK", KeyType::Hash).map_err(|e| e.to_string())?)
+        .key_schema(key("SK", KeyType::Range).map_err(|e| e.to_string())?)
+        .send()
+        .await
+        .map_err(|e| format!("create table: {e:?}"))?;
+    Ok(())
+}
+
+/// Writes every fixture student's profile item.
+pub async fn seed_students(
+    client: &Client,
+    table: &str,
+    fixtures: &Fixtures,
+) -> Result<(), String> {
+    for chunk in fixtures.students.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|s| {
+                let item = HashMap::from([
+                    (
+                        "PK".to_owned(),
+                        AttributeValue::S(format!("STUDENT#{}", s.student_id)),
+                    ),
+                    ("SK".to_owned(), AttributeValue::S("PROFILE".to_owned())),
+                    (
+                        "firstName".to_owned(),
+                        AttributeValue::S(s.first_name.clone()),
+                    ),
+                    (
+                        "lastName".to_owned(),
+                        AttributeValue::S(s.last_name.clone()),
+                    ),
+                    ("grade".to_owned(), AttributeValue::N(s.grade.to_string())),
+                    (
+                        "readingLevel".to_owned(),
+                        AttributeValue::N(s.reading_level.to_string()),
+                    ),
+                ]);
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        client
+            .batch_write_item()
+            .request_items(table, writes)
+            .send()
+            .await
+            .map_err(|e| format!("seed students: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// Faults the proxy injects.
+#[derive(Debug, Default)]
+pub struct ProxyFaults {
+    throttle_next: AtomicU64,
+    throttle_always: AtomicBool,
+    throttle_per_million: AtomicU64,
+    rng: AtomicU64,
+}
+
+impl ProxyFaults {
+    /// Answer the next `n` requests with ProvisionedThroughputExceededException.
+    pub fn throttle_next(&self, n: u64) {
+        self.throttle_next.store(n, Ordering::SeqCst);
+    }
+    /// Throttle every request until turned off.
+    pub fn set_throttle_always(&self, on: bool) {
+        self.throttle_always.store(on, Ordering::SeqCst);
+    }
+    /// Throttle this share of requests, drawn from a generator seeded with `seed`.
+    pub fn set_throttle_rate(&self, share: f64, seed: u64) {
+        self.throttle_per_million
+            .store((share.clamp(0.0, 1.0) * 1e6) as u64, Ordering::SeqCst);
+        self.rng.store(seed.max(1), Ordering::SeqCst);
+    }
+    pub fn clear(&self) {
+        self.throttle_next(0);
+        self.set_throttle_always(false);
+        self.set_throttle_rate(0.0, 1);
+    }
+
+    fn should_throttle(&self) -> bool {
+        if self.throttle_always.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self
+            .throttle_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return true;
+        }
+        let rate = self.throttle_per_million.load(Ordering::SeqCst);
+        if rate == 0 {
+            return false;
+        }
+        let step = |mut x: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let previous = self
+            .rng
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| Some(step(x.max(1))));
+        step(previous.unwrap_or(1).max(1)) % 1_000_000 < rate
+    }
+}
+
+/// What the proxy saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Requests per DynamoDB operation (`GetItem`, `BatchGetItem`...), throttled ones included.
+    pub requests: HashMap<String, u64>,
+    /// Keys asked for across every BatchGetItem request.
+    pub batch_get_keys: u64,
+    pub throttled: u64,
+}
+
+impl ProxyStats {
+    pub fn count(&self, operation: &str) -> u64 {
+        self.requests.get(operation).copied().unwrap_or(0)
+    }
+}
+
+struct ProxyState {
+    upstream: String,
+    client: HttpClient<HttpConnector, Body>,
+    faults: ProxyFaults,
+    stats: Mutex<ProxyStats>,
+}
+
+/// An HTTP proxy in front of a DynamoDB endpoint; stops on drop.
+pub struct DynamoProxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for DynamoProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+const THROTTLE_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded (injected by the testkit proxy)."}"#;
+
+async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
+    };
+    let operation = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("unknown")
+        .to_owned();
+    let throttle = state.faults.should_throttle();
+    {
+        let mut stats = state.stats.lock().unwrap_or_else(|p| p.into_inner());
+        *stats.requests.entry(operation.clone()).or_insert(0) += 1;
+        if operation == "BatchGetItem" {
+            let keys = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .map_or(0, |body| {
+                    body["RequestItems"].as_object().map_or(0, |tables| {
+                        tables
+                            .values()
+                            .map(|t| t["Keys"].as_array().map_or(0, Vec::len))
+                            .sum()
+                    })
+                });
+            stats.batch_get_keys += keys as u64;
+        }
+        if throttle {
+            stats.throttled += 1;
+        }
+    }
+    if throttle {
+        let mut response = (StatusCode::BAD_REQUEST, THROTTLE_BODY).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        headers.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static("ProvisionedThroughputExceededException"),
+        );
+        return response;
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{path}", state.upstream).parse() else {
+        return (StatusCode::BAD_GATEWAY, "bad upstream uri").into_response();
+    };
+    parts.uri = uri;
+    let upstream = Request::from_parts(parts, Body::from(bytes));
+    match state.client.request(upstream).await {
+        Ok(response) => response.map(Body::new),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+    }
+}
+
+impl DynamoProxy {
+    pub async fn start(upstream: &str) -> Result<DynamoProxy, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let state = Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: HttpClient::builder(TokioExecutor::new()).build_http(),
+            faults: ProxyFaults::default(),
+            stats: Mutex::new(ProxyStats::default()),
+        });
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(Arc::clone(&state));
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "DynamoDB proxy stopped");
+            }
+        });
+        Ok(DynamoProxy { addr, state, stop })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn faults(&self) -> &ProxyFaults {
+        &self.state.faults
+    }
+
+    pub fn stats(&self) -> ProxyStats {
+        self.state
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.state.stats.lock().unwrap_or_else(|p| p.into_inner()) = ProxyStats::default();
+    }
+}
+
+impl Drop for DynamoProxy {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// moto plus the proxy, with the Students table created and seeded.
+#[derive(Debug)]
+pub struct LocalDynamo {
+    proxy: DynamoProxy,
+    _moto: Moto,
+    table: String,
+}
+
+impl LocalDynamo {
+    pub async fn start(table: &str, fixtures: &Fixtures) -> Result<LocalDynamo, String> {
+        let moto = Moto::start().await?;
+        let client = local_client(moto.endpoint());
+        create_students_table(&client, table).await?;
+        seed_students(&client, table, fixtures).await?;
+        let proxy = DynamoProxy::start(moto.endpoint()).await?;
+        Ok(LocalDynamo {
+            proxy,
+            _moto: moto,
+            table: table.to_owned(),
+        })
+    }
+
+    /// The endpoint to use: the proxy's.
+    pub fn endpoint(&self) -> String {
+        self.proxy.endpoint()
+    }
+
+    pub fn proxy(&self) -> &DynamoProxy {
+        &self.proxy
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
