@@ -1,0 +1,221 @@
+//! A local Lambda Runtime API (and the Extensions API's registration), so a
+//! function binary runs as a process exactly as in Lambda: it polls
+//! `/runtime/invocation/next`, posts its response or error, and registers
+//! the no-op extension `lambda_runtime` uses for graceful shutdown.
+//!
+//! Routes (paths as in the Lambda documentation):
+//! `GET /2018-06-01/runtime/invocation/next`,
+//! `POST /2018-06-01/runtime/invocation/{id}/response` and `.../error`,
+//! `POST /2018-06-01/runtime/init/error`, `POST /2020-01-01/extension/register`,
+//! `GET /2020-01-01/extension/event/next` (never answers: no events).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot, watch};
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvocationResult {
+    Response(Value),
+    /// The Lambda error document: `{"errorType": ..., "errorMessage": ...}`.
+    Error(Value),
+}
+
+type Pending = (String, Value);
+
+struct ApiState {
+    queue: AsyncMutex<mpsc::Receiver<Pending>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<InvocationResult>>>,
+    init_errors: Mutex<Vec<Value>>,
+    next_id: AtomicU64,
+}
+
+/// The emulator; stops on drop.
+pub struct RuntimeApi {
+    addr: SocketAddr,
+    state: Arc<ApiState>,
+    sender: mpsc::Sender<Pending>,
+    stop: watch::Sender<bool>,
+}
+
+async fn next(State(state): State<Arc<ApiState>>) -> Response {
+    let Some((id, payload)) = state.queue.lock().await.recv().await else {
+        return StatusCode::GONE.into_response();
+    };
+    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+    let mut response = Json(payload).into_response();
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set("lambda-runtime-aws-request-id", id);
+    set("lambda-runtime-deadline-ms", deadline.to_string());
+    set(
+        "lambda-runtime-invoked-function-arn",
+        "arn:aws:lambda:us-east-1:000000000000:function:local".into(),
+    );
+    set(
+        "lambda-runtime-trace-id",
+        "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
+    );
+    response
+}
+
+fn complete(state: &ApiState, id: &str, result: InvocationResult) -> StatusCode {
+    match state
+        .waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id)
+    {
+        Some(sender) => {
+            let _ = sender.send(result);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn respond(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    complete(&state, &id, InvocationResult::Response(value))
+}
+
+async fn fail(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    complete(&state, &id, InvocationResult::Error(value))
+}
+
+async fn init_error(State(state): State<Arc<ApiState>>, body: Bytes) -> StatusCode {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state
+        .init_errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(value);
+    StatusCode::ACCEPTED
+}
+
+async fn register(_headers: HeaderMap) -> Response {
+    let body = serde_json::json!({"functionName": "local", "functionVersion": "$LATEST", "handler": "bootstrap"});
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(
+        "lambda-extension-identifier",
+        HeaderValue::from_static("local-extension-1"),
+    );
+    response
+}
+
+async fn extension_next() -> StatusCode {
+    // No events are ever delivered; the extension waits until the process ends.
+    std::future::pending::<()>().await;
+    StatusCode::OK
+}
+
+impl RuntimeApi {
+    pub async fn start() -> std::io::Result<RuntimeApi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (sender, receiver) = mpsc::channel(64);
+        let state = Arc::new(ApiState {
+            queue: AsyncMutex::new(receiver),
+            waiting: Mutex::new(HashMap::new()),
+            init_errors: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let app = axum::Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(respond),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .route("/2020-01-01/extension/register", post(register))
+            .route("/2020-01-01/extension/event/next", get(extension_next))
+            .with_state(Arc::clone(&state));
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        });
+        Ok(RuntimeApi {
+            addr,
+            state,
+            sender,
+            stop,
+        })
+    }
+
+    /// The value of `AWS_LAMBDA_RUNTIME_API` for the function process.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Queues one invocation and waits for the function's answer.
+    pub async fn invoke(
+        &self,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<InvocationResult, String> {
+        let id = format!(
+            "local-{}",
+            self.state.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let (done, result) = oneshot::channel();
+        self.state
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), done);
+        self.sender
+            .send((id, payload))
+            .await
+            .map_err(|_| "the emulator stopped".to_owned())?;
+        match tokio::time::timeout(timeout, result).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err("the invocation was dropped".to_owned()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
+    /// Errors the function reported during init.
+    pub fn init_errors(&self) -> Vec<Value> {
+        self.state
+            .init_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,224 @@
+//! The built `assessments-resolver` binary, run as a process against a local
+//! Lambda Runtime API: init, real invocations, errors as Lambda reports them,
+//! EMF lines on stdout, and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Stack, appsync_event, start_tds_server};
+use testkit::dynamo::LocalDynamo;
+use testkit::fixtures::Fixtures;
+use testkit::lambda_api::{InvocationResult, RuntimeApi};
+
+/// The function process; killed if the test ends early.
+struct Function {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Function {
+    fn spawn(env: Vec<(String, String)>) -> Function {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_assessments-resolver"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the function");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout);
+        let pipe = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Function { child, stdout }
+    }
+
+    fn output(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the function did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lambda_env(api: &RuntimeApi) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", api.address()),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME",
+            "assessments-resolver".to_owned(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
+    let tds = start_tds_server().await;
+    let dynamo = LocalDynamo::start("Students", &Fixtures::demo())
+        .await
+        .expect("local DynamoDB");
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = Stack::env(&tds, &dynamo, &[("METRICS_EMF", "true")]);
+    env.extend(lambda_env(&api));
+    let mut function = Function::spawn(env);
+    let timeout = Duration::from_secs(20);
+
+    let page = api
+        .invoke(
+            appsync_event(json!({"studentId": "stu-0001", "limit": 4})),
+            timeout,
+        )
+        .await
+        .expect("invoke");
+    let InvocationResult::Response(page) = page else {
+        panic!("expected a response, got {page:?}")
+    };
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(4));
+    assert!(page["nextToken"].is_string());
+
+    let error = api
+        .invoke(appsync_event(json!({"studentId": "stu-9999"})), timeout)
+        .await
+        .expect("invoke");
+    assert_eq!(
+        error,
+        InvocationResult::Error(json!({
+            "errorType": "NotFound",
+            "errorMessage": "no student profile for studentId \"stu-9999\""
+        }))
+    );
+
+    let batch = Value::Array(vec![
+        appsync_event(json!({"studentId": "stu-0002"})),
+        appsync_event(json!({"studentId": "stu-0001", "limit": 0})),
+    ]);
+    let InvocationResult::Response(batch) = api.invoke(batch, timeout).await.expect("invoke")
+    else {
+        panic!("a batch always gets a response")
+    };
+    assert_eq!(batch[0], json!({"data": {"items": [], "nextToken": null}}));
+    assert_eq!(batch[1]["errorType"], "ValidationError");
+
+    // SIGTERM: the shutdown hook closes the engine and the pool, then exits 0.
+    let pid = function.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = function.wait(Duration::from_secs(10));
+    assert!(status.success(), "graceful exit, got {status:?}");
+    let output = function.output();
+    let emf: Vec<Value> = output
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 3, "one EMF line per invocation: {output:#?}");
+    assert_eq!(emf[2]["Items"], 2);
+    assert_eq!(emf[2]["Errors"], 1);
+    assert!(emf.iter().all(|doc| doc["NativeLiveHandles"] == 0));
+    let logs = output.join("\n");
+    assert!(logs.contains("legacy engine closed"), "{logs}");
+    assert!(logs.contains("SQL Server pool closed"), "{logs}");
+    assert!(
+        !logs.contains("local-only-Passw0rd"),
+        "credentials never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_setting_fails_init_with_a_message_naming_it() {
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = lambda_env(&api);
+    env.push((
+        "SQLSERVER_CONNECTION_STRING".to_owned(),
+        "Server=tcp:127.0.0.1,1;Encrypt=DANGER_PLAINTEXT".to_owned(),
+    ));
+    env.push((
+        "NEXT_TOKEN_KEY".to_owned(),
+        support::TEST_TOKEN_KEY.to_owned(),
+    ));
+    let mut function = Function::spawn(env);
+    let status = function.wait(Duration::from_secs(10));
+    assert!(!status.success());
+    let logs = function.output().join("\n");
+    assert!(
+        logs.contains("STUDENTS_TABLE is required and not set"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_managed_concurrency_the_binary_serves_invocations_at_once() {
+    let tds = start_tds_server().await;
+    let dynamo = LocalDynamo::start("Students", &Fixtures::demo())
+        .await
+        .expect("local DynamoDB");
+    let api = Arc::new(RuntimeApi::start().await.expect("runtime API"));
+    // Slow SQL answers make overlapping invocations visible at the server.
+    tds.faults().set_stall_queries(Duration::from_millis(100));
+    let mut env = Stack::env(&tds, &dynamo, &[("SQL_POOL_MAX_SIZE", "4")]);
+    env.extend(lambda_env(&api));
+    env.push(("AWS_LAMBDA_MAX_CONCURRENCY".to_owned(), "4".to_owned()));
+    let _function = Function::spawn(env);
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let api = Arc::clone(&api);
+            tokio::spawn(async move {
+                let args = json!({"studentId": format!("stu-{:04}", 3 + i), "limit": 2});
+                api.invoke(appsync_event(args), Duration::from_secs(20))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let result = call.await.expect("task").expect("answered");
+        assert!(
+            matches!(result, InvocationResult::Response(_)),
+            "{result:?}"
+        );
+    }
+    let stats = tds.stats();
+    assert!(
+        stats.peak_connections > 1,
+        "invocations overlapped: {stats:?}"
+    );
+    assert!(stats.peak_connections <= 4, "{stats:?}");
+}
