@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Stack, appsync_event, start_tds_server};
-use testkit::dynamo::LocalDynamo;
-use testkit::fixtures::Fixtures;
+use support::{Stack, appsync_event};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
 /// The function process; killed if the test ends early.
@@ -89,12 +87,11 @@ fn lambda_env(api: &RuntimeApi) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
-    let tds = start_tds_server().await;
-    let dynamo = LocalDynamo::start("Students", &Fixtures::demo())
-        .await
-        .expect("local DynamoDB");
+    let stack = Stack::start(&[]).await;
     let api = RuntimeApi::start().await.expect("runtime API");
-    let mut env = Stack::env(&tds, &dynamo, &[("METRICS_EMF", "true")]);
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "METRICS_EMF");
+    env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
     env.extend(lambda_env(&api));
     let mut function = Function::spawn(env);
     let timeout = Duration::from_secs(20);
@@ -187,14 +184,14 @@ async fn a_missing_setting_fails_init_with_a_message_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_managed_concurrency_the_binary_serves_invocations_at_once() {
-    let tds = start_tds_server().await;
-    let dynamo = LocalDynamo::start("Students", &Fixtures::demo())
-        .await
-        .expect("local DynamoDB");
+    let stack = Stack::start(&[]).await;
+    let tds = stack.tds();
     let api = Arc::new(RuntimeApi::start().await.expect("runtime API"));
     // Slow SQL answers make overlapping invocations visible at the server.
     tds.faults().set_stall_queries(Duration::from_millis(100));
-    let mut env = Stack::env(&tds, &dynamo, &[("SQL_POOL_MAX_SIZE", "4")]);
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "SQL_POOL_MAX_SIZE");
+    env.push(("SQL_POOL_MAX_SIZE".to_owned(), "4".to_owned()));
     env.extend(lambda_env(&api));
     env.push(("AWS_LAMBDA_MAX_CONCURRENCY".to_owned(), "4".to_owned()));
     let _function = Function::spawn(env);
@@ -244,14 +241,12 @@ fn create_secret(endpoint: &str, name: &str, value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_production_mode_the_connection_string_comes_from_secrets_manager() {
-    let tds = start_tds_server().await;
-    let dynamo = LocalDynamo::start("Students", &Fixtures::demo())
-        .await
-        .expect("local DynamoDB");
+    let stack = Stack::start(&[]).await;
+    let (tds, dynamo) = (stack.tds(), stack.dynamo());
     let api = RuntimeApi::start().await.expect("runtime API");
     let secret = json!({ "connectionString": tds.connection_string() }).to_string();
     let arn = create_secret(&dynamo.endpoint(), "assessments/sqlserver", &secret);
-    let mut env = Stack::env(&tds, &dynamo, &[]);
+    let mut env = stack.env();
     env.retain(|(k, _)| k != "SQLSERVER_CONNECTION_STRING");
     env.push(("SQLSERVER_SECRET_ARN".to_owned(), arn));
     // The SDK's standard per-service endpoint override, as for DynamoDB.

@@ -169,7 +169,7 @@ async fn a_batch_of_100_over_30_students_reads_each_profile_once_and_fails_items
             appsync_event(args)
         })
         .collect();
-    stack.dynamo.proxy().reset_stats();
+    stack.dynamo().proxy().reset_stats();
     let response = stack
         .invoke(Value::Array(events))
         .await
@@ -192,7 +192,7 @@ async fn a_batch_of_100_over_30_students_reads_each_profile_once_and_fails_items
             );
         }
     }
-    let stats = stack.dynamo.proxy().stats();
+    let stats = stack.dynamo().proxy().stats();
     assert_eq!(stats.count("GetItem"), 0);
     assert_eq!(stats.count("BatchGetItem"), 1, "{stats:?}");
     assert_eq!(stats.batch_get_keys, 30, "30 profile reads, not 100");
@@ -398,7 +398,7 @@ async fn dynamodb_throttling_is_retried_when_it_clears_and_reported_when_it_pers
         ("DYNAMODB_MAX_ATTEMPTS", "4"),
     ])
     .await;
-    let proxy = stack.dynamo.proxy();
+    let proxy = stack.dynamo().proxy();
 
     proxy.reset_stats();
     proxy.faults().throttle_next(2);
@@ -480,7 +480,7 @@ async fn legacy_component_failures_surface_as_their_error_types() {
             error.message
         );
         stack.assert_clean().await;
-        stack.deps.shutdown().await;
+        stack.deps().shutdown().await;
     }
 }
 
@@ -493,7 +493,7 @@ async fn sql_server_faults_surface_as_their_error_types_without_internals() {
     ])
     .await;
     let args = json!({"studentId": "stu-0001", "limit": 5});
-    let faults = stack.tds.faults();
+    let faults = stack.tds().faults();
 
     faults.error_next_queries(1);
     let error = stack
@@ -558,10 +558,10 @@ async fn concurrent_invocations_share_the_bounded_dependencies() {
             .expect("task")
             .expect("every concurrent invocation succeeds");
     }
-    assert!(stack.tds.stats().peak_connections <= 3);
+    assert!(stack.tds().stats().peak_connections <= 3);
     stack.assert_clean().await;
     let invocations = stack
-        .deps
+        .deps()
         .counters
         .invocations
         .load(std::sync::atomic::Ordering::Relaxed);

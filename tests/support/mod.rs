@@ -139,59 +139,48 @@ pub fn pool_settings(
     settings
 }
 
-/// The HMAC key the tests' resolvers sign `nextToken` with.
-pub const TEST_TOKEN_KEY: &str = "test-only-next-token-key-0123456789abcdef";
+/// The HMAC key the local stack signs `nextToken` with.
+pub const TEST_TOKEN_KEY: &str = devstack::stack::LOCAL_TOKEN_KEY;
 
-/// Every dependency of the resolver running locally: the TDS server, moto
-/// behind its fault proxy, the mocked shim; and the `Deps` built from them
-/// through the same settings code the Lambda binary uses.
+/// Every dependency of the resolver running locally (the playground's stack:
+/// TDS server, moto behind its fault proxy, the mocked shim) and the `Deps`
+/// built from them through the settings code the Lambda binary uses.
 pub struct Stack {
-    pub tds: testkit::tds::TdsServer,
-    pub dynamo: testkit::dynamo::LocalDynamo,
-    pub deps: assessments_resolver::deps::Deps,
+    local: devstack::stack::LocalStack,
 }
 
 impl Stack {
-    /// The environment the Lambda would get, pointing at the local peers.
-    pub fn env(
-        tds: &testkit::tds::TdsServer,
-        dynamo: &testkit::dynamo::LocalDynamo,
-        overrides: &[(&str, &str)],
-    ) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
-            ("STUDENTS_TABLE", dynamo.table().to_owned()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", dynamo.endpoint()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-            ("SQLSERVER_CONNECTION_STRING", tds.connection_string()),
-            ("NEXT_TOKEN_KEY", TEST_TOKEN_KEY.to_owned()),
-            ("METRICS_EMF", "false".to_owned()),
-            ("DYNAMODB_TIMEOUT_MS", "1500".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (key, value) in overrides {
-            env.retain(|(k, _)| k != key);
-            env.push(((*key).to_owned(), (*value).to_owned()));
+    /// `overrides` are settings applied on top of the stack's own.
+    pub async fn start(overrides: &[(&str, &str)]) -> Stack {
+        let options = devstack::stack::StackOptions {
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        Stack {
+            local: devstack::stack::LocalStack::start(options)
+                .await
+                .expect("local stack"),
         }
-        env
     }
 
-    pub async fn start(overrides: &[(&str, &str)]) -> Stack {
-        let tds = start_tds_server().await;
-        let fixtures = testkit::fixtures::Fixtures::demo();
-        let dynamo = testkit::dynamo::LocalDynamo::start("Students", &fixtures)
-            .await
-            .expect("local DynamoDB");
-        let env =
-            assessments_resolver::config::Env::from_pairs(Self::env(&tds, &dynamo, overrides));
-        let settings = assessments_resolver::deps::Settings::from_env(&env).expect("settings");
-        let deps = assessments_resolver::deps::Deps::init(settings)
-            .await
-            .expect("deps");
-        Stack { tds, dynamo, deps }
+    pub fn deps(&self) -> &assessments_resolver::deps::Deps {
+        &self.local.deps
+    }
+
+    pub fn tds(&self) -> &testkit::tds::TdsServer {
+        self.local.tds().expect("the stack runs a TDS server")
+    }
+
+    pub fn dynamo(&self) -> &testkit::dynamo::LocalDynamo {
+        self.local.dynamo().expect("the stack runs moto")
+    }
+
+    /// The settings the stack gave the resolver: the environment of a function process.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.local.env().to_vec()
     }
 
     /// Invokes the handler like Lambda does.
@@ -199,12 +188,12 @@ impl Stack {
         &self,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, assessments_resolver::appsync::AppSyncError> {
-        assessments_resolver::appsync::handle(&self.deps, payload, "test-request").await
+        assessments_resolver::appsync::handle(self.deps(), payload, "test-request").await
     }
 
     /// After a test: no native result alive, no violation, the pool within its bound.
     pub async fn assert_clean(&self) {
-        let legacy = self.deps.resolver.legacy();
+        let legacy = self.deps().resolver.legacy();
         // Timed-out native calls finish in the background: wait for them.
         let mut waited = 0;
         while legacy.in_flight() > 0 && waited < 200 {
@@ -216,12 +205,12 @@ impl Stack {
             .expect("the shim exports its counters");
         assert_eq!(native.live_results(), 0, "live native results: {native:?}");
         assert_eq!(native.violations, 0, "native violations: {native:?}");
-        let pool = self.deps.resolver.sql().status();
+        let pool = self.deps().resolver.sql().status();
         assert!(pool.peak_in_use <= pool.max_size, "{pool:?}");
         assert!(
-            self.tds.stats().peak_connections <= pool.max_size,
+            self.tds().stats().peak_connections <= pool.max_size,
             "{:?}",
-            self.tds.stats()
+            self.tds().stats()
         );
         assert_eq!(pool.in_use, 0, "{pool:?}");
     }

@@ -1,0 +1,103 @@
+//! The local playground: the whole stack on 127.0.0.1 and a GraphQL console.
+//!
+//! ```sh
+//! cargo run --bin playground            # then open http://127.0.0.1:4000
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+use devstack::gateway::Gateway;
+use devstack::server::{App, router};
+use devstack::stack::{LocalStack, StackOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Query getAssessments locally, as in the AppSync console, with every dependency embedded"
+)]
+struct Args {
+    /// Port of the playground's HTTP server (127.0.0.1).
+    #[arg(long, default_value_t = 4000)]
+    port: u16,
+    /// Root fields per Lambda invocation (AppSync's MaxBatchSize); 1 turns batching off.
+    #[arg(long, default_value_t = 10)]
+    max_batch_size: usize,
+    /// Use this DynamoDB endpoint instead of starting moto ("" for AWS itself).
+    #[arg(long, env = "PLAYGROUND_DYNAMODB_ENDPOINT")]
+    dynamodb_endpoint: Option<String>,
+    #[arg(long, env = "PLAYGROUND_REGION")]
+    region: Option<String>,
+    /// The Students table (default: Students).
+    #[arg(long, env = "PLAYGROUND_STUDENTS_TABLE")]
+    students_table: Option<String>,
+    /// Use this SQL Server instead of starting the TDS server.
+    #[arg(
+        long,
+        env = "PLAYGROUND_SQLSERVER_CONNECTION_STRING",
+        hide_env_values = true
+    )]
+    sql_connection_string: Option<String>,
+    /// Load this legacy library instead of the mocked shim.
+    #[arg(long, env = "PLAYGROUND_LEGACY_LIB_PATH")]
+    legacy_lib_path: Option<String>,
+    /// The legacy engine's configuration string (e.g. "fail_every=5" with the shim).
+    #[arg(long, env = "PLAYGROUND_LEGACY_CONFIG")]
+    legacy_config: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,tiberius=error".into()),
+        )
+        .init();
+    let args = Args::parse();
+    eprintln!("starting the local stack (TDS server, DynamoDB via moto, legacy shim)...");
+    let stack = LocalStack::start(StackOptions {
+        dynamodb_endpoint: args.dynamodb_endpoint,
+        region: args.region,
+        sql_connection_string: args.sql_connection_string,
+        legacy_lib_path: args.legacy_lib_path,
+        legacy_config: args.legacy_config,
+        students_table: args.students_table,
+        overrides: Vec::new(),
+    })
+    .await?;
+    let gateway = Gateway::new(
+        devstack::SCHEMA_SDL,
+        Arc::clone(&stack.deps),
+        args.max_batch_size,
+    )?;
+    let env_line = stack.env_line();
+    let app = Arc::new(App {
+        gateway,
+        stack,
+        schema_sdl: devstack::SCHEMA_SDL.to_owned(),
+    });
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+
+    println!("playground: {url}   (POST {url}/graphql, GET {url}/stats)");
+    println!(
+        "demo students: stu-0001 (74 assessments), stu-0002 (none), stu-0003..stu-0040, stu-9999 (no profile)"
+    );
+    println!(
+        "settings for the real assessments-resolver binary (under a Lambda Runtime API, e.g. cargo lambda watch):"
+    );
+    println!("  {env_line}");
+    println!("Ctrl-C stops everything.");
+
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    axum::serve(listener, router(Arc::clone(&app)))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    app.stack.deps.shutdown().await;
+    eprintln!("stopped.");
+    Ok(())
+}

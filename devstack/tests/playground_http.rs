@@ -1,0 +1,237 @@
+//! The playground over HTTP: GraphQL requests parsed and validated against
+//! schema.graphql, resolved through the Lambda handler, answered like AppSync.
+
+mod support;
+
+use devstack::stack::StackOptions;
+use serde_json::{Value, json};
+use support::start;
+
+const PAGE: &str = "query Page($id: ID!, $limit: Int) {
+  getAssessments(studentId: $id, limit: $limit) {
+    __typename
+    items { id studentId assessmentType administeredAt scaledScore percentile benchmarkBand wordsCorrectPerMinute flags studentGrade readingLevel }
+    nextToken
+  }
+}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_variables_aliases_and_fragments_resolve_through_the_handler() {
+    let playground = start(StackOptions::default(), 10).await;
+
+    let body = playground
+        .graphql(json!({"query": PAGE, "variables": {"id": "stu-0001", "limit": 3}}))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let page = &body["data"]["getAssessments"];
+    assert_eq!(page["__typename"], "AssessmentPage");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    assert!(
+        items
+            .iter()
+            .all(|i| i["studentId"] == "stu-0001" && i["studentGrade"] == 3)
+    );
+    assert!(page["nextToken"].is_string());
+    let keys: Vec<&String> = items[0].as_object().expect("object").keys().collect();
+    assert_eq!(keys.len(), 11, "only the selected fields: {keys:?}");
+
+    // The next page through the variable, with the token the first page gave.
+    let next = playground
+        .graphql(json!({"query": "query($t: String) { getAssessments(studentId: \"stu-0001\", limit: 3, nextToken: $t) { items { id } } }",
+                        "variables": {"t": page["nextToken"]}}))
+        .await;
+    let next_ids: Vec<&Value> = next["data"]["getAssessments"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    assert!(!next_ids.contains(&&items[0]["id"]));
+
+    // Two aliased root fields and a fragment: one batched invocation.
+    let before = playground.stats().await["invocations"]
+        .as_u64()
+        .unwrap_or(0);
+    let body = playground
+        .graphql(json!({"query": "fragment F on AssessmentPage { items { id assessmentType } }
+            query { first: getAssessments(studentId: \"stu-0003\", limit: 1) { ...F }
+                    second: getAssessments(studentId: \"stu-0004\", limit: 2, assessmentType: READING_COMPREHENSION) { ...F nextToken } }"}))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(
+        body["data"]["first"]["items"]
+            .as_array()
+            .is_some_and(|i| i.len() <= 1)
+    );
+    assert!(
+        body["data"]["second"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|i| i["assessmentType"] == "READING_COMPREHENSION")
+    );
+    assert!(body["data"]["second"].get("nextToken").is_some());
+    assert!(
+        body["data"]["first"].get("nextToken").is_none(),
+        "not selected, not returned"
+    );
+    assert_eq!(
+        playground.stats().await["invocations"]
+            .as_u64()
+            .unwrap_or(0),
+        before + 1,
+        "batched into one invocation"
+    );
+    playground.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_documents_get_graphql_errors_without_invoking_anything() {
+    let playground = start(StackOptions::default(), 10).await;
+    for (request, fragment) in [
+        (
+            json!({"query": "{ getAssessments(studentId: \"stu-0001\") { items { nope } } }"}),
+            "nope",
+        ),
+        (json!({"query": "{ getStudents { id } }"}), "getStudents"),
+        (
+            json!({"query": "{ getAssessments { nextToken } }"}),
+            "studentId",
+        ),
+        (
+            json!({"query": PAGE, "variables": {"id": "stu-0001", "limit": "ten"}}),
+            "limit",
+        ),
+        (json!({"query": PAGE, "variables": {}}), "id"),
+        (
+            json!({"query": "{ getAssessments(studentId: \"s\", assessmentType: SPELLING) { nextToken } }"}),
+            "SPELLING",
+        ),
+        (json!({"query": "query {"}), "expected"),
+    ] {
+        let body = playground.graphql(request.clone()).await;
+        assert_eq!(body["data"], Value::Null, "{request}: {body}");
+        let messages: Vec<&str> = body["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        assert!(
+            messages.iter().any(|m| m.contains(fragment)),
+            "{request}: {messages:?}"
+        );
+    }
+    let body = playground
+        .graphql(json!({"query": "{ getStudents { id } }"}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["locations"][0],
+        json!({"line": 1, "column": 3})
+    );
+    assert_eq!(
+        playground.stats().await["invocations"],
+        0,
+        "nothing reached the resolver"
+    );
+}
+
+async fn error_of(playground: &support::Playground, query: &str) -> Value {
+    let body = playground.graphql(json!({"query": query})).await;
+    assert_eq!(
+        body["data"],
+        Value::Null,
+        "a failed non-null root field nulls data: {body}"
+    );
+    body["errors"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_errors_come_back_as_appsync_shows_them() {
+    let playground = start(
+        StackOptions {
+            overrides: vec![("SQL_QUERY_TIMEOUT_MS".into(), "300".into())],
+            ..StackOptions::default()
+        },
+        1,
+    )
+    .await;
+    let error = error_of(
+        &playground,
+        "{ page: getAssessments(studentId: \"stu-0001\", limit: 0) { nextToken } }",
+    )
+    .await;
+    assert_eq!(error["errorType"], "ValidationError");
+    assert_eq!(error["path"], json!(["page"]));
+    assert_eq!(error["locations"][0]["line"], 1);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("limit:")
+    );
+    assert_eq!(
+        error_of(
+            &playground,
+            "{ getAssessments(studentId: \"stu-9999\") { nextToken } }"
+        )
+        .await["errorType"],
+        "NotFound"
+    );
+    let tds = playground.app.stack.tds().expect("local TDS server");
+    tds.faults().error_next_queries(1);
+    assert_eq!(
+        error_of(
+            &playground,
+            "{ getAssessments(studentId: \"stu-0001\") { nextToken } }"
+        )
+        .await["errorType"],
+        "DependencyUnavailable"
+    );
+    tds.faults()
+        .set_stall_queries(std::time::Duration::from_secs(2));
+    assert_eq!(
+        error_of(
+            &playground,
+            "{ getAssessments(studentId: \"stu-0001\") { nextToken } }"
+        )
+        .await["errorType"],
+        "DependencyTimeout"
+    );
+    tds.faults().set_stall_queries(std::time::Duration::ZERO);
+    playground.assert_clean().await;
+
+    let broken = start(
+        StackOptions {
+            legacy_config: Some("fail_every=1".into()),
+            ..StackOptions::default()
+        },
+        1,
+    )
+    .await;
+    let error = error_of(
+        &broken,
+        "{ getAssessments(studentId: \"stu-0001\") { nextToken } }",
+    )
+    .await;
+    assert_eq!(error["errorType"], "LegacyComponentError");
+    broken.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_page_and_the_schema_are_served_offline() {
+    let playground = start(StackOptions::default(), 10).await;
+    let (status, page) = playground.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("getAssessments(studentId: ID!"),
+        "the schema's fields are listed"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no CDN or remote asset"
+    );
+    let (status, schema) = playground.get("/schema.graphql").await;
+    assert_eq!((status, schema.as_str()), (200, devstack::SCHEMA_SDL));
+}

@@ -1,0 +1,92 @@
+//! Starts the playground app on a free port, and a tiny HTTP client for it.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use devstack::gateway::Gateway;
+use devstack::server::{App, router};
+use devstack::stack::{LocalStack, StackOptions};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub struct Playground {
+    pub app: Arc<App>,
+    pub url: String,
+}
+
+pub async fn start(options: StackOptions, max_batch: usize) -> Playground {
+    let stack = LocalStack::start(options).await.expect("stack");
+    let gateway =
+        Gateway::new(devstack::SCHEMA_SDL, Arc::clone(&stack.deps), max_batch).expect("gateway");
+    let app = Arc::new(App {
+        gateway,
+        stack,
+        schema_sdl: devstack::SCHEMA_SDL.to_owned(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let routes = router(Arc::clone(&app));
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    Playground { app, url }
+}
+
+async fn send(request: axum::http::Request<Body>) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let response = client.request(request).await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+impl Playground {
+    pub async fn graphql(&self, body: Value) -> Value {
+        let request = axum::http::Request::post(format!("{}/graphql", self.url))
+            .header("content-type", "application/json")
+            .header("x-api-key", "test")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let (status, text) = send(request).await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).expect("JSON response")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        send(
+            axum::http::Request::get(format!("{}{path}", self.url))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, text) = self.get("/stats").await;
+        assert_eq!(status, 200);
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    /// After a run: no native result alive, no violation, everything within its bound.
+    pub async fn assert_clean(&self) {
+        let stats = self.stats().await;
+        assert_eq!(stats["native"]["liveResultHandles"], 0, "{stats}");
+        assert_eq!(stats["native"]["violations"], 0, "{stats}");
+        assert!(
+            stats["pool"]["peak"].as_u64() <= stats["pool"]["max"].as_u64(),
+            "{stats}"
+        );
+        assert!(
+            stats["tds"]["peakConnections"].as_u64() <= stats["pool"]["max"].as_u64(),
+            "{stats}"
+        );
+    }
+}
