@@ -170,7 +170,7 @@ impl NativeLibrary {
                 })?
                 .into();
 
-        // SAFETY (all `symbol` calls below): each type alias above is transcribed
+        // SAFETY: (this and every `symbol` call below) each type alias above is transcribed
         // from the declaration of the same name in legacy_assessment.h.
         let abi_version: AbiVersionFn = unsafe { symbol(&library, path, "la_abi_version") }?;
         // SAFETY: `la_abi_version` takes nothing and returns a value; no preconditions.
