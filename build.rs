@@ -30,7 +30,11 @@ fn main() {
         (
             "LEGACY_SHIM_MISSING_SYMBOL_PATH",
             "liblegacy_assessment_noscore.so",
-            &["-DLA_SHIM_OMIT_SCORE", "-Wno-unused-function"],
+            &[
+                "-DLA_SHIM_OMIT_SCORE",
+                "-Wno-unused-function",
+                "-Wno-unused-const-variable",
+            ],
         ),
     ];
     // cc finds the C++ compiler the way the rest of the build does (CXX, target, cross tools).

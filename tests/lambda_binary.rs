@@ -132,8 +132,19 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     assert_eq!(batch[0], json!({"data": {"items": [], "nextToken": null}}));
     assert_eq!(batch[1]["errorType"], "ValidationError");
 
-    // SIGTERM: the shutdown hook closes the engine and the pool, then exits 0.
+    // The process's memory after serving (the source of the template's MemorySize).
     let pid = function.child.id().to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let memory: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+        .collect();
+    println!(
+        "assessments-resolver (debug build) after 3 invocations: {}",
+        memory.join(", ")
+    );
+
+    // SIGTERM: the shutdown hook closes the engine and the pool, then exits 0.
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
