@@ -77,6 +77,15 @@ fn read_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
 
 /// Handles one Lambda invocation: a single event or a batch.
 pub async fn handle(deps: &Deps, payload: Value, request_id: &str) -> Result<Value, AppSyncError> {
+    handle_with_report(deps, payload, request_id).await.0
+}
+
+/// `handle`, also returning what the invocation reported (for benchmarks).
+pub async fn handle_with_report(
+    deps: &Deps,
+    payload: Value,
+    request_id: &str,
+) -> (Result<Value, AppSyncError>, InvocationReport) {
     let started = Instant::now();
     let now = chrono::Utc::now();
     let (batch, events) = match payload {
@@ -85,12 +94,9 @@ pub async fn handle(deps: &Deps, payload: Value, request_id: &str) -> Result<Val
                 "a batch of {} exceeds AppSync's {MAX_BATCH}",
                 events.len()
             ));
-            deps.record(&InvocationReport::rejected(
-                request_id,
-                started.elapsed(),
-                e.error_type(),
-            ));
-            return Err(AppSyncError::from(&e));
+            let report = InvocationReport::rejected(request_id, started.elapsed(), e.error_type());
+            deps.record(&report);
+            return (Err(AppSyncError::from(&e)), report);
         }
         Value::Array(events) => (true, events),
         event => (false, vec![event]),
@@ -108,7 +114,7 @@ pub async fn handle(deps: &Deps, payload: Value, request_id: &str) -> Result<Val
     }
     deps.record(&report);
 
-    if batch {
+    let response = if batch {
         let list = results
             .into_iter()
             .map(|result| match result {
@@ -120,17 +126,19 @@ pub async fn handle(deps: &Deps, payload: Value, request_id: &str) -> Result<Val
                 }),
             })
             .collect();
-        return Ok(Value::Array(list));
-    }
-    match results.into_iter().next() {
-        Some(Ok(page)) => serde_json::to_value(page).map_err(|e| AppSyncError {
-            error_type: ErrorType::InternalError,
-            message: format!("response serialization failed: {e}"),
-        }),
-        Some(Err(e)) => Err(AppSyncError::from(&e)),
-        None => Err(AppSyncError {
-            error_type: ErrorType::InternalError,
-            message: "no result".to_owned(),
-        }),
-    }
+        Ok(Value::Array(list))
+    } else {
+        match results.into_iter().next() {
+            Some(Ok(page)) => serde_json::to_value(page).map_err(|e| AppSyncError {
+                error_type: ErrorType::InternalError,
+                message: format!("response serialization failed: {e}"),
+            }),
+            Some(Err(e)) => Err(AppSyncError::from(&e)),
+            None => Err(AppSyncError {
+                error_type: ErrorType::InternalError,
+                message: "no result".to_owned(),
+            }),
+        }
+    };
+    (response, report)
 }
