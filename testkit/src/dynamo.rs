@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
+use crate::faults::Trigger;
 use crate::fixtures::Fixtures;
 
 /// The repository root (testkit's parent directory).
@@ -245,16 +246,14 @@ pub async fn seed_students(
 /// Faults the proxy injects.
 #[derive(Debug, Default)]
 pub struct ProxyFaults {
-    throttle_next: AtomicU64,
+    throttles: Trigger,
     throttle_always: AtomicBool,
-    throttle_per_million: AtomicU64,
-    rng: AtomicU64,
 }
 
 impl ProxyFaults {
     /// Answer the next `n` requests with ProvisionedThroughputExceededException.
     pub fn throttle_next(&self, n: u64) {
-        self.throttle_next.store(n, Ordering::SeqCst);
+        self.throttles.next(n);
     }
     /// Throttle every request until turned off.
     pub fn set_throttle_always(&self, on: bool) {
@@ -262,41 +261,15 @@ impl ProxyFaults {
     }
     /// Throttle this share of requests, drawn from a generator seeded with `seed`.
     pub fn set_throttle_rate(&self, share: f64, seed: u64) {
-        self.throttle_per_million
-            .store((share.clamp(0.0, 1.0) * 1e6) as u64, Ordering::SeqCst);
-        self.rng.store(seed.max(1), Ordering::SeqCst);
+        self.throttles.rate(share, seed);
     }
     pub fn clear(&self) {
-        self.throttle_next(0);
+        self.throttles.clear();
         self.set_throttle_always(false);
-        self.set_throttle_rate(0.0, 1);
     }
 
     fn should_throttle(&self) -> bool {
-        if self.throttle_always.load(Ordering::SeqCst) {
-            return true;
-        }
-        if self
-            .throttle_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return true;
-        }
-        let rate = self.throttle_per_million.load(Ordering::SeqCst);
-        if rate == 0 {
-            return false;
-        }
-        let step = |mut x: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let previous = self
-            .rng
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| Some(step(x.max(1))));
-        step(previous.unwrap_or(1).max(1)) % 1_000_000 < rate
+        self.throttle_always.load(Ordering::SeqCst) || self.throttles.fires()
     }
 }
 

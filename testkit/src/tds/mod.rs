@@ -24,7 +24,7 @@ pub mod wire;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::faults::Trigger;
 use crate::fixtures::Fixtures;
 use catalog::Outcome;
 use request::{Param, Procedure, SP_EXECUTESQL};
@@ -74,11 +75,8 @@ pub struct Faults {
     reject_logins: AtomicBool,
     stall_login_ms: AtomicU64,
     stall_queries_ms: AtomicU64,
-    drop_next: AtomicU64,
-    error_next: AtomicU64,
-    drop_per_million: AtomicU32,
-    error_per_million: AtomicU32,
-    rng: AtomicU64,
+    drops: Trigger,
+    errors: Trigger,
     null_column: Mutex<Option<String>>,
 }
 
@@ -103,20 +101,16 @@ impl Faults {
     }
     /// Close the connection, without a reply, on the next `n` requests.
     pub fn drop_next_queries(&self, n: u64) {
-        self.drop_next.store(n, Ordering::SeqCst);
+        self.drops.next(n);
     }
     /// Answer the next `n` requests with an ERROR token.
     pub fn error_next_queries(&self, n: u64) {
-        self.error_next.store(n, Ordering::SeqCst);
+        self.errors.next(n);
     }
     /// Drop (or fail) this share of requests, chosen by a generator seeded with `seed`.
     pub fn set_rates(&self, drop_share: f64, error_share: f64, seed: u64) {
-        let per_million = |share: f64| (share.clamp(0.0, 1.0) * 1e6) as u32;
-        self.drop_per_million
-            .store(per_million(drop_share), Ordering::SeqCst);
-        self.error_per_million
-            .store(per_million(error_share), Ordering::SeqCst);
-        self.rng.store(seed.max(1), Ordering::SeqCst);
+        self.drops.rate(drop_share, seed);
+        self.errors.rate(error_share, seed.wrapping_add(1));
     }
     /// Send NULL in this column of every result row (a schema drift the client must catch).
     pub fn set_null_column(&self, column: Option<&str>) {
@@ -128,9 +122,8 @@ impl Faults {
         self.set_reject_logins(false);
         self.set_stall_logins(Duration::ZERO);
         self.set_stall_queries(Duration::ZERO);
-        self.drop_next_queries(0);
-        self.error_next_queries(0);
-        self.set_rates(0.0, 0.0, 1);
+        self.drops.clear();
+        self.errors.clear();
         self.set_null_column(None);
     }
 
@@ -151,38 +144,12 @@ impl Faults {
         }
     }
 
-    fn take_one(counter: &AtomicU64) -> bool {
-        counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    }
-
-    /// A draw in 0..1_000_000 from a shared xorshift generator.
-    fn draw(&self) -> u32 {
-        let next = |mut x: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let previous = self
-            .rng
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| Some(next(x.max(1))));
-        (next(previous.unwrap_or(1).max(1)) % 1_000_000) as u32
-    }
-
     fn should_drop(&self) -> bool {
-        Self::take_one(&self.drop_next) || {
-            let rate = self.drop_per_million.load(Ordering::SeqCst);
-            rate > 0 && self.draw() < rate
-        }
+        self.drops.fires()
     }
 
     fn should_error(&self) -> bool {
-        Self::take_one(&self.error_next) || {
-            let rate = self.error_per_million.load(Ordering::SeqCst);
-            rate > 0 && self.draw() < rate
-        }
+        self.errors.fires()
     }
 }
 
