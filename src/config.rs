@@ -69,6 +69,46 @@ impl Env {
     }
 }
 
+/// A setting that is a secret: given directly (local and development runs),
+/// or as the ARN of a Secrets Manager secret read at init (production).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSetting {
+    Value(String),
+    SecretArn(String),
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSetting::Value(_) => f.write_str("Value(<redacted>)"),
+            SecretSetting::SecretArn(arn) => write!(f, "SecretArn({arn})"),
+        }
+    }
+}
+
+impl Env {
+    /// Exactly one of `value_name` (the secret itself) and `arn_name` (a
+    /// Secrets Manager secret holding it) must be set.
+    pub fn secret(
+        &self,
+        value_name: &'static str,
+        arn_name: &'static str,
+    ) -> Result<SecretSetting, ConfigError> {
+        match (self.string(value_name)?, self.string(arn_name)?) {
+            (Some(value), None) => Ok(SecretSetting::Value(value)),
+            (None, Some(arn)) => Ok(SecretSetting::SecretArn(arn)),
+            (None, None) => Err(ConfigError::Invalid {
+                name: arn_name,
+                reason: format!("set it (production) or {value_name} (local runs)"),
+            }),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                name: value_name,
+                reason: format!("set either it or {arn_name}, not both"),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +130,26 @@ mod tests {
                 .starts_with("C is invalid")
         );
         assert_eq!(env.required("D"), Err(ConfigError::Missing { name: "D" }));
+    }
+
+    #[test]
+    fn a_secret_setting_is_a_value_or_an_arn_never_both() {
+        let value = Env::from_pairs([("KEY", "s3cret")]);
+        assert_eq!(
+            value.secret("KEY", "KEY_ARN"),
+            Ok(SecretSetting::Value("s3cret".to_owned()))
+        );
+        assert!(!format!("{:?}", value.secret("KEY", "KEY_ARN")).contains("s3cret"));
+        let arn = Env::from_pairs([("KEY_ARN", "arn:aws:secretsmanager:x")]);
+        assert!(matches!(
+            arn.secret("KEY", "KEY_ARN"),
+            Ok(SecretSetting::SecretArn(_))
+        ));
+        let neither = Env::default().secret("KEY", "KEY_ARN").unwrap_err();
+        assert!(neither.to_string().starts_with("KEY_ARN is invalid"));
+        let both = Env::from_pairs([("KEY", "a"), ("KEY_ARN", "b")])
+            .secret("KEY", "KEY_ARN")
+            .unwrap_err();
+        assert!(both.to_string().starts_with("KEY is invalid"));
     }
 }

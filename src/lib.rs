@@ -11,8 +11,10 @@
 //! * [`config`]: reading settings from the environment.
 
 pub mod appsync;
+pub mod aws;
 pub mod config;
 pub mod deps;
+pub mod dynamo;
 pub mod legacy;
 pub mod observability;
 pub mod profiles;

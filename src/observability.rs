@@ -5,11 +5,89 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::config::{ConfigError, Env};
 use crate::resolver::{ErrorType, Timings};
 use crate::sqlserver::PoolStatus;
 
-/// The CloudWatch namespace of the EMF metrics.
+/// The CloudWatch namespace of the resolver's EMF metrics.
 pub const METRICS_NAMESPACE: &str = "AssessmentsResolver";
+
+/// Whether and under which function name the EMF lines are printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// `METRICS_EMF`: print one EMF line per invocation (default true).
+    pub emit: bool,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, the metrics dimension.
+    pub function_name: String,
+}
+
+impl MetricsSettings {
+    pub fn from_env(env: &Env, default_name: &str) -> Result<Self, ConfigError> {
+        let emit = match env.string("METRICS_EMF")?.as_deref() {
+            None | Some("true" | "1" | "on") => true,
+            Some("false" | "0" | "off") => false,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "METRICS_EMF",
+                    reason: "expected true or false".to_owned(),
+                });
+            }
+        };
+        Ok(MetricsSettings {
+            emit,
+            function_name: env
+                .string("AWS_LAMBDA_FUNCTION_NAME")?
+                .unwrap_or_else(|| default_name.to_owned()),
+        })
+    }
+
+    /// Prints the EMF document `build(function_name, now_ms)` makes, when enabled.
+    /// Lambda sends stdout, line by line, to CloudWatch Logs.
+    pub fn print(&self, build: impl FnOnce(&str, i64) -> Value) {
+        if self.emit {
+            let line = build(&self.function_name, chrono::Utc::now().timestamp_millis());
+            println!("{line}");
+        }
+    }
+}
+
+/// A metric's value and CloudWatch unit.
+pub type Metric = (&'static str, &'static str, f64);
+
+/// One EMF document: `metrics` declared under `namespace` with the
+/// `FunctionName` dimension, plus `properties` (searchable, not metrics).
+/// The format: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>.
+pub fn emf_document(
+    namespace: &str,
+    function_name: &str,
+    timestamp_ms: i64,
+    metrics: &[Metric],
+    properties: serde_json::Map<String, Value>,
+) -> Value {
+    let mut doc = properties;
+    doc.insert(
+        "_aws".to_owned(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    doc.insert("FunctionName".to_owned(), json!(function_name));
+    for (name, _, value) in metrics {
+        // Whole numbers print as integers (counts read naturally in the logs).
+        let value = if value.fract() == 0.0 && value.abs() < 9.0e15 {
+            json!(*value as i64)
+        } else {
+            json!(value)
+        };
+        doc.insert((*name).to_owned(), value);
+    }
+    Value::Object(doc)
+}
 
 /// JSON logs to stdout, level from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -105,50 +183,56 @@ impl InvocationReport {
     /// One EMF document: metrics CloudWatch extracts from the log line.
     pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
         let pool = self.pool.unwrap_or_default();
-        let metrics = [
-            ("Items", "Count"),
-            ("Errors", "Count"),
-            ("DurationMs", "Milliseconds"),
-            ("ProfilesMs", "Milliseconds"),
-            ("SqlMs", "Milliseconds"),
-            ("LegacyMs", "Milliseconds"),
-            ("ProfilesRequested", "Count"),
-            ("PoolInUse", "Count"),
-            ("PoolPeak", "Count"),
-            ("PoolSize", "Count"),
-            ("NativeLiveHandles", "Count"),
-            ("NativeViolations", "Count"),
+        let metrics: [Metric; 12] = [
+            ("Items", "Count", self.items as f64),
+            ("Errors", "Count", self.errors as f64),
+            ("DurationMs", "Milliseconds", ms(self.duration)),
+            ("ProfilesMs", "Milliseconds", ms(self.timings.profiles)),
+            ("SqlMs", "Milliseconds", ms(self.timings.sql)),
+            ("LegacyMs", "Milliseconds", ms(self.timings.legacy)),
+            (
+                "ProfilesRequested",
+                "Count",
+                self.timings.profiles_requested as f64,
+            ),
+            ("PoolInUse", "Count", pool.in_use as f64),
+            ("PoolPeak", "Count", pool.peak_in_use as f64),
+            ("PoolSize", "Count", pool.size as f64),
+            (
+                "NativeLiveHandles",
+                "Count",
+                self.native_live_handles.unwrap_or(0) as f64,
+            ),
+            (
+                "NativeViolations",
+                "Count",
+                self.native_violations.unwrap_or(0) as f64,
+            ),
         ];
-        json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": METRICS_NAMESPACE,
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": metrics.iter().map(|(name, unit)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
-                }],
-            },
-            "FunctionName": function_name,
-            "RequestId": self.request_id,
-            "Batch": self.batch,
-            "ErrorTypes": self.error_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            "Items": self.items,
-            "Errors": self.errors,
-            "DurationMs": ms(self.duration),
-            "ProfilesMs": ms(self.timings.profiles),
-            "SqlMs": ms(self.timings.sql),
-            "LegacyMs": ms(self.timings.legacy),
-            "ProfilesRequested": self.timings.profiles_requested,
-            "PoolInUse": pool.in_use,
-            "PoolPeak": pool.peak_in_use,
-            "PoolSize": pool.size,
-            "NativeLiveHandles": self.native_live_handles.unwrap_or(0),
-            "NativeViolations": self.native_violations.unwrap_or(0),
-        })
+        let mut properties = serde_json::Map::new();
+        properties.insert("RequestId".to_owned(), json!(self.request_id));
+        properties.insert("Batch".to_owned(), json!(self.batch));
+        properties.insert(
+            "ErrorTypes".to_owned(),
+            json!(
+                self.error_types
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+            ),
+        );
+        emf_document(
+            METRICS_NAMESPACE,
+            function_name,
+            timestamp_ms,
+            &metrics,
+            properties,
+        )
     }
 }
 
-fn ms(d: Duration) -> f64 {
+/// Milliseconds with microsecond precision.
+pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 

@@ -3,7 +3,7 @@
 //!
 //! One client, built at init and shared. Each call is bounded by the SDK's
 //! operation timeout and retried with backoff on throttling by the SDK's
-//! standard retry strategy (configured in [`crate::deps`]); `BatchGetItem`'s
+//! standard retry strategy (configured in [`crate::aws`]); `BatchGetItem`'s
 //! `UnprocessedKeys` are retried here, with backoff, a bounded number of times.
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +12,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+
+use crate::dynamo::{self, DynamoError};
 
 /// BatchGetItem's limit of keys per request.
 const BATCH_GET_MAX_KEYS: usize = 100;
@@ -30,15 +32,14 @@ pub struct Profile {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProfileError {
-    #[error("DynamoDB (student profiles) did not answer within {}ms", after.as_millis())]
-    Timeout { after: Duration },
-    #[error("DynamoDB (student profiles) kept throttling requests after retries")]
-    Throttled,
-    #[error("DynamoDB (student profiles) is unavailable: {0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Dynamo(#[from] DynamoError),
     #[error("the profile of student {student_id} is malformed: {reason}")]
     Malformed { student_id: String, reason: String },
 }
+
+/// How the errors name this data.
+const DATA: &str = "student profiles";
 
 /// The Students table.
 #[derive(Debug, Clone)]
@@ -56,17 +57,6 @@ fn key(student_id: &str) -> HashMap<String, AttributeValue> {
         ),
         ("SK".to_owned(), AttributeValue::S("PROFILE".to_owned())),
     ])
-}
-
-fn is_throttling(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some(
-            "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-        )
-    )
 }
 
 impl ProfileStore {
@@ -88,24 +78,7 @@ impl ProfileStore {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        match &error {
-            SdkError::TimeoutError(_) => ProfileError::Timeout {
-                after: self.timeout,
-            },
-            SdkError::ServiceError(service) if is_throttling(service.err().code()) => {
-                ProfileError::Throttled
-            }
-            SdkError::ServiceError(service) => ProfileError::Unavailable(
-                service.err().code().unwrap_or("service error").to_owned(),
-            ),
-            SdkError::DispatchFailure(failure) if failure.is_timeout() => ProfileError::Timeout {
-                after: self.timeout,
-            },
-            SdkError::DispatchFailure(_) => {
-                ProfileError::Unavailable("could not reach the endpoint".to_owned())
-            }
-            _ => ProfileError::Unavailable("unexpected response".to_owned()),
-        }
+        ProfileError::Dynamo(dynamo::classify(DATA, self.timeout, &error))
     }
 
     /// One profile; `None` when the student has none.
@@ -145,12 +118,17 @@ impl ProfileStore {
                 .set_keys(Some(chunk.iter().map(|id| key(id)).collect()))
                 .projection_expression("PK, grade, readingLevel")
                 .build()
-                .map_err(|e| ProfileError::Unavailable(format!("request build failed: {e}")))?;
+                .map_err(|e| {
+                    ProfileError::Dynamo(DynamoError::Unavailable {
+                        table: DATA,
+                        reason: format!("request build failed: {e}"),
+                    })
+                })?;
             let mut pending = Some(HashMap::from([(self.table.clone(), keys)]));
             let mut round = 0;
             while let Some(request) = pending.take().filter(|r| !r.is_empty()) {
                 if round == UNPROCESSED_ROUNDS {
-                    return Err(ProfileError::Throttled);
+                    return Err(ProfileError::Dynamo(DynamoError::Throttled { table: DATA }));
                 }
                 if round > 0 {
                     // Exponential backoff before each retry: 20, 40, 80, 160 ms.

@@ -89,7 +89,9 @@ impl ResolveError {
                 SqlError::Decode { .. } | SqlError::InvalidRequest(_) | SqlError::Config(_),
             ) => ErrorType::InternalError,
             ResolveError::Sql(_) => ErrorType::DependencyUnavailable,
-            ResolveError::Profile(ProfileError::Timeout { .. }) => ErrorType::DependencyTimeout,
+            ResolveError::Profile(ProfileError::Dynamo(e)) if e.is_timeout() => {
+                ErrorType::DependencyTimeout
+            }
             ResolveError::Profile(ProfileError::Malformed { .. }) => ErrorType::InternalError,
             ResolveError::Profile(_) => ErrorType::DependencyUnavailable,
             ResolveError::UnsupportedField { .. } => ErrorType::UnsupportedField,

@@ -1,0 +1,194 @@
+//! The AWS SDK's shared configuration, built once at init by both functions
+//! (the resolver and the assessment processor): region, credentials, the
+//! retry strategy and timeouts, the DynamoDB endpoint override, and reads
+//! from Secrets Manager.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{Credentials, Region};
+
+use crate::config::{ConfigError, Env, SecretSetting};
+
+/// The SDK settings both functions read from the environment.
+#[derive(Clone)]
+pub struct AwsSettings {
+    /// `AWS_ENDPOINT_URL_DYNAMODB`: the SDK's standard endpoint override.
+    pub dynamodb_endpoint: Option<String>,
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`).
+    pub region: Option<String>,
+    /// `DYNAMODB_TIMEOUT_MS`: one DynamoDB operation, retries included (default 2000).
+    pub dynamodb_timeout: Duration,
+    /// `DYNAMODB_MAX_ATTEMPTS`: attempts per operation, first included (default 4).
+    pub dynamodb_max_attempts: u32,
+    /// Static credentials when the environment carries them (`AWS_ACCESS_KEY_ID`...);
+    /// otherwise the SDK's default chain (the execution role on Lambda).
+    credentials: Option<(String, String, Option<String>)>,
+}
+
+impl std::fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field("region", &self.region)
+            .field("dynamodb_timeout", &self.dynamodb_timeout)
+            .field("dynamodb_max_attempts", &self.dynamodb_max_attempts)
+            .field("static_credentials", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+impl AwsSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let credentials = match (
+            env.string("AWS_ACCESS_KEY_ID")?,
+            env.string("AWS_SECRET_ACCESS_KEY")?,
+        ) {
+            (Some(id), Some(secret)) => Some((id, secret, env.string("AWS_SESSION_TOKEN")?)),
+            _ => None,
+        };
+        Ok(AwsSettings {
+            dynamodb_endpoint: env.string("AWS_ENDPOINT_URL_DYNAMODB")?,
+            region: env
+                .string("AWS_REGION")?
+                .or(env.string("AWS_DEFAULT_REGION")?),
+            dynamodb_timeout: Duration::from_millis(
+                env.number("DYNAMODB_TIMEOUT_MS", 1..=60_000)?
+                    .unwrap_or(2000),
+            ),
+            dynamodb_max_attempts: env.number("DYNAMODB_MAX_ATTEMPTS", 1..=10)?.unwrap_or(4) as u32,
+            credentials,
+        })
+    }
+
+    /// The SDK configuration every client is built from.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        use aws_config::retry::RetryConfig;
+        use aws_config::timeout::TimeoutConfig;
+        let attempts = self.dynamodb_max_attempts;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            // Throttling and transient errors: exponential backoff with jitter,
+            // starting small so retries fit in an invocation's time budget.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(attempts)
+                    .with_initial_backoff(Duration::from_millis(20))
+                    .with_max_backoff(Duration::from_millis(400)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(500).min(self.dynamodb_timeout))
+                    .operation_timeout(self.dynamodb_timeout)
+                    .operation_attempt_timeout(self.dynamodb_timeout / attempts.max(1))
+                    .build(),
+            );
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((id, secret, token)) = &self.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret,
+                token.clone(),
+                None,
+                "environment",
+            ));
+        }
+        loader.load().await
+    }
+
+    /// The one DynamoDB client of the environment.
+    pub fn dynamodb_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+        if let Some(endpoint) = &self.dynamodb_endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        aws_sdk_dynamodb::Client::from_conf(builder.build())
+    }
+}
+
+/// A secret that could not be read. Never carries the secret's value.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the secret {arn}: {reason}")]
+pub struct SecretError {
+    pub arn: String,
+    pub reason: String,
+}
+
+/// The value of a secret setting: given directly, or read from Secrets Manager.
+pub async fn resolve_secret(
+    sdk: &aws_config::SdkConfig,
+    setting: &SecretSetting,
+    json_field: &str,
+) -> Result<String, SecretError> {
+    match setting {
+        SecretSetting::Value(value) => Ok(value.clone()),
+        SecretSetting::SecretArn(arn) => read_secret(sdk, arn, json_field).await,
+    }
+}
+
+/// Reads a string secret at init. Its value is either the setting itself, or
+/// a JSON object carrying it in `json_field` (how Secrets Manager's console
+/// stores key/value secrets).
+pub async fn read_secret(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+    json_field: &str,
+) -> Result<String, SecretError> {
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let failed = |reason: String| SecretError {
+        arn: arn.to_owned(),
+        reason,
+    };
+    let output = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    let value = output
+        .secret_string()
+        .ok_or_else(|| failed("the secret has no string value".to_owned()))?;
+    secret_value(value, json_field).map_err(failed)
+}
+
+fn secret_value(value: &str, json_field: &str) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(json)) => json
+            .get(json_field)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the secret's JSON has no {json_field} field")),
+        _ if value.is_empty() => Err("the secret is empty".to_owned()),
+        _ => Ok(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_its_raw_value_or_a_field_of_its_json() {
+        assert_eq!(secret_value("abc", "apiKey"), Ok("abc".to_owned()));
+        assert_eq!(
+            secret_value(r#"{"apiKey":"k1","other":1}"#, "apiKey"),
+            Ok("k1".to_owned())
+        );
+        let missing = secret_value(r#"{"key":"k1"}"#, "apiKey").unwrap_err();
+        assert!(missing.contains("apiKey"), "{missing}");
+        assert!(!missing.contains("k1"), "the value leaked: {missing}");
+        assert!(secret_value("", "apiKey").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_static_credentials() {
+        let env = Env::from_pairs([
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+        ]);
+        let shown = format!("{:?}", AwsSettings::from_env(&env).expect("settings"));
+        assert!(!shown.contains("very-secret") && !shown.contains("AKIDEXAMPLE"));
+        assert!(shown.contains("static_credentials: true"));
+    }
+}
