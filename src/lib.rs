@@ -17,6 +17,7 @@ pub mod deps;
 pub mod dynamo;
 pub mod legacy;
 pub mod observability;
+pub mod processor;
 pub mod profiles;
 pub mod resolver;
 pub mod sqlserver;

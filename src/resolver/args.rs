@@ -26,12 +26,25 @@ pub struct GetAssessmentsArgs {
     pub next_token: Option<String>,
 }
 
+/// A student id: 1 to 64 letters, digits, '-' or '_'. The same rule for
+/// every function that takes one.
+pub fn is_valid_student_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_STUDENT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What [`is_valid_student_id`] requires, for messages.
+pub const STUDENT_ID_RULE: &str = "must be 1 to 64 characters of letters, digits, '-' or '_'";
+
 fn invalid(argument: &'static str, message: impl Into<String>) -> ResolveError {
     ResolveError::validation(argument, message)
 }
 
 /// A JSON type's name, for messages.
-fn kind(value: &Value) -> &'static str {
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -54,7 +67,7 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         Some(other) => {
             return Err(invalid(
                 "arguments",
-                format!("must be an object, got {}", kind(other)),
+                format!("must be an object, got {}", json_kind(other)),
             ));
         }
     };
@@ -76,20 +89,12 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         Some(other) => {
             return Err(invalid(
                 "studentId",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", json_kind(other)),
             ));
         }
     };
-    if student_id.is_empty()
-        || student_id.len() > MAX_STUDENT_ID_LEN
-        || !student_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(invalid(
-            "studentId",
-            format!("must be 1 to {MAX_STUDENT_ID_LEN} characters of letters, digits, '-' or '_'"),
-        ));
+    if !is_valid_student_id(student_id) {
+        return Err(invalid("studentId", STUDENT_ID_RULE));
     }
 
     let assessment_type = match optional(args, "assessmentType") {
@@ -104,7 +109,7 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         Some(other) => {
             return Err(invalid(
                 "assessmentType",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", json_kind(other)),
             ));
         }
     };
@@ -115,7 +120,7 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         Some(other) => {
             return Err(invalid(
                 "dateRange",
-                format!("must be an object, got {}", kind(other)),
+                format!("must be an object, got {}", json_kind(other)),
             ));
         }
     };
@@ -134,7 +139,7 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         Some(other) => {
             return Err(invalid(
                 "limit",
-                format!("must be a number, got {}", kind(other)),
+                format!("must be a number, got {}", json_kind(other)),
             ));
         }
     };
@@ -148,7 +153,7 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         Some(other) => {
             return Err(invalid(
                 "nextToken",
-                format!("must be a string, got {}", kind(other)),
+                format!("must be a string, got {}", json_kind(other)),
             ));
         }
     };
@@ -199,7 +204,7 @@ fn parse_aws_date(argument: &'static str, value: &Value) -> Result<NaiveDate, Re
     let Value::String(text) = value else {
         return Err(invalid(
             argument,
-            format!("must be an AWSDate string, got {}", kind(value)),
+            format!("must be an AWSDate string, got {}", json_kind(value)),
         ));
     };
     let day = text.strip_suffix('Z').unwrap_or(text);

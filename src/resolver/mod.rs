@@ -22,7 +22,10 @@ use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContex
 use crate::profiles::{Profile, ProfileError, ProfileStore};
 use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
 
-pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
+pub use args::{
+    DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, STUDENT_ID_RULE,
+    is_valid_student_id, json_kind, parse_args,
+};
 pub use error::{ErrorType, ResolveError};
 pub use token::{MIN_KEY_LEN, TokenScope, TokenSigner};
 

@@ -1,0 +1,40 @@
+//! The assessment processor Lambda: reads its settings, builds its clients
+//! once, and handles SQS batches until the environment shuts down, answering
+//! each with the records that failed (`batchItemFailures`).
+
+use std::sync::Arc;
+
+use assessments_resolver::config::Env;
+use assessments_resolver::processor::sqs::{self, deadline_from_epoch_ms};
+use assessments_resolver::processor::{ProcessorDeps, ProcessorSettings};
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    assessments_resolver::observability::init_tracing();
+    let settings = ProcessorSettings::from_env(&Env::from_process())
+        .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
+    let deps = Arc::new(
+        ProcessorDeps::init(settings)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "init failed"))?,
+    );
+
+    // SIGTERM: nothing is held across invocations but clients; log and exit.
+    lambda_runtime::spawn_graceful_shutdown_handler(|| async {
+        tracing::info!("shutting down");
+    })
+    .await;
+
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let deps = Arc::clone(&deps);
+        async move {
+            let deadline = deadline_from_epoch_ms(event.context.deadline);
+            let response =
+                sqs::handle(&deps, event.payload, &event.context.request_id, deadline).await;
+            Ok::<_, lambda_runtime::Error>(response)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,280 @@
+//! The Assessments table: partition key `studentId`, sort key `assessmentId`.
+//! The processor reads a student's history from it and writes each scored
+//! assessment back, once.
+//!
+//! Item attributes: `studentId`, `assessmentId`, `type`, `takenAt`,
+//! `relatedId` (optional: another student id whose history is linked),
+//! `rawData` (map), `score` (number), `result` (map: the scoring API's
+//! answer), `scoredAt`, `messageId`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Map, Value};
+
+use super::message::AssessmentMessage;
+use crate::dynamo::{self, DynamoError};
+use crate::resolver::is_valid_student_id;
+
+/// How the errors name this data.
+const DATA: &str = "assessments";
+/// Items per Query page.
+const PAGE_SIZE: i32 = 100;
+/// What a history item carries: the scoring API needs these, not `rawData`
+/// or earlier results, so reads stay small.
+const HISTORY_PROJECTION: &str = "studentId, assessmentId, #type, takenAt, score, relatedId";
+
+/// The bounds of one history walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// `relatedId` links followed from the assessment's own student (0..=10).
+    pub max_depth: u32,
+    /// Items returned, at most.
+    pub max_items: usize,
+    /// Student partitions read, at most.
+    pub max_students: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            max_depth: 10,
+            max_items: 200,
+            max_students: 25,
+        }
+    }
+}
+
+/// A student's history: every reachable item at most once, within the limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    pub items: Vec<Value>,
+    /// Partitions read (Query calls may be more: pages).
+    pub students_read: usize,
+    pub queries: usize,
+    /// A limit stopped the walk before everything reachable was read.
+    pub truncated: bool,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The assessment was already scored (a redelivery): nothing written.
+    AlreadyScored,
+}
+
+/// A scored assessment, ready to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredAssessment<'a> {
+    pub message: &'a AssessmentMessage,
+    pub message_id: &'a str,
+    pub score: f64,
+    pub result: &'a Map<String, Value>,
+    pub scored_at: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssessmentStore {
+    client: Client,
+    table: String,
+    timeout: Duration,
+}
+
+fn key(student_id: &str, assessment_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "studentId".to_owned(),
+            AttributeValue::S(student_id.to_owned()),
+        ),
+        (
+            "assessmentId".to_owned(),
+            AttributeValue::S(assessment_id.to_owned()),
+        ),
+    ])
+}
+
+impl AssessmentStore {
+    /// `timeout` is the SDK's operation timeout, reported in errors.
+    pub fn new(client: Client, table: impl Into<String>, timeout: Duration) -> Self {
+        AssessmentStore {
+            client,
+            table: table.into(),
+            timeout,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn failed<E, R>(&self, error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> DynamoError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        dynamo::classify(DATA, self.timeout, error)
+    }
+
+    /// Whether this assessment has been scored already (a strongly
+    /// consistent read, so a redelivery right after a write sees it).
+    pub async fn is_scored(
+        &self,
+        student_id: &str,
+        assessment_id: &str,
+    ) -> Result<bool, DynamoError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(student_id, assessment_id)))
+            .consistent_read(true)
+            .projection_expression("scoredAt")
+            .send()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(output.item.is_some_and(|item| item.contains_key("scoredAt")))
+    }
+
+    /// The history of `message`'s student: their items, then the items of
+    /// students linked by `relatedId`, breadth first, iteratively. Each
+    /// student is read once (a visited set, so cycles end), at most
+    /// `max_depth` links away, and the walk stops at `max_items` items or
+    /// `max_students` partitions. The assessment itself is not part of its
+    /// history.
+    pub async fn history(
+        &self,
+        message: &AssessmentMessage,
+        limits: HistoryLimits,
+    ) -> Result<History, DynamoError> {
+        let mut history = History::default();
+        let mut visited: HashSet<String> = HashSet::new();
+        let mut frontier: VecDeque<(String, u32)> = VecDeque::new();
+        visited.insert(message.student_id.clone());
+        frontier.push_back((message.student_id.clone(), 0));
+        if let Some(related) = &message.related_id
+            && limits.max_depth > 0
+            && visited.insert(related.clone())
+        {
+            frontier.push_back((related.clone(), 1));
+        }
+
+        'walk: while let Some((student_id, depth)) = frontier.pop_front() {
+            if history.students_read == limits.max_students {
+                history.truncated = true;
+                break;
+            }
+            history.students_read += 1;
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            loop {
+                let remaining = limits.max_items - history.items.len();
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("studentId = :s")
+                    .expression_attribute_values(":s", AttributeValue::S(student_id.clone()))
+                    .projection_expression(HISTORY_PROJECTION)
+                    .expression_attribute_names("#type", "type")
+                    // One more than we can take: tells a full stop from a cut.
+                    .limit(PAGE_SIZE.min(remaining as i32 + 1))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.failed(&e))?;
+                history.queries += 1;
+                for item in page.items.unwrap_or_default() {
+                    let is_self = depth == 0
+                        && matches!(item.get("assessmentId"),
+                            Some(AttributeValue::S(id)) if *id == message.assessment_id);
+                    if is_self {
+                        continue;
+                    }
+                    if history.items.len() == limits.max_items {
+                        history.truncated = true;
+                        break 'walk;
+                    }
+                    if let Some(AttributeValue::S(related)) = item.get("relatedId")
+                        && is_valid_student_id(related)
+                        && !visited.contains(related)
+                    {
+                        // `visited` grows by at most one per item taken: bounded by max_items.
+                        if depth < limits.max_depth {
+                            visited.insert(related.clone());
+                            frontier.push_back((related.clone(), depth + 1));
+                        } else {
+                            history.truncated = true;
+                        }
+                    }
+                    match serde_dynamo::from_item::<_, Value>(item) {
+                        Ok(json) => history.items.push(json),
+                        Err(error) => {
+                            // Not representable as JSON: left out, and said so.
+                            tracing::warn!(%error, student_id, "history item skipped");
+                            history.truncated = true;
+                        }
+                    }
+                }
+                match page.last_evaluated_key {
+                    Some(next) if !next.is_empty() => start = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        if !frontier.is_empty() {
+            history.truncated = true;
+        }
+        Ok(history)
+    }
+
+    /// Writes the scored assessment unless it is already scored: a
+    /// conditional put, so a redelivered or duplicated message never writes
+    /// twice (and never overwrites a result).
+    pub async fn put_scored(&self, scored: &ScoredAssessment<'_>) -> Result<WriteOutcome, DynamoError> {
+        let message = scored.message;
+        let mut item = key(&message.student_id, &message.assessment_id);
+        item.insert(
+            "type".to_owned(),
+            AttributeValue::S(message.assessment_type.as_str().to_owned()),
+        );
+        item.insert("takenAt".to_owned(), AttributeValue::S(message.taken_at_text()));
+        if let Some(related) = &message.related_id {
+            item.insert("relatedId".to_owned(), AttributeValue::S(related.clone()));
+        }
+        item.insert("rawData".to_owned(), to_attribute(&message.raw_data)?);
+        item.insert("score".to_owned(), AttributeValue::N(scored.score.to_string()));
+        item.insert("result".to_owned(), to_attribute(scored.result)?);
+        item.insert(
+            "scoredAt".to_owned(),
+            AttributeValue::S(scored.scored_at.to_owned()),
+        );
+        item.insert(
+            "messageId".to_owned(),
+            AttributeValue::S(scored.message_id.to_owned()),
+        );
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(scoredAt)")
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(e) if dynamo::service_code(&e) == Some("ConditionalCheckFailedException") => {
+                Ok(WriteOutcome::AlreadyScored)
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+}
+
+fn to_attribute(map: &Map<String, Value>) -> Result<AttributeValue, DynamoError> {
+    serde_dynamo::to_attribute_value(map).map_err(|e| DynamoError::Unavailable {
+        table: DATA,
+        reason: format!("cannot encode the item: {e}"),
+    })
+}

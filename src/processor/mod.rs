@@ -1,0 +1,401 @@
+//! The assessment processor: the SQS-triggered function that scores new
+//! assessments through the external scoring API (the second seed, rebuilt).
+//!
+//! Per record, once: validate the body; skip it if the assessment is
+//! already scored (a redelivery); read the student's history from the
+//! Assessments table (iterative, bounded); score it (one shared HTTP client,
+//! one shared rate limiter, retries with backoff); write the result with a
+//! conditional put. Records run concurrently up to a bound; each finishes
+//! or fails before the invocation's deadline. Failed records are reported
+//! to SQS (`batchItemFailures`) and redelivered by the queue, never held in
+//! memory: nothing here outlives an invocation but the clients and counters.
+//!
+//! * [`message`]: a record body, validated;
+//! * [`assessments`]: the Assessments table (history, idempotent write);
+//! * [`scoring`]: the scoring API client;
+//! * [`sqs`]: the event edge: SQS event in, partial batch response out.
+
+pub mod assessments;
+pub mod message;
+pub mod scoring;
+pub mod sqs;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use self::assessments::{
+    AssessmentStore, History, HistoryLimits, ScoredAssessment, WriteOutcome,
+};
+use self::message::{AssessmentMessage, InvalidMessage};
+use self::scoring::{CallStats, ScoringClient, ScoringError, ScoringSettings, ScoringTotals};
+use crate::aws::{AwsSettings, SecretError, resolve_secret};
+use crate::config::{ConfigError, Env};
+use crate::dynamo::DynamoError;
+use crate::observability::{BatchReport, MetricsSettings};
+
+/// Every setting of the processor. See the README's configuration table.
+#[derive(Debug, Clone)]
+pub struct ProcessorSettings {
+    /// `ASSESSMENTS_TABLE`.
+    pub assessments_table: String,
+    pub aws: AwsSettings,
+    pub scoring: ScoringSettings,
+    /// `PROCESSOR_CONCURRENCY`: records processed at once (default 10).
+    pub concurrency: usize,
+    /// `HISTORY_MAX_DEPTH` (default 10, at most 10), `HISTORY_MAX_ITEMS`
+    /// (default 200), `HISTORY_MAX_STUDENTS` (default 25).
+    pub history: HistoryLimits,
+    /// `DEADLINE_MARGIN_MS`: records still running this long before the
+    /// invocation's deadline are stopped and reported failed (default 1000).
+    pub deadline_margin: Duration,
+    pub metrics: MetricsSettings,
+}
+
+impl ProcessorSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(ProcessorSettings {
+            assessments_table: env.required("ASSESSMENTS_TABLE")?,
+            aws: AwsSettings::from_env(env)?,
+            scoring: ScoringSettings::from_env(env)?,
+            concurrency: env.number("PROCESSOR_CONCURRENCY", 1..=100)?.unwrap_or(10) as usize,
+            history: HistoryLimits {
+                max_depth: env.number("HISTORY_MAX_DEPTH", 0..=10)?.unwrap_or(10) as u32,
+                max_items: env.number("HISTORY_MAX_ITEMS", 1..=1000)?.unwrap_or(200) as usize,
+                max_students: env.number("HISTORY_MAX_STUDENTS", 1..=100)?.unwrap_or(25) as usize,
+            },
+            deadline_margin: Duration::from_millis(
+                env.number("DEADLINE_MARGIN_MS", 0..=60_000)?
+                    .unwrap_or(1000),
+            ),
+            metrics: MetricsSettings::from_env(env, "assessment-processor")?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorInitError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("scoring API key: {0}")]
+    Secret(#[from] SecretError),
+    #[error("scoring API client: {0}")]
+    Scoring(String),
+}
+
+/// Why a record failed. Every failure is reported to SQS, which redelivers
+/// the record until its receive count sends it to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProcessError {
+    #[error("invalid message: {0}")]
+    Invalid(#[from] InvalidMessage),
+    #[error("{0}")]
+    Read(DynamoError),
+    #[error("{0}")]
+    Scoring(#[from] ScoringError),
+    #[error("writing the result: {0}")]
+    Write(DynamoError),
+    #[error("not finished before the invocation's deadline")]
+    Deadline,
+}
+
+impl ProcessError {
+    /// A stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessError::Invalid(_) => "InvalidMessage",
+            ProcessError::Read(_) => "DynamoDBReadFailed",
+            ProcessError::Scoring(ScoringError::Rejected { .. }) => "ScoringRejected",
+            ProcessError::Scoring(ScoringError::Exhausted { .. }) => "ScoringUnavailable",
+            ProcessError::Scoring(ScoringError::Malformed(_)) => "ScoringMalformed",
+            ProcessError::Write(_) => "DynamoDBWriteFailed",
+            ProcessError::Deadline => "DeadlineExceeded",
+        }
+    }
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Scored and written now.
+    Scored { score: f64 },
+    /// Already scored (a redelivery, or a duplicate in the same batch): not
+    /// scored or written again.
+    AlreadyScored,
+    Failed(ProcessError),
+}
+
+impl Outcome {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(_))
+    }
+}
+
+/// One record's outcome and cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordReport {
+    pub outcome: Outcome,
+    pub scoring: CallStats,
+    pub history_items: usize,
+    pub history_students: usize,
+    pub history_queries: usize,
+    pub history_truncated: bool,
+}
+
+impl RecordReport {
+    fn new(outcome: Outcome) -> Self {
+        RecordReport {
+            outcome,
+            scoring: CallStats::default(),
+            history_items: 0,
+            history_students: 0,
+            history_queries: 0,
+            history_truncated: false,
+        }
+    }
+
+    fn history(&mut self, history: &History) {
+        self.history_items = history.items.len();
+        self.history_students = history.students_read;
+        self.history_queries = history.queries;
+        self.history_truncated = history.truncated;
+    }
+}
+
+/// One record of a batch: its id (for `batchItemFailures`) and body.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub message_id: &'a str,
+    pub body: Option<&'a str>,
+}
+
+/// The processor's clients, built once.
+#[derive(Debug)]
+pub struct Processor {
+    store: AssessmentStore,
+    scoring: ScoringClient,
+    limits: HistoryLimits,
+    concurrency: usize,
+    deadline_margin: Duration,
+}
+
+impl Processor {
+    pub fn new(
+        store: AssessmentStore,
+        scoring: ScoringClient,
+        limits: HistoryLimits,
+        concurrency: usize,
+        deadline_margin: Duration,
+    ) -> Self {
+        Processor {
+            store,
+            scoring,
+            limits,
+            concurrency: concurrency.max(1),
+            deadline_margin,
+        }
+    }
+
+    pub fn scoring(&self) -> &ScoringClient {
+        &self.scoring
+    }
+
+    pub fn store(&self) -> &AssessmentStore {
+        &self.store
+    }
+
+    /// Processes a batch; one report per record, in order. Records with the
+    /// same student and assessment ids are processed once and share the
+    /// outcome. Work still running `deadline_margin` before `deadline` is
+    /// dropped (in-flight requests are cancelled) and reported failed.
+    pub async fn process_batch(&self, records: &[Record<'_>], deadline: Instant) -> Vec<RecordReport> {
+        let parsed: Vec<Result<AssessmentMessage, InvalidMessage>> = records
+            .iter()
+            .map(|r| AssessmentMessage::parse(r.body))
+            .collect();
+        // The first record of each assessment does the work.
+        let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut leader: Vec<Option<usize>> = vec![None; records.len()];
+        for (index, message) in parsed.iter().enumerate() {
+            if let Ok(m) = message {
+                let key = (m.student_id.as_str(), m.assessment_id.as_str());
+                match first.get(&key) {
+                    Some(&lead) => leader[index] = Some(lead),
+                    None => {
+                        first.insert(key, index);
+                    }
+                }
+            }
+        }
+
+        let stop_at = deadline
+            .checked_sub(self.deadline_margin)
+            .unwrap_or(deadline);
+        let work: Vec<_> = parsed
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| leader[*index].is_none())
+            .map(|(index, message)| {
+                let message_id = records[index].message_id;
+                async move {
+                    let report = match message {
+                        Err(invalid) => {
+                            RecordReport::new(Outcome::Failed(ProcessError::Invalid(invalid.clone())))
+                        }
+                        Ok(message) => {
+                            let mut report = RecordReport::new(Outcome::AlreadyScored);
+                            let run = self.process(message, message_id, &mut report);
+                            report.outcome =
+                                match tokio::time::timeout_at(stop_at.into(), run).await {
+                                    Ok(Ok(outcome)) => outcome,
+                                    Ok(Err(error)) => Outcome::Failed(error),
+                                    Err(_) => Outcome::Failed(ProcessError::Deadline),
+                                };
+                            report
+                        }
+                    };
+                    (index, report)
+                }
+            })
+            .collect();
+        let mut reports: Vec<Option<RecordReport>> = vec![None; records.len()];
+        let mut done = futures_util::stream::iter(work).buffer_unordered(self.concurrency);
+        while let Some((index, report)) = done.next().await {
+            reports[index] = Some(report);
+        }
+        drop(done);
+
+        (0..records.len())
+            .map(|index| match (&reports[index], leader[index]) {
+                (Some(report), _) => report.clone(),
+                (None, Some(lead)) => {
+                    let outcome = match reports[lead].as_ref().map(|r| &r.outcome) {
+                        Some(Outcome::Failed(error)) => Outcome::Failed(error.clone()),
+                        _ => Outcome::AlreadyScored,
+                    };
+                    RecordReport::new(outcome)
+                }
+                // Every index either ran or has a leader that ran.
+                (None, None) => RecordReport::new(Outcome::Failed(ProcessError::Deadline)),
+            })
+            .collect()
+    }
+
+    async fn process(
+        &self,
+        message: &AssessmentMessage,
+        message_id: &str,
+        report: &mut RecordReport,
+    ) -> Result<Outcome, ProcessError> {
+        if self
+            .store
+            .is_scored(&message.student_id, &message.assessment_id)
+            .await
+            .map_err(ProcessError::Read)?
+        {
+            return Ok(Outcome::AlreadyScored);
+        }
+        let history = self
+            .store
+            .history(message, self.limits)
+            .await
+            .map_err(ProcessError::Read)?;
+        report.history(&history);
+        let body = serde_json::to_vec(&json!({
+            "assessment": message.to_json(),
+            "history": history.items,
+            "timestamp": chrono::Utc::now().timestamp_millis(),
+        }))
+        .map_err(|e| ScoringError::Malformed(format!("request not encodable: {e}")))?;
+        drop(history);
+        let score = self
+            .scoring
+            .score(&message.student_id, body, &mut report.scoring)
+            .await?;
+        let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let written = self
+            .store
+            .put_scored(&ScoredAssessment {
+                message,
+                message_id,
+                score: score.score,
+                result: &score.result,
+                scored_at: &scored_at,
+            })
+            .await
+            .map_err(ProcessError::Write)?;
+        Ok(match written {
+            WriteOutcome::Written => Outcome::Scored { score: score.score },
+            WriteOutcome::AlreadyScored => Outcome::AlreadyScored,
+        })
+    }
+}
+
+/// Counters over the life of the execution environment.
+#[derive(Debug, Default)]
+pub struct ProcessorCounters {
+    pub invocations: AtomicU64,
+    pub records: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// What the handler needs, built once per execution environment.
+#[derive(Debug)]
+pub struct ProcessorDeps {
+    pub processor: Processor,
+    pub counters: ProcessorCounters,
+    metrics: MetricsSettings,
+}
+
+impl ProcessorDeps {
+    pub async fn init(settings: ProcessorSettings) -> Result<ProcessorDeps, ProcessorInitError> {
+        let sdk = settings.aws.sdk_config().await;
+        let api_key = resolve_secret(&sdk, &settings.scoring.api_key, "apiKey").await?;
+        let store = AssessmentStore::new(
+            settings.aws.dynamodb_client(&sdk),
+            settings.assessments_table.clone(),
+            settings.aws.dynamodb_timeout,
+        );
+        let scoring = ScoringClient::new(settings.scoring.clone(), &api_key, settings.concurrency)
+            .map_err(ProcessorInitError::Scoring)?;
+        tracing::info!(
+            table = %settings.assessments_table,
+            scoring_endpoint = %scoring.endpoint(),
+            rate_limit = settings.scoring.rate_limit,
+            concurrency = settings.concurrency,
+            "dependencies ready"
+        );
+        Ok(ProcessorDeps {
+            processor: Processor::new(
+                store,
+                scoring,
+                settings.history,
+                settings.concurrency,
+                settings.deadline_margin,
+            ),
+            counters: ProcessorCounters::default(),
+            metrics: settings.metrics,
+        })
+    }
+
+    pub fn scoring_totals(&self) -> ScoringTotals {
+        self.processor.scoring.totals()
+    }
+
+    /// Logs the invocation and prints its EMF line; updates the counters.
+    pub fn record(&self, report: &BatchReport) {
+        self.counters.invocations.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .records
+            .fetch_add(report.records as u64, Ordering::Relaxed);
+        self.counters
+            .failures
+            .fetch_add(report.failed as u64, Ordering::Relaxed);
+        report.log();
+        self.metrics
+            .print(|function_name, now_ms| report.emf(function_name, now_ms));
+    }
+}

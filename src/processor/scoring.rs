@@ -1,0 +1,431 @@
+//! The external scoring API: `POST {SCORING_API_URL}/score` with
+//! `{"assessment": ..., "history": [...], "timestamp": ms}`, answered by a
+//! JSON object carrying a finite `score`.
+//!
+//! One HTTP client for the execution environment (built at init, its
+//! connection pool bounded), one rate limiter shared by every concurrent
+//! task, a timeout per request, and retries with exponential backoff and
+//! full jitter on 429, 408, 5xx, timeouts and connection failures. Other 4xx
+//! answers are not retried: the record fails.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use serde_json::{Map, Value};
+
+use crate::config::{ConfigError, Env, SecretSetting};
+
+/// Answers larger than this are refused (they would not fit the item).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// The limiter paces requests 5% slower than the limit: requests that leave
+/// 1/limit apart can arrive closer together (scheduling, the network), and
+/// this margin keeps the API's own count within its limit when they arrive
+/// up to 50 ms out of step.
+const RATE_GUARD: f64 = 1.05;
+
+/// `SCORING_*` settings.
+#[derive(Debug, Clone)]
+pub struct ScoringSettings {
+    /// `SCORING_API_URL`: the API's base URL (https; http only for loopback).
+    pub url: reqwest::Url,
+    /// `SCORING_API_KEY` or `SCORING_API_KEY_SECRET_ARN` (raw, or JSON with `apiKey`),
+    /// sent as `Authorization: Bearer ...`.
+    pub api_key: SecretSetting,
+    /// `SCORING_RATE_LIMIT`: requests per second from this environment (default 100).
+    pub rate_limit: u32,
+    /// `SCORING_TIMEOUT_MS`: one request, connect to last byte (default 5000).
+    pub timeout: Duration,
+    /// `SCORING_MAX_ATTEMPTS`: attempts per record, first included (default 4).
+    pub max_attempts: u32,
+    /// `SCORING_BACKOFF_BASE_MS` (default 100) and `SCORING_BACKOFF_MAX_MS` (default 2000).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ScoringSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let text = env.required("SCORING_API_URL")?;
+        let url = reqwest::Url::parse(&text).map_err(|e| ConfigError::Invalid {
+            name: "SCORING_API_URL",
+            reason: format!("not a URL: {e}"),
+        })?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+            return Err(ConfigError::Invalid {
+                name: "SCORING_API_URL",
+                reason: "must be https (http only for a loopback stand-in)".to_owned(),
+            });
+        }
+        let ms = |name, range, default| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(
+                env.number(name, range)?.unwrap_or(default),
+            ))
+        };
+        let settings = ScoringSettings {
+            url,
+            api_key: env.secret("SCORING_API_KEY", "SCORING_API_KEY_SECRET_ARN")?,
+            rate_limit: env.number("SCORING_RATE_LIMIT", 1..=10_000)?.unwrap_or(100) as u32,
+            timeout: ms("SCORING_TIMEOUT_MS", 50..=60_000, 5000)?,
+            max_attempts: env.number("SCORING_MAX_ATTEMPTS", 1..=10)?.unwrap_or(4) as u32,
+            backoff_base: ms("SCORING_BACKOFF_BASE_MS", 1..=10_000, 100)?,
+            backoff_max: ms("SCORING_BACKOFF_MAX_MS", 1..=60_000, 2000)?,
+        };
+        if settings.backoff_max < settings.backoff_base {
+            return Err(ConfigError::Invalid {
+                name: "SCORING_BACKOFF_MAX_MS",
+                reason: "must not be less than SCORING_BACKOFF_BASE_MS".to_owned(),
+            });
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScoringError {
+    /// A 4xx answer other than 408 and 429: retrying would not help.
+    #[error("the scoring API rejected the assessment (HTTP {status})")]
+    Rejected { status: u16 },
+    #[error("the scoring API kept failing ({attempts} attempts, last: {last})")]
+    Exhausted { attempts: u32, last: String },
+    #[error("the scoring API's answer is malformed: {0}")]
+    Malformed(String),
+}
+
+/// A scoring API answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    pub score: f64,
+    /// The whole answer, stored with the assessment.
+    pub result: Map<String, Value>,
+}
+
+/// What one record's scoring cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    pub requests: u32,
+    /// Answers with 429.
+    pub throttled: u32,
+    pub limiter_wait: Duration,
+}
+
+/// Totals over the life of the environment (for `/stats` and the soak).
+#[derive(Debug, Default)]
+struct Totals {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    failures: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScoringTotals {
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    /// Records whose scoring failed.
+    pub failures: u64,
+}
+
+pub struct ScoringClient {
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+    authorization: HeaderValue,
+    limiter: DefaultDirectRateLimiter,
+    settings: ScoringSettings,
+    totals: Totals,
+}
+
+impl std::fmt::Debug for ScoringClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScoringClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("rate_limit", &self.settings.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt's failure: retried or final.
+enum Attempt {
+    Retry { reason: String, after: Option<Duration> },
+    Final(ScoringError),
+}
+
+impl ScoringClient {
+    /// Builds the client. `api_key` is the resolved secret; `max_connections`
+    /// bounds idle connections kept (the processor's concurrency).
+    pub fn new(
+        settings: ScoringSettings,
+        api_key: &str,
+        max_connections: usize,
+    ) -> Result<Self, String> {
+        let endpoint = settings
+            .url
+            .join("score")
+            .map_err(|e| format!("SCORING_API_URL: {e}"))?;
+        let endpoint = if settings.url.path().ends_with('/') {
+            endpoint
+        } else {
+            // `join` replaces the last segment of ".../v1": keep it.
+            reqwest::Url::parse(&format!("{}/score", settings.url.as_str()))
+                .map_err(|e| format!("SCORING_API_URL: {e}"))?
+        };
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {api_key}"))
+            .map_err(|_| "the scoring API key is not a valid header value".to_owned())?;
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
+            .pool_max_idle_per_host(max_connections)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let period = Duration::from_secs_f64(RATE_GUARD / f64::from(settings.rate_limit));
+        let quota = Quota::with_period(period)
+            .ok_or("SCORING_RATE_LIMIT gives a zero period")?
+            .allow_burst(NonZeroU32::MIN);
+        Ok(ScoringClient {
+            http,
+            endpoint,
+            authorization,
+            limiter: RateLimiter::direct(quota),
+            settings,
+            totals: Totals::default(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_str()
+    }
+
+    pub fn totals(&self) -> ScoringTotals {
+        ScoringTotals {
+            requests: self.totals.requests.load(Ordering::Relaxed),
+            retries: self.totals.retries.load(Ordering::Relaxed),
+            throttled: self.totals.throttled.load(Ordering::Relaxed),
+            failures: self.totals.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Scores one assessment. `body` is the serialized request; `stats`
+    /// collects what it cost, whatever the outcome.
+    pub async fn score(
+        &self,
+        student_id: &str,
+        body: Vec<u8>,
+        stats: &mut CallStats,
+    ) -> Result<Score, ScoringError> {
+        let body = Bytes::from(body);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let waited = Instant::now();
+            self.limiter.until_ready().await;
+            stats.limiter_wait += waited.elapsed();
+            stats.requests += 1;
+            self.totals.requests.fetch_add(1, Ordering::Relaxed);
+            let failure = match self.attempt(student_id, body.clone(), stats).await {
+                Ok(score) => return Ok(score),
+                Err(failure) => failure,
+            };
+            match failure {
+                Attempt::Final(error) => {
+                    self.totals.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
+                Attempt::Retry { reason, .. } if attempt >= self.settings.max_attempts => {
+                    self.totals.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(ScoringError::Exhausted {
+                        attempts: attempt,
+                        last: reason,
+                    });
+                }
+                Attempt::Retry { reason, after } => {
+                    let delay = self.backoff(attempt, after);
+                    tracing::debug!(attempt, %reason, delay_ms = delay.as_millis() as u64, "scoring retry");
+                    self.totals.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], and at
+    /// least what a `Retry-After` asked (capped at the maximum backoff).
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self
+            .settings
+            .backoff_base
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(self.settings.backoff_max);
+        let jittered = ceiling.mul_f64(fastrand::f64());
+        match retry_after {
+            Some(asked) => jittered.max(asked.min(self.settings.backoff_max)),
+            None => jittered,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        student_id: &str,
+        body: Bytes,
+        stats: &mut CallStats,
+    ) -> Result<Score, Attempt> {
+        let request = self
+            .http
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header("X-Student-Id", student_id)
+            .body(body);
+        let mut response = request.send().await.map_err(|e| Attempt::Retry {
+            reason: transport_reason(&e),
+            after: None,
+        })?;
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            stats.throttled += 1;
+            self.totals.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            let after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(Attempt::Retry {
+                reason: format!("HTTP {}", status.as_u16()),
+                after,
+            });
+        }
+        if !status.is_success() {
+            return Err(Attempt::Final(ScoringError::Rejected {
+                status: status.as_u16(),
+            }));
+        }
+        let mut answer = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(Attempt::Final(ScoringError::Malformed(format!(
+                            "larger than {MAX_RESPONSE_BYTES} bytes"
+                        ))));
+                    }
+                    answer.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Attempt::Retry {
+                        reason: transport_reason(&e),
+                        after: None,
+                    });
+                }
+            }
+        }
+        parse_answer(&answer).map_err(Attempt::Final)
+    }
+}
+
+/// A transport failure, named without the URL (it may carry a key in a query string).
+fn transport_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "the answer was cut off".to_owned()
+    } else {
+        "request failed".to_owned()
+    }
+}
+
+/// The answer must be a JSON object with a finite numeric `score`.
+fn parse_answer(bytes: &[u8]) -> Result<Score, ScoringError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ScoringError::Malformed(format!("not JSON ({e})")))?;
+    let Value::Object(result) = value else {
+        return Err(ScoringError::Malformed("not a JSON object".to_owned()));
+    };
+    let score = result
+        .get("score")
+        .and_then(Value::as_f64)
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| ScoringError::Malformed("no finite numeric score".to_owned()))?;
+    Ok(Score { score, result })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(extra: &[(&str, &str)]) -> Env {
+        let mut pairs = vec![
+            ("SCORING_API_URL", "https://scoring.example.com/v1"),
+            ("SCORING_API_KEY", "k"),
+        ];
+        pairs.extend_from_slice(extra);
+        Env::from_pairs(pairs)
+    }
+
+    #[test]
+    fn settings_require_https_except_for_loopback() {
+        assert!(ScoringSettings::from_env(&env(&[])).is_ok());
+        let plain = env(&[("SCORING_API_URL", "http://scoring.example.com")]);
+        let error = ScoringSettings::from_env(&plain).unwrap_err();
+        assert!(error.to_string().starts_with("SCORING_API_URL"), "{error}");
+        let local = env(&[("SCORING_API_URL", "http://127.0.0.1:9000")]);
+        assert!(ScoringSettings::from_env(&local).is_ok());
+        let slow = env(&[("SCORING_RATE_LIMIT", "0")]);
+        assert!(
+            ScoringSettings::from_env(&slow)
+                .unwrap_err()
+                .to_string()
+                .starts_with("SCORING_RATE_LIMIT")
+        );
+    }
+
+    #[test]
+    fn the_endpoint_keeps_the_base_path() {
+        for (base, expected) in [
+            ("https://s.example.com", "https://s.example.com/score"),
+            ("https://s.example.com/v1", "https://s.example.com/v1/score"),
+            ("https://s.example.com/v1/", "https://s.example.com/v1/score"),
+        ] {
+            let settings = ScoringSettings::from_env(&env(&[("SCORING_API_URL", base)]))
+                .expect("settings");
+            let client = ScoringClient::new(settings, "k", 4).expect("client");
+            assert_eq!(client.endpoint(), expected);
+        }
+    }
+
+    #[test]
+    fn backoff_grows_within_its_cap_and_honours_retry_after() {
+        let settings = ScoringSettings::from_env(&env(&[])).expect("settings");
+        let client = ScoringClient::new(settings, "k", 4).expect("client");
+        for attempt in 1..=8 {
+            let ceiling = Duration::from_millis((100u64 << (attempt - 1)).min(2000));
+            for _ in 0..50 {
+                assert!(client.backoff(attempt, None) <= ceiling);
+            }
+        }
+        assert!(client.backoff(1, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+        assert!(client.backoff(1, Some(Duration::from_secs(60))) <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn answers_without_a_finite_score_are_malformed() {
+        assert_eq!(parse_answer(br#"{"score": 71.5, "band": "B"}"#).expect("ok").score, 71.5);
+        for bad in [&b"[]"[..], b"{}", br#"{"score":"71"}"#, b"nope"] {
+            assert!(matches!(parse_answer(bad), Err(ScoringError::Malformed(_))));
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The SQS edge: an SQS event in, SQS's partial batch response out.
+//!
+//! The contract ("Handling errors for an SQS event source in Lambda",
+//! <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>):
+//! with `ReportBatchItemFailures` on the event source mapping, the function
+//! returns `{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`;
+//! Lambda deletes every other record of the batch, and the listed ones
+//! become visible again for redelivery (to the dead-letter queue after the
+//! queue's `maxReceiveCount`). An empty list means the whole batch succeeded.
+//! A failed record without a message id is reported with an empty
+//! identifier, which Lambda treats as the whole batch failing: safe, since
+//! every write is idempotent.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+
+use super::{Outcome, ProcessorDeps, Record, RecordReport};
+use crate::observability::BatchReport;
+
+/// A handled invocation: the response, its report, and each record's outcome.
+#[derive(Debug)]
+pub struct Handled {
+    pub response: SqsBatchResponse,
+    pub report: BatchReport,
+    pub records: Vec<RecordReport>,
+}
+
+/// The `Instant` of a Lambda deadline given in milliseconds since the epoch.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+/// Handles one invocation.
+pub async fn handle(
+    deps: &ProcessorDeps,
+    event: SqsEvent,
+    request_id: &str,
+    deadline: Instant,
+) -> SqsBatchResponse {
+    handle_with_report(deps, event, request_id, deadline)
+        .await
+        .response
+}
+
+/// Handles one invocation and says what happened (the soak and tests use this).
+pub async fn handle_with_report(
+    deps: &ProcessorDeps,
+    event: SqsEvent,
+    request_id: &str,
+    deadline: Instant,
+) -> Handled {
+    let started = Instant::now();
+    let records: Vec<Record<'_>> = event
+        .records
+        .iter()
+        .map(|r| Record {
+            message_id: r.message_id.as_deref().unwrap_or(""),
+            body: r.body.as_deref(),
+        })
+        .collect();
+    let reports = deps.processor.process_batch(&records, deadline).await;
+
+    let mut response = SqsBatchResponse::default();
+    let mut report = BatchReport::new(request_id, records.len());
+    for (record, outcome) in records.iter().zip(&reports) {
+        report.add(outcome);
+        if let Outcome::Failed(error) = &outcome.outcome {
+            tracing::warn!(
+                request_id,
+                message_id = record.message_id,
+                kind = error.kind(),
+                %error,
+                "record failed; SQS will redeliver it"
+            );
+            response.add_failure(record.message_id);
+        }
+    }
+    report.duration = started.elapsed();
+    deps.record(&report);
+    Handled {
+        response,
+        report,
+        records: reports,
+    }
+}
