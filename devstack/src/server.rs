@@ -1,5 +1,6 @@
 //! The playground's HTTP server: `GET /` (the query console), `POST /graphql`,
-//! `GET /stats`, `GET /schema.graphql`.
+//! `GET /stats`, `GET /schema.graphql`, and `POST /sqs` (an SQS event through
+//! the assessment processor, as Lambda would deliver it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route("/graphql", post(graphql))
         .route("/stats", get(stats))
         .route("/schema.graphql", get(schema))
+        .route("/sqs", post(sqs))
         .with_state(app)
 }
 
@@ -70,6 +72,52 @@ async fn graphql(
     Json(app.gateway.execute(request, headers).await)
 }
 
+/// The processor's answer to Lambda (`batchItemFailures`), plus each
+/// record's outcome so the caller can see what happened.
+async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoResponse {
+    use assessments_resolver::processor::Outcome;
+    use axum::http::StatusCode;
+    let event: aws_lambda_events::sqs::SqsEvent = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": format!("the body is not an SQS event: {e}")})),
+            );
+        }
+    };
+    let ids: Vec<Option<String>> = event.records.iter().map(|r| r.message_id.clone()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let handled = assessments_resolver::processor::sqs::handle_with_report(
+        &app.stack.processor,
+        event,
+        "playground",
+        deadline,
+    )
+    .await;
+    let records: Vec<Value> = ids
+        .iter()
+        .zip(&handled.records)
+        .map(|(id, record)| {
+            let outcome = match &record.outcome {
+                Outcome::Scored { score } => json!({"outcome": "scored", "score": score}),
+                Outcome::AlreadyScored => json!({"outcome": "alreadyScored"}),
+                Outcome::Failed(error) => {
+                    json!({"outcome": "failed", "kind": error.kind(), "message": error.to_string()})
+                }
+            };
+            json!({"messageId": id, "historyItems": record.history_items, "result": outcome})
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "batchItemFailures": handled.response.batch_item_failures,
+            "records": records,
+        })),
+    )
+}
+
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
     Json(stats_json(&app.stack))
 }
@@ -102,6 +150,19 @@ pub fn stats_json(stack: &LocalStack) -> Value {
             json!({"openConnections": s.open_connections, "peakConnections": s.peak_connections, "requests": s.requests})
         }),
         "dynamodb": stack.dynamo().map(|d| json!({"requests": d.proxy().stats().requests})),
+        "processor": {
+            "invocations": stack.processor.counters.invocations.load(Relaxed),
+            "records": stack.processor.counters.records.load(Relaxed),
+            "failedRecords": stack.processor.counters.failures.load(Relaxed),
+            "scoring": stack.processor.scoring_totals(),
+        },
+        "scoringStandIn": stack.scoring().map(|s| {
+            let stats = s.stats();
+            json!({
+                "requests": stats.requests, "statuses": stats.statuses,
+                "peakPerSecond": stats.peak_per_second, "peakSlidingSecond": stats.peak_sliding_second,
+            })
+        }),
     })
 }
 

@@ -1,19 +1,24 @@
 //! The whole stack on 127.0.0.1: the TDS server over the demo assessments,
-//! moto (behind the fault proxy) with the demo profiles, the mocked legacy
-//! shim; and the resolver's `Deps` built from them through the same settings
-//! code the Lambda binary runs. Each dependency can point at a real endpoint
-//! instead.
+//! moto (behind the fault proxy) with the demo profiles and history, the
+//! mocked legacy shim, the scoring API stand-in; and both functions'
+//! dependencies (the resolver's `Deps`, the processor's `ProcessorDeps`)
+//! built from them through the same settings code the Lambda binaries run.
+//! Each dependency can point at a real endpoint instead.
 
 use std::sync::Arc;
 
 use assessments_resolver::config::Env;
 use assessments_resolver::deps::{Deps, Settings};
+use assessments_resolver::processor::{ProcessorDeps, ProcessorSettings};
 use testkit::dynamo::LocalDynamo;
+use testkit::scoring::{ScoringStandIn, ScoringStandInConfig};
 use testkit::fixtures::Fixtures;
 use testkit::tds::{TdsServer, TdsServerConfig};
 
 /// The `nextToken` signing key of local runs (never used in production).
 pub const LOCAL_TOKEN_KEY: &str = "local-playground-next-token-key-not-for-production";
+/// The scoring API key of local runs (the stand-in checks it).
+pub const LOCAL_SCORING_KEY: &str = "local-scoring-key";
 
 /// Where each dependency is; `None` starts the local stand-in.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +30,12 @@ pub struct StackOptions {
     pub legacy_lib_path: Option<String>,
     pub legacy_config: Option<String>,
     pub students_table: Option<String>,
+    pub assessments_table: Option<String>,
+    /// A real scoring API base URL (its key from `SCORING_API_KEY` or
+    /// `SCORING_API_KEY_SECRET_ARN` in the environment).
+    pub scoring_api_url: Option<String>,
+    /// The stand-in counts answers per assessment id (tests; off for long runs).
+    pub scoring_track_ids: bool,
     /// Any further settings (`SQL_POOL_MAX_SIZE`, `LEGACY_CALL_TIMEOUT_MS`...), applied last.
     pub overrides: Vec<(String, String)>,
 }
@@ -32,8 +43,10 @@ pub struct StackOptions {
 /// A running stack; everything it started stops when it drops.
 pub struct LocalStack {
     pub deps: Arc<Deps>,
+    pub processor: Arc<ProcessorDeps>,
     tds: Option<TdsServer>,
     dynamo: Option<LocalDynamo>,
+    scoring: Option<ScoringStandIn>,
     env: Vec<(String, String)>,
 }
 
@@ -52,9 +65,24 @@ impl LocalStack {
                     .map_err(|e| format!("TDS server: {e}"))?,
             ),
         };
+        let assessments_table = options
+            .assessments_table
+            .clone()
+            .unwrap_or_else(|| "Assessments".to_owned());
         let dynamo = match options.dynamodb_endpoint {
             Some(_) => None,
-            None => Some(LocalDynamo::start(&table, &fixtures).await?),
+            None => Some(LocalDynamo::start(&table, &assessments_table, &fixtures).await?),
+        };
+        let scoring = match options.scoring_api_url {
+            Some(_) => None,
+            None => Some(
+                ScoringStandIn::start(ScoringStandInConfig {
+                    api_key: Some(LOCAL_SCORING_KEY.to_owned()),
+                    track_ids: options.scoring_track_ids,
+                    port: 0,
+                })
+                .await?,
+            ),
         };
 
         let mut env: Vec<(String, String)> = Vec::new();
@@ -63,6 +91,15 @@ impl LocalStack {
             env.push((k.to_owned(), v));
         };
         set("STUDENTS_TABLE", table);
+        set("ASSESSMENTS_TABLE", assessments_table);
+        match (&scoring, &options.scoring_api_url) {
+            (Some(stand_in), _) => {
+                set("SCORING_API_URL", stand_in.url());
+                set("SCORING_API_KEY", LOCAL_SCORING_KEY.to_owned());
+            }
+            (None, Some(url)) => set("SCORING_API_URL", url.clone()),
+            (None, None) => return Err("no scoring API".to_owned()),
+        }
         match (&dynamo, &options.dynamodb_endpoint) {
             (Some(local), _) => {
                 set("AWS_ENDPOINT_URL_DYNAMODB", local.endpoint());
@@ -108,12 +145,19 @@ impl LocalStack {
             .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
             .collect();
         all.extend(env.iter().cloned());
-        let settings = Settings::from_env(&Env::from_pairs(all)).map_err(|e| e.to_string())?;
+        let all = Env::from_pairs(all);
+        let settings = Settings::from_env(&all).map_err(|e| e.to_string())?;
         let deps = Deps::init(settings).await.map_err(|e| e.to_string())?;
+        let processor_settings = ProcessorSettings::from_env(&all).map_err(|e| e.to_string())?;
+        let processor = ProcessorDeps::init(processor_settings)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(LocalStack {
             deps: Arc::new(deps),
+            processor: Arc::new(processor),
             tds,
             dynamo,
+            scoring,
             env,
         })
     }
@@ -128,12 +172,18 @@ impl LocalStack {
         self.dynamo.as_ref()
     }
 
-    /// The settings the stack gave the resolver: run the real binary with them.
+    /// The scoring API stand-in, when the stack started one.
+    pub fn scoring(&self) -> Option<&ScoringStandIn> {
+        self.scoring.as_ref()
+    }
+
+    /// The settings the stack gave the functions: run the real binary with them.
     pub fn env(&self) -> &[(String, String)] {
         &self.env
     }
 
-    /// One shell line of the settings that point the real `assessments-resolver` at this stack.
+    /// One shell line of the settings that point the real binaries (`assessments-resolver`,
+    /// `assessment-processor`) at this stack.
     pub fn env_line(&self) -> String {
         let keys = [
             "STUDENTS_TABLE",
@@ -144,6 +194,9 @@ impl LocalStack {
             "SQLSERVER_CONNECTION_STRING",
             "LEGACY_LIB_PATH",
             "NEXT_TOKEN_KEY",
+            "ASSESSMENTS_TABLE",
+            "SCORING_API_URL",
+            "SCORING_API_KEY",
         ];
         keys.iter()
             .filter_map(|k| self.env.iter().find(|(key, _)| key == k))

@@ -4,14 +4,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), String> {
-//! let dynamo = testkit::dynamo::LocalDynamo::start("Students", &testkit::fixtures::Fixtures::demo()).await?;
+//! let dynamo = testkit::dynamo::LocalDynamo::start(
+//!     "Students", "Assessments", &testkit::fixtures::Fixtures::demo()).await?;
 //! println!("AWS_ENDPOINT_URL_DYNAMODB={}", dynamo.endpoint());
 //! dynamo.proxy().faults().throttle_next(2);
 //! # Ok(()) }
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +31,10 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::watch;
 
 use crate::faults::Trigger;
 use crate::fixtures::Fixtures;
+use crate::http::LocalServer;
 
 /// The repository root (testkit's parent directory).
 pub fn repo_root() -> PathBuf {
@@ -160,8 +160,13 @@ pub fn local_client(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
-/// Creates the Students table (PK/SK strings, on-demand), if missing.
-pub async fn create_students_table(client: &Client, table: &str) -> Result<(), String> {
+/// Creates an on-demand table keyed by two strings, if missing.
+pub async fn create_table(
+    client: &Client,
+    table: &str,
+    partition_key: &str,
+    sort_key: &str,
+) -> Result<(), String> {
     let existing = client
         .list_tables()
         .send()
@@ -186,13 +191,65 @@ pub async fn create_students_table(client: &Client, table: &str) -> Result<(), S
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("PK").map_err(|e| e.to_string())?)
-        .attribute_definitions(attribute("SK").map_err(|e| e.to_string())?)
-        .key_schema(key("PK", KeyType::Hash).map_err(|e| e.to_string())?)
-        .key_schema(key("SK", KeyType::Range).map_err(|e| e.to_string())?)
+        .attribute_definitions(attribute(partition_key).map_err(|e| e.to_string())?)
+        .attribute_definitions(attribute(sort_key).map_err(|e| e.to_string())?)
+        .key_schema(key(partition_key, KeyType::Hash).map_err(|e| e.to_string())?)
+        .key_schema(key(sort_key, KeyType::Range).map_err(|e| e.to_string())?)
         .send()
         .await
-        .map_err(|e| format!("create table: {e:?}"))?;
+        .map_err(|e| format!("create table {table}: {e:?}"))?;
+    Ok(())
+}
+
+/// Creates the Students table (PK/SK strings, on-demand), if missing.
+pub async fn create_students_table(client: &Client, table: &str) -> Result<(), String> {
+    create_table(client, table, "PK", "SK").await
+}
+
+/// Creates the Assessments table (studentId/assessmentId, on-demand), if missing.
+pub async fn create_assessments_table(client: &Client, table: &str) -> Result<(), String> {
+    create_table(client, table, "studentId", "assessmentId").await
+}
+
+/// Writes items, 25 per BatchWriteItem, retrying unprocessed ones.
+pub async fn put_items(
+    client: &Client,
+    table: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) -> Result<(), String> {
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let mut writes = items
+            .by_ref()
+            .take(25)
+            .map(|item| {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for _ in 0..10 {
+            let output = client
+                .batch_write_item()
+                .request_items(table, writes)
+                .send()
+                .await
+                .map_err(|e| format!("write {table}: {e:?}"))?;
+            writes = output
+                .unprocessed_items
+                .and_then(|mut u| u.remove(table))
+                .unwrap_or_default();
+            if writes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !writes.is_empty() {
+            return Err(format!("write {table}: items stayed unprocessed"));
+        }
+    }
     Ok(())
 }
 
@@ -202,45 +259,76 @@ pub async fn seed_students(
     table: &str,
     fixtures: &Fixtures,
 ) -> Result<(), String> {
-    for chunk in fixtures.students.chunks(25) {
-        let writes = chunk
-            .iter()
-            .map(|s| {
-                let item = HashMap::from([
-                    (
-                        "PK".to_owned(),
-                        AttributeValue::S(format!("STUDENT#{}", s.student_id)),
-                    ),
-                    ("SK".to_owned(), AttributeValue::S("PROFILE".to_owned())),
-                    (
-                        "firstName".to_owned(),
-                        AttributeValue::S(s.first_name.clone()),
-                    ),
-                    (
-                        "lastName".to_owned(),
-                        AttributeValue::S(s.last_name.clone()),
-                    ),
-                    ("grade".to_owned(), AttributeValue::N(s.grade.to_string())),
-                    (
-                        "readingLevel".to_owned(),
-                        AttributeValue::N(s.reading_level.to_string()),
-                    ),
-                ]);
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                Ok(WriteRequest::builder().put_request(put).build())
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        client
-            .batch_write_item()
-            .request_items(table, writes)
-            .send()
-            .await
-            .map_err(|e| format!("seed students: {e:?}"))?;
+    let items = fixtures
+        .students
+        .iter()
+        .map(|s| {
+            HashMap::from([
+                (
+                    "PK".to_owned(),
+                    AttributeValue::S(format!("STUDENT#{}", s.student_id)),
+                ),
+                ("SK".to_owned(), AttributeValue::S("PROFILE".to_owned())),
+                (
+                    "firstName".to_owned(),
+                    AttributeValue::S(s.first_name.clone()),
+                ),
+                (
+                    "lastName".to_owned(),
+                    AttributeValue::S(s.last_name.clone()),
+                ),
+                ("grade".to_owned(), AttributeValue::N(s.grade.to_string())),
+                (
+                    "readingLevel".to_owned(),
+                    AttributeValue::N(s.reading_level.to_string()),
+                ),
+            ])
+        })
+        .collect();
+    put_items(client, table, items).await
+}
+
+/// A scored item of the Assessments table, as the processor writes them.
+pub fn history_item(
+    student_id: &str,
+    assessment_id: &str,
+    assessment_type: &str,
+    taken_at: &str,
+    score: f64,
+    related_id: Option<&str>,
+) -> HashMap<String, AttributeValue> {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let mut item = HashMap::from([
+        ("studentId".to_owned(), s(student_id)),
+        ("assessmentId".to_owned(), s(assessment_id)),
+        ("type".to_owned(), s(assessment_type)),
+        ("takenAt".to_owned(), s(taken_at)),
+        ("score".to_owned(), AttributeValue::N(score.to_string())),
+        ("scoredAt".to_owned(), s(taken_at)),
+    ]);
+    if let Some(related) = related_id {
+        item.insert("relatedId".to_owned(), s(related));
     }
-    Ok(())
+    item
+}
+
+/// Writes the fixtures' history into the Assessments table.
+pub async fn seed_history(client: &Client, table: &str, fixtures: &Fixtures) -> Result<(), String> {
+    let items = fixtures
+        .history()
+        .iter()
+        .map(|h| {
+            history_item(
+                &h.student_id,
+                &h.assessment_id,
+                &h.assessment_type,
+                &h.taken_at,
+                h.score,
+                h.related_id.as_deref(),
+            )
+        })
+        .collect();
+    put_items(client, table, items).await
 }
 
 /// Faults the proxy injects.
@@ -298,15 +386,14 @@ struct ProxyState {
 
 /// An HTTP proxy in front of a DynamoDB endpoint; stops on drop.
 pub struct DynamoProxy {
-    addr: SocketAddr,
+    server: LocalServer,
     state: Arc<ProxyState>,
-    stop: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for DynamoProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DynamoProxy")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -373,10 +460,6 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
 
 impl DynamoProxy {
     pub async fn start(upstream: &str) -> Result<DynamoProxy, String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let state = Arc::new(ProxyState {
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: HttpClient::builder(TokioExecutor::new()).build_http(),
@@ -386,23 +469,12 @@ impl DynamoProxy {
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(Arc::clone(&state));
-        let (stop, mut stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::warn!(error = %e, "DynamoDB proxy stopped");
-            }
-        });
-        Ok(DynamoProxy { addr, state, stop })
+        let server = LocalServer::start(app, 0, "DynamoDB proxy").await?;
+        Ok(DynamoProxy { server, state })
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     pub fn faults(&self) -> &ProxyFaults {
@@ -422,32 +494,43 @@ impl DynamoProxy {
     }
 }
 
-impl Drop for DynamoProxy {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-/// moto plus the proxy, with the Students table created and seeded.
+/// moto plus the proxy, with the Students and Assessments tables created and seeded.
 #[derive(Debug)]
 pub struct LocalDynamo {
     proxy: DynamoProxy,
     _moto: Moto,
     table: String,
+    assessments_table: String,
 }
 
 impl LocalDynamo {
-    pub async fn start(table: &str, fixtures: &Fixtures) -> Result<LocalDynamo, String> {
+    pub async fn start(
+        students_table: &str,
+        assessments_table: &str,
+        fixtures: &Fixtures,
+    ) -> Result<LocalDynamo, String> {
         let moto = Moto::start().await?;
         let client = local_client(moto.endpoint());
-        create_students_table(&client, table).await?;
-        seed_students(&client, table, fixtures).await?;
+        create_students_table(&client, students_table).await?;
+        seed_students(&client, students_table, fixtures).await?;
+        create_assessments_table(&client, assessments_table).await?;
+        seed_history(&client, assessments_table, fixtures).await?;
         let proxy = DynamoProxy::start(moto.endpoint()).await?;
         Ok(LocalDynamo {
             proxy,
             _moto: moto,
-            table: table.to_owned(),
+            table: students_table.to_owned(),
+            assessments_table: assessments_table.to_owned(),
         })
+    }
+
+    /// A client for the local endpoint (through the proxy).
+    pub fn client(&self) -> Client {
+        local_client(&self.endpoint())
+    }
+
+    pub fn assessments_table(&self) -> &str {
+        &self.assessments_table
     }
 
     /// The endpoint to use: the proxy's.

@@ -33,6 +33,27 @@ pub struct StudentFixture {
     pub reading_level: f64,
 }
 
+/// An already-scored item of the Assessments table (the processor's history).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryFixture {
+    pub student_id: String,
+    pub assessment_id: String,
+    pub assessment_type: String,
+    /// RFC 3339, UTC.
+    pub taken_at: String,
+    pub score: f64,
+    pub related_id: Option<String>,
+}
+
+/// Linked student records in the demo history (`relatedId` on the student's
+/// earliest item): stu-0003 and stu-0004 are one transferred student whose
+/// records point at each other (a cycle); stu-0005 points at stu-0006.
+pub const DEMO_HISTORY_LINKS: [(&str, &str); 3] = [
+    ("stu-0003", "stu-0004"),
+    ("stu-0004", "stu-0003"),
+    ("stu-0005", "stu-0006"),
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fixtures {
     pub students: Vec<StudentFixture>,
@@ -62,6 +83,36 @@ impl Fixtures {
         self.assessments
             .iter()
             .filter(move |a| a.student_id == student_id)
+    }
+
+    /// The Assessments table's demo content: every legacy assessment, as
+    /// already scored (`legacy-{id}`, score = its raw score), with the
+    /// [`DEMO_HISTORY_LINKS`].
+    pub fn history(&self) -> Vec<HistoryFixture> {
+        let mut linked = std::collections::HashSet::new();
+        let mut ordered: Vec<&AssessmentFixture> = self.assessments.iter().collect();
+        ordered.sort_by_key(|a| (a.student_id.clone(), a.administered_at));
+        ordered
+            .into_iter()
+            .map(|a| {
+                let related_id = DEMO_HISTORY_LINKS
+                    .iter()
+                    .find(|(from, _)| *from == a.student_id)
+                    .filter(|_| linked.insert(a.student_id.clone()))
+                    .map(|(_, to)| (*to).to_owned());
+                HistoryFixture {
+                    student_id: a.student_id.clone(),
+                    assessment_id: format!("legacy-{}", a.assessment_id),
+                    assessment_type: a.assessment_type.clone(),
+                    taken_at: a
+                        .administered_at
+                        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                        .to_string(),
+                    score: a.raw_score,
+                    related_id,
+                }
+            })
+            .collect()
     }
 
     /// T-SQL that loads these assessments into `dbo.assessments` (idempotent).
@@ -138,6 +189,22 @@ mod tests {
             demo.assessments.len(),
             "assessment ids are unique"
         );
+    }
+
+    #[test]
+    fn the_demo_history_links_linked_students_once() {
+        let demo = Fixtures::demo();
+        let history = demo.history();
+        assert_eq!(history.len(), demo.assessments.len());
+        for (from, to) in DEMO_HISTORY_LINKS {
+            let links: Vec<_> = history
+                .iter()
+                .filter(|h| h.student_id == from && h.related_id.is_some())
+                .collect();
+            assert_eq!(links.len(), 1, "{from}");
+            assert_eq!(links[0].related_id.as_deref(), Some(to));
+            assert!(demo.assessments_of(to).count() > 0, "{to} has history");
+        }
     }
 
     #[test]

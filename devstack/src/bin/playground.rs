@@ -31,6 +31,13 @@ struct Args {
     /// The Students table (default: Students).
     #[arg(long, env = "PLAYGROUND_STUDENTS_TABLE")]
     students_table: Option<String>,
+    /// The Assessments table of the assessment processor (default: Assessments).
+    #[arg(long, env = "PLAYGROUND_ASSESSMENTS_TABLE")]
+    assessments_table: Option<String>,
+    /// Use this scoring API instead of starting the stand-in (its key from
+    /// SCORING_API_KEY or SCORING_API_KEY_SECRET_ARN).
+    #[arg(long, env = "PLAYGROUND_SCORING_API_URL")]
+    scoring_api_url: Option<String>,
     /// Use this SQL Server instead of starting the TDS server.
     #[arg(
         long,
@@ -48,14 +55,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,tiberius=error".into()),
-        )
-        .init();
+    devstack::init_local_tracing("warn,tiberius=error");
     let args = Args::parse();
-    eprintln!("starting the local stack (TDS server, DynamoDB via moto, legacy shim)...");
+    eprintln!(
+        "starting the local stack (TDS server, DynamoDB via moto, legacy shim, scoring API stand-in)..."
+    );
     let stack = LocalStack::start(StackOptions {
         dynamodb_endpoint: args.dynamodb_endpoint,
         region: args.region,
@@ -63,6 +67,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         legacy_lib_path: args.legacy_lib_path,
         legacy_config: args.legacy_config,
         students_table: args.students_table,
+        assessments_table: args.assessments_table,
+        scoring_api_url: args.scoring_api_url,
+        scoring_track_ids: false,
         overrides: Vec::new(),
     })
     .await?;
@@ -82,6 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("http://{}", listener.local_addr()?);
 
     println!("playground: {url}   (POST {url}/graphql, GET {url}/stats)");
+    println!(
+        "assessment processor: POST an SQS event to {url}/sqs, e.g. curl -s {url}/sqs -d @testkit/fixtures/sqs-event.json"
+    );
     println!(
         "demo students: stu-0001 (74 assessments), stu-0002 (none), stu-0003..stu-0040, stu-9999 (no profile)"
     );

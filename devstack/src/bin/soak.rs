@@ -164,10 +164,7 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
-        .with_writer(std::io::stderr)
-        .init();
+    devstack::init_local_tracing("error");
     let faults = parse_faults(&args.faults)?;
     let warmup = args.warmup.unwrap_or((args.invocations / 10).min(10_000));
     let stack = LocalStack::start(StackOptions {

@@ -1,0 +1,58 @@
+//! An axum app served on 127.0.0.1 (an ephemeral port) until dropped: the
+//! HTTP peers of the testkit (the DynamoDB proxy, the scoring API stand-in).
+
+use std::net::SocketAddr;
+
+use tokio::sync::watch;
+
+/// A running server; stops (gracefully) when dropped.
+pub struct LocalServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalServer {
+    /// Binds 127.0.0.1:`port` (0: any free port) and serves `app` on the current runtime.
+    pub async fn start(app: axum::Router, port: u16, name: &'static str) -> Result<Self, String> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("{name}: bind 127.0.0.1:{port}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, server = name, "stopped");
+            }
+        });
+        Ok(LocalServer { addr, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:port`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
