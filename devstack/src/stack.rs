@@ -11,8 +11,8 @@ use assessments_resolver::config::Env;
 use assessments_resolver::deps::{Deps, Settings};
 use assessments_resolver::processor::{ProcessorDeps, ProcessorSettings};
 use testkit::dynamo::LocalDynamo;
-use testkit::scoring::{ScoringStandIn, ScoringStandInConfig};
 use testkit::fixtures::Fixtures;
+use testkit::scoring::{ScoringStandIn, ScoringStandInConfig};
 use testkit::tds::{TdsServer, TdsServerConfig};
 
 /// The `nextToken` signing key of local runs (never used in production).

@@ -24,7 +24,9 @@ const DATA: &str = "assessments";
 const PAGE_SIZE: i32 = 100;
 /// What a history item carries: the scoring API needs these, not `rawData`
 /// or earlier results, so reads stay small.
-const HISTORY_PROJECTION: &str = "studentId, assessmentId, #type, takenAt, score, relatedId";
+/// (`scoredAt` tells whether the assessment itself is already scored.)
+const HISTORY_PROJECTION: &str =
+    "studentId, assessmentId, #type, takenAt, score, relatedId, scoredAt";
 
 /// The bounds of one history walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,10 @@ pub struct History {
     pub queries: usize,
     /// A limit stopped the walk before everything reachable was read.
     pub truncated: bool,
+    /// Whether the assessment itself is already scored, as the (strongly
+    /// consistent) read of its student's partition showed: `None` when
+    /// the item cap cut that partition short, so it is not known.
+    pub already_scored: Option<bool>,
 }
 
 /// What a conditional write did.
@@ -135,7 +141,9 @@ impl AssessmentStore {
             .send()
             .await
             .map_err(|e| self.failed(&e))?;
-        Ok(output.item.is_some_and(|item| item.contains_key("scoredAt")))
+        Ok(output
+            .item
+            .is_some_and(|item| item.contains_key("scoredAt")))
     }
 
     /// The history of `message`'s student: their items, then the items of
@@ -143,7 +151,8 @@ impl AssessmentStore {
     /// student is read once (a visited set, so cycles end), at most
     /// `max_depth` links away, and the walk stops at `max_items` items or
     /// `max_students` partitions. The assessment itself is not part of its
-    /// history.
+    /// history; if its student's partition shows it already scored, the
+    /// walk stops there (`already_scored`), so a redelivery costs one read.
     pub async fn history(
         &self,
         message: &AssessmentMessage,
@@ -161,6 +170,7 @@ impl AssessmentStore {
             frontier.push_back((related.clone(), 1));
         }
 
+        let mut seen_self_scored = false;
         'walk: while let Some((student_id, depth)) = frontier.pop_front() {
             if history.students_read == limits.max_students {
                 history.truncated = true;
@@ -180,6 +190,8 @@ impl AssessmentStore {
                     .expression_attribute_names("#type", "type")
                     // One more than we can take: tells a full stop from a cut.
                     .limit(PAGE_SIZE.min(remaining as i32 + 1))
+                    // The root partition decides whether the assessment is scored.
+                    .consistent_read(depth == 0)
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
@@ -190,6 +202,7 @@ impl AssessmentStore {
                         && matches!(item.get("assessmentId"),
                             Some(AttributeValue::S(id)) if *id == message.assessment_id);
                     if is_self {
+                        seen_self_scored |= item.contains_key("scoredAt");
                         continue;
                     }
                     if history.items.len() == limits.max_items {
@@ -222,6 +235,13 @@ impl AssessmentStore {
                     _ => break,
                 }
             }
+            if depth == 0 {
+                // The root partition was read to its end.
+                history.already_scored = Some(seen_self_scored);
+                if seen_self_scored {
+                    return Ok(history);
+                }
+            }
         }
         if !frontier.is_empty() {
             history.truncated = true;
@@ -232,19 +252,28 @@ impl AssessmentStore {
     /// Writes the scored assessment unless it is already scored: a
     /// conditional put, so a redelivered or duplicated message never writes
     /// twice (and never overwrites a result).
-    pub async fn put_scored(&self, scored: &ScoredAssessment<'_>) -> Result<WriteOutcome, DynamoError> {
+    pub async fn put_scored(
+        &self,
+        scored: &ScoredAssessment<'_>,
+    ) -> Result<WriteOutcome, DynamoError> {
         let message = scored.message;
         let mut item = key(&message.student_id, &message.assessment_id);
         item.insert(
             "type".to_owned(),
             AttributeValue::S(message.assessment_type.as_str().to_owned()),
         );
-        item.insert("takenAt".to_owned(), AttributeValue::S(message.taken_at_text()));
+        item.insert(
+            "takenAt".to_owned(),
+            AttributeValue::S(message.taken_at_text()),
+        );
         if let Some(related) = &message.related_id {
             item.insert("relatedId".to_owned(), AttributeValue::S(related.clone()));
         }
         item.insert("rawData".to_owned(), to_attribute(&message.raw_data)?);
-        item.insert("score".to_owned(), AttributeValue::N(scored.score.to_string()));
+        item.insert(
+            "score".to_owned(),
+            AttributeValue::N(scored.score.to_string()),
+        );
         item.insert("result".to_owned(), to_attribute(scored.result)?);
         item.insert(
             "scoredAt".to_owned(),

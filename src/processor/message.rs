@@ -44,7 +44,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidMessage {
     }
 }
 
-fn string<'a>(body: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, InvalidMessage> {
+fn string<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, InvalidMessage> {
     match body.get(field) {
         None | Some(Value::Null) => Err(invalid(field, "is required")),
         Some(Value::String(s)) => Ok(s),
@@ -222,9 +225,17 @@ mod tests {
             assert_eq!(error.field, field, "{error}");
         }
         for body in [None, Some("not json"), Some("[1]"), Some("")] {
-            assert_eq!(AssessmentMessage::parse(body).expect_err("body").field, "body");
+            assert_eq!(
+                AssessmentMessage::parse(body).expect_err("body").field,
+                "body"
+            );
         }
         let huge = "x".repeat(MAX_BODY_BYTES + 1);
-        assert_eq!(AssessmentMessage::parse(Some(&huge)).expect_err("huge").field, "body");
+        assert_eq!(
+            AssessmentMessage::parse(Some(&huge))
+                .expect_err("huge")
+                .field,
+            "body"
+        );
     }
 }

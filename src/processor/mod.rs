@@ -1,9 +1,9 @@
 //! The assessment processor: the SQS-triggered function that scores new
 //! assessments through the external scoring API (the second seed, rebuilt).
 //!
-//! Per record, once: validate the body; skip it if the assessment is
-//! already scored (a redelivery); read the student's history from the
-//! Assessments table (iterative, bounded); score it (one shared HTTP client,
+//! Per record, once: validate the body; read the student's history from the
+//! Assessments table (iterative, bounded), stopping at once if the assessment
+//! is already scored (a redelivery); score it (one shared HTTP client,
 //! one shared rate limiter, retries with backoff); write the result with a
 //! conditional put. Records run concurrently up to a bound; each finishes
 //! or fails before the invocation's deadline. Failed records are reported
@@ -27,9 +27,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use self::assessments::{
-    AssessmentStore, History, HistoryLimits, ScoredAssessment, WriteOutcome,
-};
+use self::assessments::{AssessmentStore, History, HistoryLimits, ScoredAssessment, WriteOutcome};
 use self::message::{AssessmentMessage, InvalidMessage};
 use self::scoring::{CallStats, ScoringClient, ScoringError, ScoringSettings, ScoringTotals};
 use crate::aws::{AwsSettings, SecretError, resolve_secret};
@@ -121,7 +119,9 @@ impl ProcessError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Scored and written now.
-    Scored { score: f64 },
+    Scored {
+        score: f64,
+    },
     /// Already scored (a redelivery, or a duplicate in the same batch): not
     /// scored or written again.
     AlreadyScored,
@@ -211,7 +211,11 @@ impl Processor {
     /// same student and assessment ids are processed once and share the
     /// outcome. Work still running `deadline_margin` before `deadline` is
     /// dropped (in-flight requests are cancelled) and reported failed.
-    pub async fn process_batch(&self, records: &[Record<'_>], deadline: Instant) -> Vec<RecordReport> {
+    pub async fn process_batch(
+        &self,
+        records: &[Record<'_>],
+        deadline: Instant,
+    ) -> Vec<RecordReport> {
         let parsed: Vec<Result<AssessmentMessage, InvalidMessage>> = records
             .iter()
             .map(|r| AssessmentMessage::parse(r.body))
@@ -242,9 +246,9 @@ impl Processor {
                 let message_id = records[index].message_id;
                 async move {
                     let report = match message {
-                        Err(invalid) => {
-                            RecordReport::new(Outcome::Failed(ProcessError::Invalid(invalid.clone())))
-                        }
+                        Err(invalid) => RecordReport::new(Outcome::Failed(ProcessError::Invalid(
+                            invalid.clone(),
+                        ))),
                         Ok(message) => {
                             let mut report = RecordReport::new(Outcome::AlreadyScored);
                             let run = self.process(message, message_id, &mut report);
@@ -290,20 +294,25 @@ impl Processor {
         message_id: &str,
         report: &mut RecordReport,
     ) -> Result<Outcome, ProcessError> {
-        if self
-            .store
-            .is_scored(&message.student_id, &message.assessment_id)
-            .await
-            .map_err(ProcessError::Read)?
-        {
-            return Ok(Outcome::AlreadyScored);
-        }
         let history = self
             .store
             .history(message, self.limits)
             .await
             .map_err(ProcessError::Read)?;
+        let already_scored = match history.already_scored {
+            Some(known) => known,
+            // The student's partition is larger than the item cap: ask directly.
+            None => self
+                .store
+                .is_scored(&message.student_id, &message.assessment_id)
+                .await
+                .map_err(ProcessError::Read)?,
+        };
         report.history(&history);
+        if already_scored {
+            return Ok(Outcome::AlreadyScored);
+        }
+
         let body = serde_json::to_vec(&json!({
             "assessment": message.to_json(),
             "history": history.items,

@@ -151,7 +151,10 @@ impl std::fmt::Debug for ScoringClient {
 
 /// One attempt's failure: retried or final.
 enum Attempt {
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
     Final(ScoringError),
 }
 
@@ -398,10 +401,13 @@ mod tests {
         for (base, expected) in [
             ("https://s.example.com", "https://s.example.com/score"),
             ("https://s.example.com/v1", "https://s.example.com/v1/score"),
-            ("https://s.example.com/v1/", "https://s.example.com/v1/score"),
+            (
+                "https://s.example.com/v1/",
+                "https://s.example.com/v1/score",
+            ),
         ] {
-            let settings = ScoringSettings::from_env(&env(&[("SCORING_API_URL", base)]))
-                .expect("settings");
+            let settings =
+                ScoringSettings::from_env(&env(&[("SCORING_API_URL", base)])).expect("settings");
             let client = ScoringClient::new(settings, "k", 4).expect("client");
             assert_eq!(client.endpoint(), expected);
         }
@@ -423,7 +429,12 @@ mod tests {
 
     #[test]
     fn answers_without_a_finite_score_are_malformed() {
-        assert_eq!(parse_answer(br#"{"score": 71.5, "band": "B"}"#).expect("ok").score, 71.5);
+        assert_eq!(
+            parse_answer(br#"{"score": 71.5, "band": "B"}"#)
+                .expect("ok")
+                .score,
+            71.5
+        );
         for bad in [&b"[]"[..], b"{}", br#"{"score":"71"}"#, b"nope"] {
             assert!(matches!(parse_answer(bad), Err(ScoringError::Malformed(_))));
         }

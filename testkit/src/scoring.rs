@@ -266,7 +266,8 @@ async fn score(
 }
 
 fn respond(state: &StandInState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Response) {
-    let refuse = |status: StatusCode, message: &str| (status, answer(status, json!({"message": message})));
+    let refuse =
+        |status: StatusCode, message: &str| (status, answer(status, json!({"message": message})));
     if let Some(key) = &state.config.api_key {
         let expected = format!("Bearer {key}");
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
@@ -288,7 +289,10 @@ fn respond(state: &StandInState, headers: &HeaderMap, body: &[u8]) -> (StatusCod
         );
     };
     if headers.get("x-student-id").and_then(|v| v.to_str().ok()) != Some(student_id) {
-        return refuse(StatusCode::BAD_REQUEST, "X-Student-Id does not match the assessment");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "X-Student-Id does not match the assessment",
+        );
     }
     let fixed = state
         .faults
@@ -315,7 +319,10 @@ fn respond(state: &StandInState, headers: &HeaderMap, body: &[u8]) -> (StatusCod
         return (StatusCode::TOO_MANY_REQUESTS, response);
     }
     if state.faults.server_error.fires() {
-        return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal error (injected)");
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (injected)",
+        );
     }
     let Some(score) = score_of(&assessment["rawData"]) else {
         return refuse(
@@ -353,7 +360,8 @@ fn score_of(raw: &Value) -> Option<f64> {
     } else {
         let (read, errors, seconds) = (number("wordsRead")?, number("errors")?, number("seconds")?);
         // Words correct per minute against a 150 wcpm ceiling.
-        (seconds > 0.0 && errors <= read).then(|| ((read - errors) * 60.0 / seconds / 150.0).min(1.0))?
+        (seconds > 0.0 && errors <= read)
+            .then(|| ((read - errors) * 60.0 / seconds / 150.0).min(1.0))?
     };
     Some((share * 1000.0).round() / 10.0)
 }
@@ -368,10 +376,22 @@ mod tests {
 
     #[test]
     fn scores_come_from_the_raw_data() {
-        assert_eq!(score_of(&json!({"itemsCorrect": 17, "itemsAttempted": 20})), Some(85.0));
-        assert_eq!(score_of(&json!({"wordsRead": 80, "errors": 5, "seconds": 60})), Some(50.0));
-        assert_eq!(score_of(&json!({"wordsRead": 400, "errors": 0, "seconds": 60})), Some(100.0));
-        assert_eq!(score_of(&json!({"itemsCorrect": 21, "itemsAttempted": 20})), None);
+        assert_eq!(
+            score_of(&json!({"itemsCorrect": 17, "itemsAttempted": 20})),
+            Some(85.0)
+        );
+        assert_eq!(
+            score_of(&json!({"wordsRead": 80, "errors": 5, "seconds": 60})),
+            Some(50.0)
+        );
+        assert_eq!(
+            score_of(&json!({"wordsRead": 400, "errors": 0, "seconds": 60})),
+            Some(100.0)
+        );
+        assert_eq!(
+            score_of(&json!({"itemsCorrect": 21, "itemsAttempted": 20})),
+            None
+        );
         assert_eq!(score_of(&json!({"notes": "x"})), None);
     }
 }

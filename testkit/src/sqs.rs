@@ -72,7 +72,10 @@ mod tests {
         let event: Value = serde_json::from_str(SAMPLE_EVENT).expect("JSON");
         let records = event["Records"].as_array().expect("records");
         assert_eq!(records.len(), 8);
-        let mut ids: Vec<&str> = records.iter().filter_map(|r| r["messageId"].as_str()).collect();
+        let mut ids: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r["messageId"].as_str())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 8);

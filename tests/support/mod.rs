@@ -142,9 +142,10 @@ pub fn pool_settings(
 /// The HMAC key the local stack signs `nextToken` with.
 pub const TEST_TOKEN_KEY: &str = devstack::stack::LOCAL_TOKEN_KEY;
 
-/// Every dependency of the resolver running locally (the playground's stack:
-/// TDS server, moto behind its fault proxy, the mocked shim) and the `Deps`
-/// built from them through the settings code the Lambda binary uses.
+/// Every dependency running locally (the playground's stack: TDS server, moto
+/// behind its fault proxy, the mocked shim, the scoring API stand-in) and
+/// both functions' dependencies built from them through the settings code
+/// the Lambda binaries use.
 pub struct Stack {
     local: devstack::stack::LocalStack,
 }
@@ -157,6 +158,7 @@ impl Stack {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            scoring_track_ids: true,
             ..Default::default()
         };
         Stack {
@@ -168,6 +170,16 @@ impl Stack {
 
     pub fn deps(&self) -> &assessments_resolver::deps::Deps {
         &self.local.deps
+    }
+
+    pub fn processor(&self) -> &assessments_resolver::processor::ProcessorDeps {
+        &self.local.processor
+    }
+
+    pub fn scoring(&self) -> &testkit::scoring::ScoringStandIn {
+        self.local
+            .scoring()
+            .expect("the stack runs the scoring stand-in")
     }
 
     pub fn tds(&self) -> &testkit::tds::TdsServer {

@@ -39,7 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => testkit::sqs::SAMPLE_EVENT.to_owned(),
     };
-    let event: SqsEvent = serde_json::from_str(&text).map_err(|e| format!("not an SQS event: {e}"))?;
+    let event: SqsEvent =
+        serde_json::from_str(&text).map_err(|e| format!("not an SQS event: {e}"))?;
 
     eprintln!("starting the local stack (moto, scoring API stand-in)...");
     let stack = LocalStack::start(StackOptions {

@@ -1,0 +1,407 @@
+//! The assessment processor end to end: SQS events through the handler,
+//! DynamoDB through moto's server (behind the counting proxy), the scoring
+//! API through the stand-in.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use assessments_resolver::processor::assessments::HistoryLimits;
+use assessments_resolver::processor::message::AssessmentMessage;
+use assessments_resolver::processor::sqs::{Handled, handle_with_report};
+use assessments_resolver::processor::{Outcome, ProcessError};
+use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+use support::Stack;
+use testkit::dynamo::{history_item, put_items};
+use testkit::sqs::{assessment_body, event};
+
+fn sqs_event(records: Vec<(String, String)>) -> SqsEvent {
+    serde_json::from_value(event(records)).expect("an SQS event")
+}
+
+async fn deliver(stack: &Stack, event: SqsEvent) -> Handled {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    handle_with_report(stack.processor(), event, "test-request", deadline).await
+}
+
+fn failed_ids(handled: &Handled) -> Vec<String> {
+    handled
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+/// The item the processor wrote, as JSON.
+async fn written(stack: &Stack, student_id: &str, assessment_id: &str) -> Option<Value> {
+    let dynamo = stack.dynamo();
+    let item = dynamo
+        .client()
+        .get_item()
+        .table_name(dynamo.assessments_table())
+        .key("studentId", AttributeValue::S(student_id.to_owned()))
+        .key("assessmentId", AttributeValue::S(assessment_id.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item?;
+    Some(serde_dynamo::from_item(item).expect("item as JSON"))
+}
+
+/// `n` history items for each student, `links[i]` on the first item of student `i`.
+async fn seed_history(
+    stack: &Stack,
+    students: &[String],
+    per_student: usize,
+    links: &[Option<String>],
+) {
+    let mut items = Vec::new();
+    for (i, student) in students.iter().enumerate() {
+        for k in 0..per_student {
+            let related = if k == 0 { links[i].as_deref() } else { None };
+            items.push(history_item(
+                student,
+                &format!("{student}-h{k}"),
+                "READING_COMPREHENSION",
+                "2026-01-05T10:00:00.000Z",
+                50.0 + k as f64,
+                related,
+            ));
+        }
+    }
+    let dynamo = stack.dynamo();
+    put_items(&dynamo.client(), dynamo.assessments_table(), items)
+        .await
+        .expect("seed history");
+}
+
+fn message(assessment_id: &str, student_id: &str) -> AssessmentMessage {
+    AssessmentMessage::parse(Some(&assessment_body(assessment_id, student_id, 1))).expect("valid")
+}
+
+fn history_ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["assessmentId"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_cycle_is_read_once_and_a_deep_chain_stops_at_ten_links() {
+    let stack = Stack::start(&[]).await;
+    let store = stack.processor().processor.store();
+
+    // A cycle: cyc-a -> cyc-b -> cyc-c -> cyc-a, two items each.
+    let cycle: Vec<String> = ["cyc-a", "cyc-b", "cyc-c"].map(str::to_owned).to_vec();
+    let links = vec![
+        Some("cyc-b".to_owned()),
+        Some("cyc-c".to_owned()),
+        Some("cyc-a".to_owned()),
+    ];
+    seed_history(&stack, &cycle, 2, &links).await;
+    let history = store
+        .history(&message("new-1", "cyc-a"), HistoryLimits::default())
+        .await
+        .expect("history");
+    let ids = history_ids(&history.items);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert_eq!(unique.len(), 6, "each item once: {ids:?}");
+    assert_eq!(history.students_read, 3);
+    assert_eq!(history.queries, 3);
+    assert!(!history.truncated);
+
+    // A chain of 16 students, one item each: deep-00 -> deep-01 -> ... -> deep-15.
+    let chain: Vec<String> = (0..16).map(|i| format!("deep-{i:02}")).collect();
+    let links: Vec<Option<String>> = (0..16)
+        .map(|i| (i < 15).then(|| format!("deep-{:02}", i + 1)))
+        .collect();
+    seed_history(&stack, &chain, 1, &links).await;
+    let history = store
+        .history(&message("new-2", "deep-00"), HistoryLimits::default())
+        .await
+        .expect("history");
+    let ids = history_ids(&history.items);
+    let expected: Vec<String> = (0..=10).map(|i| format!("deep-{i:02}-h0")).collect();
+    assert_eq!(ids, expected, "depths 0..=10, in order, once each");
+    assert_eq!(history.students_read, 11);
+    assert_eq!(
+        history.queries, 11,
+        "bounded work: one query per student read"
+    );
+    assert!(history.truncated, "the link past depth 10 is reported");
+
+    // A wide graph: one student whose 300 items each link elsewhere: capped.
+    let wide: Vec<String> = vec!["wide-root".to_owned()];
+    seed_history(&stack, &wide, 300, &[None]).await;
+    let fan: Vec<_> = (0..300)
+        .map(|k| {
+            history_item(
+                "wide-root",
+                &format!("wide-root-h{k}"),
+                "READING_COMPREHENSION",
+                "2026-01-05T10:00:00.000Z",
+                1.0,
+                Some(&format!("wide-{k:03}")),
+            )
+        })
+        .collect();
+    let dynamo = stack.dynamo();
+    put_items(&dynamo.client(), dynamo.assessments_table(), fan)
+        .await
+        .expect("links");
+    let limits = HistoryLimits::default();
+    let history = store
+        .history(&message("new-3", "wide-root"), limits)
+        .await
+        .expect("history");
+    assert_eq!(history.items.len(), limits.max_items);
+    assert!(history.students_read <= limits.max_students);
+    assert!(history.truncated);
+    println!(
+        "wide graph: {} items from {} students in {} queries",
+        history.items.len(),
+        history.students_read,
+        history.queries
+    );
+
+    // Through the whole pipeline: the scoring API saw the cycle's 6 items.
+    let handled = deliver(
+        &stack,
+        sqs_event(vec![(
+            "m-1".to_owned(),
+            assessment_body("new-1", "cyc-a", 1),
+        )]),
+    )
+    .await;
+    assert!(handled.response.batch_item_failures.is_empty());
+    assert_eq!(handled.records[0].history_items, 6);
+    let item = written(&stack, "cyc-a", "new-1").await.expect("written");
+    assert_eq!(item["result"]["historyCount"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_records_are_each_scored_once_within_the_rate_limit() {
+    let limit = 40;
+    let stack = Stack::start(&[
+        ("SCORING_RATE_LIMIT", "40"),
+        ("PROCESSOR_CONCURRENCY", "10"),
+    ])
+    .await;
+    let records: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            let student = format!("stu-{:04}", i % 40 + 1);
+            (
+                format!("msg-{i}"),
+                assessment_body(&format!("rate-{i:03}"), &student, i),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let handled = deliver(&stack, sqs_event(records)).await;
+    let elapsed = started.elapsed();
+
+    assert!(failed_ids(&handled).is_empty(), "{:?}", handled.response);
+    assert_eq!(handled.report.scored, 100);
+    let scoring = stack.scoring();
+    for i in 0..100 {
+        assert_eq!(
+            scoring.times_scored(&format!("rate-{i:03}")),
+            1,
+            "rate-{i:03}"
+        );
+    }
+    let stats = scoring.stats();
+    println!(
+        "100 records in {elapsed:?}: stand-in saw {} requests, per 1-s window {:?}, peak {} (fixed windows) / {} (any second); limit {limit}",
+        stats.requests, stats.per_second, stats.peak_per_second, stats.peak_sliding_second
+    );
+    assert_eq!(stats.requests, 100);
+    assert_eq!(stats.scored_more_than_once, 0);
+    assert!(stats.peak_per_second <= limit, "{stats:?}");
+    assert!(stats.peak_sliding_second <= limit, "{stats:?}");
+    // The limiter, not the dependencies, set the pace: 100 at 40/s takes over 2 s.
+    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+    for i in [0, 57, 99] {
+        let student = format!("stu-{:04}", i % 40 + 1);
+        let item = written(&stack, &student, &format!("rate-{i:03}"))
+            .await
+            .expect("written");
+        assert_eq!(item["messageId"], format!("msg-{i}"));
+        assert!(item["score"].is_number());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_records_are_reported_and_the_others_succeed() {
+    let stack = Stack::start(&[
+        ("SCORING_MAX_ATTEMPTS", "3"),
+        ("SCORING_BACKOFF_BASE_MS", "10"),
+        ("SCORING_BACKOFF_MAX_MS", "50"),
+        ("SCORING_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let scoring = stack.scoring();
+    // Always 500 for one assessment: retried, then given up.
+    scoring.faults().fail_assessment("fail-500", 500);
+    let mut records: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("ok-{i}"),
+                assessment_body(&format!("fine-{i}"), "stu-0007", i),
+            )
+        })
+        .collect();
+    records.push(("bad-body".to_owned(), "{\"assessmentId\": 12".to_owned()));
+    records.push((
+        "perm".to_owned(),
+        assessment_body("fail-500", "stu-0008", 3),
+    ));
+    // Transient trouble the retries absorb: two 429s and one answer past the timeout.
+    scoring.faults().throttle.next(2);
+    scoring.faults().set_slow_ms(600);
+    scoring.faults().slow.next(1);
+
+    let handled = deliver(&stack, sqs_event(records)).await;
+    let mut failed = failed_ids(&handled);
+    failed.sort();
+    assert_eq!(failed, vec!["bad-body".to_owned(), "perm".to_owned()]);
+    assert_eq!(handled.report.scored, 8, "{:?}", handled.report);
+    match &handled.records[8].outcome {
+        Outcome::Failed(ProcessError::Invalid(invalid)) => assert_eq!(invalid.field, "body"),
+        other => panic!("expected an invalid body, got {other:?}"),
+    }
+    match &handled.records[9].outcome {
+        Outcome::Failed(error @ ProcessError::Scoring(_)) => {
+            assert_eq!(error.kind(), "ScoringUnavailable");
+            assert!(error.to_string().contains("3 attempts"), "{error}");
+        }
+        other => panic!("expected a scoring failure, got {other:?}"),
+    }
+    assert_eq!(scoring.times_scored("fail-500"), 0);
+    assert!(written(&stack, "stu-0008", "fail-500").await.is_none());
+    assert_eq!(handled.report.scoring_throttled, 2);
+    let stats = scoring.stats();
+    assert_eq!(stats.statuses.get(&500), Some(&3), "{stats:?}");
+    assert_eq!(stats.statuses.get(&429), Some(&2), "{stats:?}");
+    // 8 scored + 3 for fail-500 + 2 throttled + 1 timed out, each retried.
+    assert_eq!(stats.requests, 14, "{stats:?}");
+    assert_eq!(handled.report.failure_kinds.len(), 2);
+
+    // A 4xx is final at once: no retry.
+    scoring.reset_stats();
+    scoring.faults().fail_assessment("fail-400", 400);
+    let handled = deliver(
+        &stack,
+        sqs_event(vec![(
+            "m".to_owned(),
+            assessment_body("fail-400", "stu-0009", 1),
+        )]),
+    )
+    .await;
+    assert_eq!(failed_ids(&handled), vec!["m".to_owned()]);
+    assert_eq!(scoring.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_record_is_not_scored_or_written_twice() {
+    let stack = Stack::start(&[]).await;
+    let records = |prefix: &str| -> Vec<(String, String)> {
+        (0..5)
+            .map(|i| {
+                (
+                    format!("{prefix}-{i}"),
+                    assessment_body(&format!("redo-{i}"), "stu-0011", i),
+                )
+            })
+            .collect()
+    };
+    let first = deliver(&stack, sqs_event(records("first"))).await;
+    assert_eq!(first.report.scored, 5);
+    let before = written(&stack, "stu-0011", "redo-3")
+        .await
+        .expect("written");
+
+    // SQS redelivers (another message id, same body): nothing is scored or written.
+    let again = deliver(&stack, sqs_event(records("again"))).await;
+    assert!(again.response.batch_item_failures.is_empty());
+    assert_eq!(again.report.scored, 0);
+    assert_eq!(again.report.already_scored, 5);
+    let after = written(&stack, "stu-0011", "redo-3")
+        .await
+        .expect("written");
+    assert_eq!(before, after, "the item is untouched");
+    assert_eq!(after["messageId"], "first-3");
+    for i in 0..5 {
+        assert_eq!(stack.scoring().times_scored(&format!("redo-{i}")), 1);
+    }
+
+    // The same assessment twice in one batch: processed once.
+    let twice = vec![
+        ("dup-a".to_owned(), assessment_body("dup", "stu-0012", 1)),
+        ("dup-b".to_owned(), assessment_body("dup", "stu-0012", 1)),
+    ];
+    let handled = deliver(&stack, sqs_event(twice)).await;
+    assert_eq!(handled.report.scored, 1);
+    assert_eq!(handled.report.already_scored, 1);
+    assert_eq!(stack.scoring().times_scored("dup"), 1);
+
+    // Two invocations delivering the same record at once: the conditional write
+    // lets exactly one of them write.
+    let one = || {
+        sqs_event(vec![(
+            "race".to_owned(),
+            assessment_body("race", "stu-0013", 2),
+        )])
+    };
+    let (a, b) = tokio::join!(deliver(&stack, one()), deliver(&stack, one()));
+    assert_eq!(
+        a.report.scored + b.report.scored,
+        1,
+        "{:?} {:?}",
+        a.report,
+        b.report
+    );
+    assert_eq!(a.report.already_scored + b.report.already_scored, 1);
+    assert!(a.response.batch_item_failures.is_empty() && b.response.batch_item_failures.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_still_running_near_the_deadline_fail_fast_and_are_redelivered() {
+    let stack = Stack::start(&[
+        ("DEADLINE_MARGIN_MS", "200"),
+        ("SCORING_TIMEOUT_MS", "5000"),
+    ])
+    .await;
+    stack.scoring().faults().set_slow_ms(3000);
+    stack.scoring().faults().slow.rate(1.0, 1);
+    let records: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                format!("late-{i}"),
+                assessment_body(&format!("late-{i}"), "stu-0014", i),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(1200);
+    let handled = handle_with_report(stack.processor(), sqs_event(records), "late", deadline).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1200),
+        "returned before the deadline: {elapsed:?}"
+    );
+    assert_eq!(failed_ids(&handled).len(), 3);
+    assert!(
+        handled
+            .records
+            .iter()
+            .all(|r| r.outcome == Outcome::Failed(ProcessError::Deadline))
+    );
+    assert!(written(&stack, "stu-0014", "late-0").await.is_none());
+}
