@@ -5,6 +5,11 @@
    resolver in the template names a field that exists in it.
 2. No IAM statement has a wildcard action, and `Resource: '*'` appears only for actions
    that support no resource-level permissions (listed below).
+3. Every function's binary is a [[bin]] of Cargo.toml.
+4. Every SQS event source reports batch item failures and sets its batch size and
+   batching window; its queue has a redrive policy to a dead-letter queue in the
+   template, a visibility timeout of at least six times the function's timeout, and
+   alarms on the dead-letter queue's depth and on the queue's oldest message age.
 
 Exits non-zero with one line per problem.
 """
@@ -96,10 +101,85 @@ def main():
     if found == 0:
         problems.append("no IAM statements found (the check would be vacuous)")
 
+    problems += check_functions(resources)
+
     for problem in problems:
         print(f"infra/template.yaml: {problem}")
-    print(f"template checks: {len(resolvers)} resolver(s), {found} IAM statement(s), {len(problems)} problem(s)")
+    functions = sum(1 for r in resources.values() if r["Type"] == "AWS::Serverless::Function")
+    print(
+        f"template checks: {len(resolvers)} resolver(s), {functions} function(s), "
+        f"{found} IAM statement(s), {len(problems)} problem(s)"
+    )
     return 1 if problems else 0
+
+
+def ref_name(value):
+    """The logical id a !Ref / !GetAtt points at (GetAtt as 'Name.Attr' or [Name, Attr])."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "GetAtt" in value:
+            target = value["GetAtt"]
+            return target.split(".")[0] if isinstance(target, str) else target[0]
+    return None
+
+
+def cargo_bins():
+    text = (INFRA / "../Cargo.toml").read_text()
+    return set(re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', text))
+
+
+def check_functions(resources):
+    problems = []
+    bins = cargo_bins()
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+
+    def alarmed(queue, metric):
+        for alarm in alarms:
+            if alarm.get("Namespace") != "AWS/SQS" or alarm.get("MetricName") != metric:
+                continue
+            for dimension in alarm.get("Dimensions", []):
+                if dimension.get("Name") == "QueueName" and ref_name(dimension.get("Value")) == queue:
+                    return True
+        return False
+
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        if binary not in bins:
+            problems.append(f"{name}: binary {binary!r} is not a [[bin]] of Cargo.toml ({sorted(bins)})")
+        timeout = resource["Properties"].get("Timeout", 3)
+        for event_name, event in resource["Properties"].get("Events", {}).items():
+            if event.get("Type") != "SQS":
+                continue
+            props = event["Properties"]
+            where = f"{name}.{event_name}"
+            if "ReportBatchItemFailures" not in props.get("FunctionResponseTypes", []):
+                problems.append(f"{where}: no ReportBatchItemFailures (one failed record would redeliver the batch)")
+            for required in ("BatchSize", "MaximumBatchingWindowInSeconds"):
+                if required not in props:
+                    problems.append(f"{where}: {required} not set")
+            queue = ref_name(props.get("Queue"))
+            queue_resource = resources.get(queue)
+            if not queue_resource or queue_resource["Type"] != "AWS::SQS::Queue":
+                problems.append(f"{where}: the queue is not an AWS::SQS::Queue of this template")
+                continue
+            qprops = queue_resource["Properties"]
+            redrive = qprops.get("RedrivePolicy", {})
+            dlq = ref_name(redrive.get("deadLetterTargetArn"))
+            if dlq not in resources or resources[dlq]["Type"] != "AWS::SQS::Queue":
+                problems.append(f"{queue}: no redrive policy to a dead-letter queue of this template")
+            if "maxReceiveCount" not in redrive:
+                problems.append(f"{queue}: the redrive policy has no maxReceiveCount")
+            visibility = qprops.get("VisibilityTimeout", 30)
+            if not isinstance(visibility, int) or not isinstance(timeout, int) or visibility < 6 * timeout:
+                problems.append(f"{queue}: VisibilityTimeout {visibility} is under 6 x the function timeout {timeout}")
+            if dlq and not alarmed(dlq, "ApproximateNumberOfMessagesVisible"):
+                problems.append(f"{dlq}: no alarm on its depth (ApproximateNumberOfMessagesVisible)")
+            if not alarmed(queue, "ApproximateAgeOfOldestMessage"):
+                problems.append(f"{queue}: no alarm on ApproximateAgeOfOldestMessage")
+    return problems
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-//! The built `assessments-resolver` binary, run as a process against a local
-//! Lambda Runtime API: init, real invocations, errors as Lambda reports them,
-//! EMF lines on stdout, and graceful shutdown on SIGTERM.
+//! The built binaries (`assessments-resolver`, `assessment-processor`), run as
+//! processes against a local Lambda Runtime API: init, real invocations,
+//! errors as Lambda reports them, EMF lines on stdout, and graceful shutdown
+//! on SIGTERM.
 
 mod support;
 
@@ -21,7 +22,11 @@ struct Function {
 
 impl Function {
     fn spawn(env: Vec<(String, String)>) -> Function {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_assessments-resolver"))
+        Self::spawn_binary(env!("CARGO_BIN_EXE_assessments-resolver"), env)
+    }
+
+    fn spawn_binary(binary: &str, env: Vec<(String, String)>) -> Function {
+        let mut child = Command::new(binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
@@ -168,6 +173,85 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     assert!(
         !logs.contains("local-only-Passw0rd"),
         "credentials never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
+    let stack = Stack::start(&[]).await;
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "METRICS_EMF");
+    env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
+    env.extend(lambda_env(&api));
+    env.retain(|(k, _)| k != "AWS_LAMBDA_FUNCTION_NAME");
+    env.push((
+        "AWS_LAMBDA_FUNCTION_NAME".to_owned(),
+        "assessment-processor".to_owned(),
+    ));
+    let mut function = Function::spawn_binary(env!("CARGO_BIN_EXE_assessment-processor"), env);
+    let event: Value = serde_json::from_str(testkit::sqs::SAMPLE_EVENT).expect("sample event");
+    let timeout = Duration::from_secs(20);
+
+    let InvocationResult::Response(answer) =
+        api.invoke(event.clone(), timeout).await.expect("invoke")
+    else {
+        panic!("the processor answers every SQS event")
+    };
+    // Record 7 has an unknown type, record 8 raw data the API cannot score.
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [
+            {"itemIdentifier": "00000000-0000-4000-8000-000000000007"},
+            {"itemIdentifier": "00000000-0000-4000-8000-000000000008"},
+        ]})
+    );
+    // The same event again: nothing scored twice, the same two failures.
+    let InvocationResult::Response(again) = api.invoke(event, timeout).await.expect("invoke")
+    else {
+        panic!("the processor answers every SQS event")
+    };
+    assert_eq!(again, answer);
+    assert_eq!(stack.scoring().stats().scored, 6);
+    assert_eq!(stack.scoring().stats().scored_more_than_once, 0);
+
+    let pid = function.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = function.wait(Duration::from_secs(10));
+    assert!(status.success(), "graceful exit, got {status:?}");
+    let output = function.output();
+    let emf: Vec<Value> = output
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 2, "one EMF line per invocation: {output:#?}");
+    assert_eq!(
+        emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "AssessmentProcessor"
+    );
+    assert_eq!(emf[0]["FunctionName"], "assessment-processor");
+    assert_eq!(
+        (
+            emf[0]["Records"].clone(),
+            emf[0]["Scored"].clone(),
+            emf[0]["Failed"].clone()
+        ),
+        (json!(8), json!(6), json!(2))
+    );
+    assert_eq!(
+        (emf[1]["Scored"].clone(), emf[1]["AlreadyScored"].clone()),
+        (json!(0), json!(6))
+    );
+    let logs = output.join("\n");
+    assert!(logs.contains("\"kind\":\"ScoringRejected\""), "{logs}");
+    assert!(
+        !logs.contains(devstack::stack::LOCAL_SCORING_KEY),
+        "the API key is never logged"
     );
 }
 

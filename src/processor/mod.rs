@@ -138,6 +138,11 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordReport {
     pub outcome: Outcome,
+    /// Wall time of the record, and the parts spent waiting on DynamoDB and on
+    /// the scoring API (its retries, backoff and rate limiter included).
+    pub elapsed: Duration,
+    pub dynamodb_time: Duration,
+    pub scoring_time: Duration,
     pub scoring: CallStats,
     pub history_items: usize,
     pub history_students: usize,
@@ -149,6 +154,9 @@ impl RecordReport {
     fn new(outcome: Outcome) -> Self {
         RecordReport {
             outcome,
+            elapsed: Duration::ZERO,
+            dynamodb_time: Duration::ZERO,
+            scoring_time: Duration::ZERO,
             scoring: CallStats::default(),
             history_items: 0,
             history_students: 0,
@@ -250,6 +258,7 @@ impl Processor {
                             invalid.clone(),
                         ))),
                         Ok(message) => {
+                            let started = Instant::now();
                             let mut report = RecordReport::new(Outcome::AlreadyScored);
                             let run = self.process(message, message_id, &mut report);
                             report.outcome =
@@ -258,6 +267,7 @@ impl Processor {
                                     Ok(Err(error)) => Outcome::Failed(error),
                                     Err(_) => Outcome::Failed(ProcessError::Deadline),
                                 };
+                            report.elapsed = started.elapsed();
                             report
                         }
                     };
@@ -294,21 +304,24 @@ impl Processor {
         message_id: &str,
         report: &mut RecordReport,
     ) -> Result<Outcome, ProcessError> {
-        let history = self
-            .store
-            .history(message, self.limits)
-            .await
-            .map_err(ProcessError::Read)?;
+        let reading = Instant::now();
+        let history = self.store.history(message, self.limits).await;
+        report.dynamodb_time += reading.elapsed();
+        let history = history.map_err(ProcessError::Read)?;
+        report.history(&history);
         let already_scored = match history.already_scored {
             Some(known) => known,
             // The student's partition is larger than the item cap: ask directly.
-            None => self
-                .store
-                .is_scored(&message.student_id, &message.assessment_id)
-                .await
-                .map_err(ProcessError::Read)?,
+            None => {
+                let reading = Instant::now();
+                let scored = self
+                    .store
+                    .is_scored(&message.student_id, &message.assessment_id)
+                    .await;
+                report.dynamodb_time += reading.elapsed();
+                scored.map_err(ProcessError::Read)?
+            }
         };
-        report.history(&history);
         if already_scored {
             return Ok(Outcome::AlreadyScored);
         }
@@ -320,11 +333,15 @@ impl Processor {
         }))
         .map_err(|e| ScoringError::Malformed(format!("request not encodable: {e}")))?;
         drop(history);
+        let scoring = Instant::now();
         let score = self
             .scoring
             .score(&message.student_id, body, &mut report.scoring)
-            .await?;
+            .await;
+        report.scoring_time = scoring.elapsed();
+        let score = score?;
         let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let writing = Instant::now();
         let written = self
             .store
             .put_scored(&ScoredAssessment {
@@ -334,8 +351,9 @@ impl Processor {
                 result: &score.result,
                 scored_at: &scored_at,
             })
-            .await
-            .map_err(ProcessError::Write)?;
+            .await;
+        report.dynamodb_time += writing.elapsed();
+        let written = written.map_err(ProcessError::Write)?;
         Ok(match written {
             WriteOutcome::Written => Outcome::Scored { score: score.score },
             WriteOutcome::AlreadyScored => Outcome::AlreadyScored,

@@ -43,6 +43,11 @@ where
 
 /// A valid assessment message body; `n` varies the raw data.
 pub fn assessment_body(assessment_id: &str, student_id: &str, n: u64) -> String {
+    assessment(assessment_id, student_id, n).to_string()
+}
+
+/// A valid assessment message (as JSON, to add or change fields); `n` varies the raw data.
+pub fn assessment(assessment_id: &str, student_id: &str, n: u64) -> Value {
     let attempted = 20 + n % 11;
     const TYPES: [&str; 3] = [
         "ORAL_READING_FLUENCY",
@@ -60,7 +65,6 @@ pub fn assessment_body(assessment_id: &str, student_id: &str, n: u64) -> String 
             json!({"itemsCorrect": attempted - n % 9, "itemsAttempted": attempted})
         },
     })
-    .to_string()
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
-//! The soak benchmark: the real handler, in-process, against the local stack
-//! (mocked shim, TDS server, moto behind its fault proxy), for many
-//! invocations. Prints progress, writes a CSV of checkpoints and a PNG of RSS
-//! and p99 against invocations, and ends with one JSON line of figures.
+//! The soak benchmark: a function's real handler, in-process, against the
+//! local stack (mocked shim, TDS server, moto behind its fault proxy, the
+//! scoring API stand-in), for many invocations. Prints progress, writes a CSV
+//! of checkpoints and a PNG of RSS and p99 against invocations, and ends with
+//! one JSON line of figures.
 //!
 //! ```sh
+//! # the resolver (AppSync events)
 //! cargo run --release -p devstack --bin soak -- --invocations 200000 --concurrency 4 --faults mix
+//! # the assessment processor (SQS batches of 10 records)
+//! cargo run --release -p devstack --bin soak -- --mode processor --invocations 2000 --batch 10 --faults mix
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,24 +22,37 @@ use devstack::stack::{LocalStack, StackOptions};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// The resolver: AppSync events (`--batch` > 1: AppSync batches).
+    Resolver,
+    /// The assessment processor: SQS events of `--batch` records.
+    Processor,
+}
+
 #[derive(Debug, Parser)]
-#[command(
-    about = "Drive the resolver's handler for many invocations and measure memory and latency"
-)]
+#[command(about = "Drive a function's handler for many invocations and measure memory and latency")]
 struct Args {
+    /// Which function's handler to drive.
+    #[arg(long, value_enum, default_value_t = Mode::Resolver)]
+    mode: Mode,
     /// Measured invocations (after the warm-up).
     #[arg(long, default_value_t = 20_000)]
     invocations: u64,
     /// Invocations in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Events per invocation (1: single invokes; more: AppSync batches).
+    /// Events (resolver) or SQS records (processor) per invocation.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// `none`, `mix` (native 1%, dropped SQL connections 0.2%, DynamoDB throttles 1%),
-    /// or `native=P,sql_drop=P,throttle=P`.
+    /// `none`, `mix` (native 1%, dropped SQL connections 0.2%, DynamoDB throttles 1%;
+    /// processor: scoring 429 1%, 500 0.5%, slow 0.5%, invalid bodies 0.5%,
+    /// redelivered records 1%), or `native=P,sql_drop=P,throttle=P,scoring_429=P,...`.
     #[arg(long, default_value = "none")]
     faults: String,
+    /// Processor: `SCORING_RATE_LIMIT`, requests per second to the scoring API.
+    #[arg(long, default_value_t = 100)]
+    rate_limit: u32,
     /// Invocations before the measurement starts (default: a tenth of --invocations, at most 10,000).
     #[arg(long)]
     warmup: Option<u64>,
@@ -59,6 +76,11 @@ struct FaultMix {
     native: f64,
     sql_drop: f64,
     throttle: f64,
+    scoring_429: f64,
+    scoring_500: f64,
+    scoring_slow: f64,
+    invalid: f64,
+    redelivered: f64,
 }
 
 fn parse_faults(text: &str) -> Result<FaultMix, String> {
@@ -69,6 +91,11 @@ fn parse_faults(text: &str) -> Result<FaultMix, String> {
                 native: 0.01,
                 sql_drop: 0.002,
                 throttle: 0.01,
+                scoring_429: 0.01,
+                scoring_500: 0.005,
+                scoring_slow: 0.005,
+                invalid: 0.005,
+                redelivered: 0.01,
             });
         }
         _ => {}
@@ -88,6 +115,11 @@ fn parse_faults(text: &str) -> Result<FaultMix, String> {
             "native" => mix.native = value,
             "sql_drop" => mix.sql_drop = value,
             "throttle" => mix.throttle = value,
+            "scoring_429" => mix.scoring_429 = value,
+            "scoring_500" => mix.scoring_500 = value,
+            "scoring_slow" => mix.scoring_slow = value,
+            "invalid" => mix.invalid = value,
+            "redelivered" => mix.redelivered = value,
             _ => return Err(format!("--faults: unknown fault {key:?}")),
         }
     }
@@ -107,7 +139,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn event(i: u64, j: usize) -> Value {
+fn appsync_event(i: u64, j: usize) -> Value {
     let n = i.wrapping_mul(7).wrapping_add(j as u64);
     let student = if n % 50 == 49 {
         "stu-9999".to_owned()
@@ -128,9 +160,39 @@ fn event(i: u64, j: usize) -> Value {
     })
 }
 
+/// Record `k` of the processor soak: a new assessment of one of 2,000 soak
+/// students (one in five linked to a demo student's history); with the fault mix, some
+/// bodies are invalid and some records redeliver an earlier one.
+fn sqs_record(k: u64, faults: &FaultMix) -> (String, String) {
+    let every = |share: f64| (share > 0.0).then(|| (1.0 / share).round().max(1.0) as u64);
+    let message_id = format!("soak-msg-{k}");
+    if every(faults.invalid).is_some_and(|n| k % n == n - 1) {
+        return (message_id, "{\"assessmentId\": \"cut off".to_owned());
+    }
+    // A redelivery repeats record k - 97 (same assessment, new message id).
+    let source = match every(faults.redelivered) {
+        Some(n) if k >= 97 && k % n == n / 2 => k - 97,
+        _ => k,
+    };
+    let mut body = testkit::sqs::assessment(
+        &format!("soak-{source}"),
+        &format!("soak-stu-{:04}", source % 2000),
+        source,
+    );
+    // One record in five links to a demo student's history (a second partition read).
+    if source.is_multiple_of(5) {
+        body["relatedId"] = json!(format!("stu-{:04}", source % 40 + 1));
+    }
+    (message_id, body.to_string())
+}
+
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s at 3 significant digits: allocated once, never grows.
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("histogram bounds: {e}"))
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros().clamp(1, 60_000_000) as u64
 }
 
 #[derive(Debug, Clone)]
@@ -145,14 +207,164 @@ struct Checkpoint {
 struct Measure {
     all: Histogram<u64>,
     overhead: Histogram<u64>,
-    /// Time in each dependency, per invocation.
-    profiles: Histogram<u64>,
+    /// Time in each dependency: DynamoDB, SQL Server, and the legacy
+    /// component (resolver) or the scoring API (processor).
+    dynamodb: Histogram<u64>,
     sql: Histogram<u64>,
-    legacy: Histogram<u64>,
+    third: Histogram<u64>,
     window: Histogram<u64>,
     window_started: Instant,
     checkpoints: Vec<Checkpoint>,
     errors: BTreeMap<String, u64>,
+    outcomes: BTreeMap<&'static str, u64>,
+}
+
+/// What one invocation did, in either mode.
+struct Sample {
+    elapsed: Duration,
+    /// Per invocation (resolver) or per record (processor): time not spent
+    /// waiting on a dependency.
+    overheads: Vec<Duration>,
+    dynamodb: Vec<Duration>,
+    sql: Vec<Duration>,
+    third: Vec<Duration>,
+    errors: Vec<String>,
+    outcomes: Vec<&'static str>,
+}
+
+enum Target {
+    Resolver(Arc<assessments_resolver::deps::Deps>),
+    Processor {
+        deps: Arc<assessments_resolver::processor::ProcessorDeps>,
+        /// Straight to moto, for the housekeeping below.
+        moto: aws_sdk_dynamodb::Client,
+        table: String,
+    },
+}
+
+/// Processor mode: invocations whose records are deleted again, this many
+/// invocations later. moto's Query scans the whole table (O(items) per
+/// call), so a table that grew by every record would slow moto down, not
+/// us; deleting what was written a few hundred records ago (redeliveries
+/// look 97 records back) keeps it at ~850 items. Every record is still
+/// read, scored and written by the processor.
+const CLEANUP_LAG: u64 = 60;
+
+async fn clean_up(target: &Target, i: u64, batch: usize) {
+    let Target::Processor { moto, table, .. } = target else {
+        return;
+    };
+    let Some(old) = i.checked_sub(CLEANUP_LAG) else {
+        return;
+    };
+    let deletes: Vec<_> = (0..batch as u64)
+        .filter_map(|j| {
+            let k = old * batch as u64 + j;
+            let key = |name: &str, value: String| {
+                (
+                    name.to_owned(),
+                    aws_sdk_dynamodb::types::AttributeValue::S(value),
+                )
+            };
+            aws_sdk_dynamodb::types::DeleteRequest::builder()
+                .set_key(Some(std::collections::HashMap::from([
+                    key("studentId", format!("soak-stu-{:04}", k % 2000)),
+                    key("assessmentId", format!("soak-{k}")),
+                ])))
+                .build()
+                .ok()
+                .map(|d| {
+                    aws_sdk_dynamodb::types::WriteRequest::builder()
+                        .delete_request(d)
+                        .build()
+                })
+        })
+        .collect();
+    for chunk in deletes.chunks(25) {
+        // Housekeeping: a failed delete only leaves the table a little larger.
+        let _ = moto
+            .batch_write_item()
+            .request_items(table.clone(), chunk.to_vec())
+            .send()
+            .await;
+    }
+}
+
+async fn invoke(target: &Target, i: u64, batch: usize, faults: &FaultMix) -> Sample {
+    let started = Instant::now();
+    match target {
+        Target::Resolver(deps) => {
+            let payload = if batch == 1 {
+                appsync_event(i, 0)
+            } else {
+                Value::Array((0..batch).map(|j| appsync_event(i, j)).collect())
+            };
+            let (result, report) =
+                assessments_resolver::appsync::handle_with_report(deps, payload, "soak").await;
+            let elapsed = started.elapsed();
+            let t = report.timings;
+            let mut errors = Vec::new();
+            if let Err(e) = &result {
+                errors.push(e.error_type.as_str().to_owned());
+            }
+            if batch > 1 {
+                errors.extend(report.error_types.iter().map(|t| t.as_str().to_owned()));
+            }
+            Sample {
+                elapsed,
+                overheads: vec![elapsed.saturating_sub(t.profiles.max(t.sql) + t.legacy)],
+                dynamodb: vec![t.profiles],
+                sql: vec![t.sql],
+                third: vec![t.legacy],
+                errors,
+                outcomes: Vec::new(),
+            }
+        }
+        Target::Processor { deps, .. } => {
+            use assessments_resolver::processor::Outcome;
+            let records = (0..batch as u64).map(|j| sqs_record(i * batch as u64 + j, faults));
+            let event: aws_lambda_events::sqs::SqsEvent =
+                serde_json::from_value(testkit::sqs::event(records))
+                    .unwrap_or_else(|e| panic!("the soak's own event: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let handled = assessments_resolver::processor::sqs::handle_with_report(
+                deps, event, "soak", deadline,
+            )
+            .await;
+            let elapsed = started.elapsed();
+            let mut sample = Sample {
+                elapsed,
+                overheads: Vec::with_capacity(batch),
+                dynamodb: Vec::with_capacity(batch),
+                sql: Vec::new(),
+                third: Vec::with_capacity(batch),
+                errors: Vec::new(),
+                outcomes: Vec::with_capacity(batch),
+            };
+            for record in &handled.records {
+                match &record.outcome {
+                    Outcome::Scored { .. } => sample.outcomes.push("scored"),
+                    Outcome::AlreadyScored => sample.outcomes.push("already_scored"),
+                    Outcome::Failed(error) => {
+                        sample.outcomes.push("failed");
+                        sample.errors.push(error.kind().to_owned());
+                    }
+                }
+                if record.elapsed > Duration::ZERO {
+                    sample.overheads.push(
+                        record
+                            .elapsed
+                            .saturating_sub(record.dynamodb_time + record.scoring_time),
+                    );
+                    sample.dynamodb.push(record.dynamodb_time);
+                    if record.scoring_time > Duration::ZERO {
+                        sample.third.push(record.scoring_time);
+                    }
+                }
+            }
+            sample
+        }
+    }
 }
 
 #[tokio::main]
@@ -169,20 +381,33 @@ async fn run(args: Args) -> Result<(), String> {
     let warmup = args.warmup.unwrap_or((args.invocations / 10).min(10_000));
     let stack = LocalStack::start(StackOptions {
         legacy_config: (faults.native > 0.0).then(|| format!("fail_prob={};seed=7", faults.native)),
+        overrides: vec![("SCORING_RATE_LIMIT".to_owned(), args.rate_limit.to_string())],
         ..Default::default()
     })
     .await?;
     let tds = stack.tds().ok_or("no local TDS server")?;
     let dynamo = stack.dynamo().ok_or("no local DynamoDB")?;
+    let scoring = stack.scoring().ok_or("no scoring API stand-in")?;
     tds.faults().set_rates(faults.sql_drop, 0.0, 11);
     dynamo
         .proxy()
         .faults()
         .set_throttle_rate(faults.throttle, 13);
-    let deps = Arc::clone(&stack.deps);
+    scoring.faults().throttle.rate(faults.scoring_429, 17);
+    scoring.faults().server_error.rate(faults.scoring_500, 19);
+    scoring.faults().slow.rate(faults.scoring_slow, 23);
+    scoring.faults().set_slow_ms(100);
+    let target = Arc::new(match args.mode {
+        Mode::Resolver => Target::Resolver(Arc::clone(&stack.deps)),
+        Mode::Processor => Target::Processor {
+            deps: Arc::clone(&stack.processor),
+            moto: dynamo.direct_client(),
+            table: dynamo.assessments_table().to_owned(),
+        },
+    });
     eprintln!(
-        "soak: {} invocations (+{warmup} warm-up), concurrency {}, batch {}, faults {:?}",
-        args.invocations, args.concurrency, args.batch, faults
+        "soak: {:?}, {} invocations (+{warmup} warm-up), concurrency {}, batch {}, faults {:?}",
+        args.mode, args.invocations, args.concurrency, args.batch, faults
     );
 
     let total = warmup + args.invocations;
@@ -192,21 +417,23 @@ async fn run(args: Args) -> Result<(), String> {
     let measure = Arc::new(Mutex::new(Measure {
         all: histogram(),
         overhead: histogram(),
-        profiles: histogram(),
+        dynamodb: histogram(),
         sql: histogram(),
-        legacy: histogram(),
+        third: histogram(),
         window: histogram(),
         window_started: Instant::now(),
         checkpoints: Vec::with_capacity(args.checkpoints as usize + 2),
         errors: BTreeMap::new(),
+        outcomes: BTreeMap::new(),
     }));
     let rss_start = Arc::new(AtomicU64::new(0));
     let measured_from = Arc::new(Mutex::new(Instant::now()));
     dynamo.proxy().reset_stats();
+    scoring.reset_stats();
 
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (deps, next, done, measure) = (Arc::clone(&deps), Arc::clone(&next), Arc::clone(&done), Arc::clone(&measure));
+            let (target, next, done, measure) = (Arc::clone(&target), Arc::clone(&next), Arc::clone(&done), Arc::clone(&measure));
             let (rss_start, measured_from) = (Arc::clone(&rss_start), Arc::clone(&measured_from));
             let batch = args.batch;
             tokio::spawn(async move {
@@ -215,15 +442,8 @@ async fn run(args: Args) -> Result<(), String> {
                     if i >= total {
                         return;
                     }
-                    let payload =
-                        if batch == 1 { event(i, 0) } else { Value::Array((0..batch).map(|j| event(i, j)).collect()) };
-                    let started = Instant::now();
-                    let (result, report) =
-                        assessments_resolver::appsync::handle_with_report(&deps, payload, "soak").await;
-                    let elapsed = started.elapsed();
-                    let t = report.timings;
-                    let dependencies = t.profiles.max(t.sql) + t.legacy;
-                    let overhead = elapsed.saturating_sub(dependencies);
+                    let sample = invoke(&target, i, batch, &faults).await;
+                    clean_up(&target, i, batch).await;
                     let completed = done.fetch_add(1, Ordering::Relaxed) + 1;
                     let mut m = measure.lock().unwrap_or_else(|p| p.into_inner());
                     if completed == warmup {
@@ -233,20 +453,25 @@ async fn run(args: Args) -> Result<(), String> {
                         m.window_started = Instant::now();
                     }
                     if completed > warmup {
-                        let us = elapsed.as_micros().clamp(1, 60_000_000) as u64;
-                        let _ = m.all.record(us);
-                        let _ = m.window.record(us);
-                        let _ = m.overhead.record(overhead.as_micros().clamp(1, 60_000_000) as u64);
-                        let _ = m.profiles.record(t.profiles.as_micros().clamp(1, 60_000_000) as u64);
-                        let _ = m.sql.record(t.sql.as_micros().clamp(1, 60_000_000) as u64);
-                        let _ = m.legacy.record(t.legacy.as_micros().clamp(1, 60_000_000) as u64);
-                        if let Err(e) = &result {
-                            *m.errors.entry(e.error_type.as_str().to_owned()).or_insert(0) += 1;
+                        let _ = m.all.record(us(sample.elapsed));
+                        let _ = m.window.record(us(sample.elapsed));
+                        for d in &sample.overheads {
+                            let _ = m.overhead.record(us(*d));
                         }
-                        for error_type in &report.error_types {
-                            if batch > 1 {
-                                *m.errors.entry(error_type.as_str().to_owned()).or_insert(0) += 1;
-                            }
+                        for d in &sample.dynamodb {
+                            let _ = m.dynamodb.record(us(*d));
+                        }
+                        for d in &sample.sql {
+                            let _ = m.sql.record(us(*d));
+                        }
+                        for d in &sample.third {
+                            let _ = m.third.record(us(*d));
+                        }
+                        for e in sample.errors {
+                            *m.errors.entry(e).or_insert(0) += 1;
+                        }
+                        for o in sample.outcomes {
+                            *m.outcomes.entry(o).or_insert(0) += 1;
                         }
                         let measured = completed - warmup;
                         if measured.is_multiple_of(every) || completed == total {
@@ -279,9 +504,12 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|p| p.into_inner())
         .elapsed();
     let rss_end = rss_kib();
+    let deps = &stack.deps;
     let pool = deps.resolver.sql().status();
     let proxy = dynamo.proxy().stats();
     let dynamodb_calls: u64 = proxy.requests.values().sum();
+    let stand_in = scoring.stats();
+    let scoring_totals = stack.processor.scoring_totals();
     deps.shutdown().await;
     // Native calls that timed out finish in the background: give them a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -294,8 +522,17 @@ async fn run(args: Args) -> Result<(), String> {
     let m = measure.lock().unwrap_or_else(|p| p.into_inner());
     let items = args.invocations * args.batch as u64;
     let rss_start = rss_start.load(Ordering::Relaxed);
+    let mode = match args.mode {
+        Mode::Resolver => "resolver",
+        Mode::Processor => "processor",
+    };
     let label = format!(
-        "soak-{}-c{}-b{}-{}",
+        "soak-{}{}-c{}-b{}-{}",
+        if args.mode == Mode::Processor {
+            "processor-"
+        } else {
+            ""
+        },
         args.invocations,
         args.concurrency,
         args.batch,
@@ -308,7 +545,9 @@ async fn run(args: Args) -> Result<(), String> {
     write_csv(&csv, &m.checkpoints)?;
     plot(&png, &m.checkpoints, &label)?;
 
-    let summary = json!({
+    let third_p50 = m.third.value_at_quantile(0.5);
+    let mut summary = json!({
+        "mode": mode,
         "invocations": args.invocations,
         "warmup": warmup,
         "concurrency": args.concurrency,
@@ -327,9 +566,9 @@ async fn run(args: Args) -> Result<(), String> {
         "p99_us": m.all.value_at_quantile(0.99),
         "overhead_p50_us": m.overhead.value_at_quantile(0.5),
         "overhead_p99_us": m.overhead.value_at_quantile(0.99),
-        "dynamodb_p50_us": m.profiles.value_at_quantile(0.5),
+        "dynamodb_p50_us": m.dynamodb.value_at_quantile(0.5),
         "sql_p50_us": m.sql.value_at_quantile(0.5),
-        "legacy_p50_us": m.legacy.value_at_quantile(0.5),
+        "legacy_p50_us": if args.mode == Mode::Resolver { third_p50 } else { 0 },
         "throughput_per_s": (args.invocations as f64 / duration.as_secs_f64().max(1e-9)).round(),
         "dynamodb_calls_per_item": ((dynamodb_calls as f64 / (total * args.batch as u64) as f64) * 1000.0).round() / 1000.0,
         "items": items,
@@ -337,6 +576,19 @@ async fn run(args: Args) -> Result<(), String> {
         "csv": csv.display().to_string(),
         "png": png.display().to_string(),
     });
+    if args.mode == Mode::Processor {
+        // Overhead is per record here; the scoring API's time includes its retries and the limiter.
+        summary["records"] = json!(items);
+        summary["outcomes"] = json!(m.outcomes);
+        summary["scoring_p50_us"] = json!(third_p50);
+        summary["scoring_p99_us"] = json!(m.third.value_at_quantile(0.99));
+        summary["rate_limit"] = json!(args.rate_limit);
+        summary["scoring_requests"] = json!(scoring_totals.requests);
+        summary["scoring_retries"] = json!(scoring_totals.retries);
+        summary["standin_peak_per_second"] = json!(stand_in.peak_per_second);
+        summary["standin_peak_sliding_second"] = json!(stand_in.peak_sliding_second);
+        summary["standin_scored"] = json!(stand_in.scored);
+    }
     println!("{summary}");
 
     if args.check {
@@ -359,6 +611,26 @@ async fn run(args: Args) -> Result<(), String> {
                 "pool peak {} above its max {}",
                 pool.peak_in_use, pool.max_size
             ));
+        }
+        if args.mode == Mode::Processor {
+            if stand_in.peak_sliding_second > u64::from(args.rate_limit) {
+                broken.push(format!(
+                    "the scoring API saw {} requests within one second (limit {})",
+                    stand_in.peak_sliding_second, args.rate_limit
+                ));
+            }
+            let unexpected: u64 = m
+                .errors
+                .iter()
+                .filter(|(kind, _)| kind.as_str() != "InvalidMessage")
+                .map(|(_, n)| n)
+                .sum();
+            if unexpected > 0 {
+                broken.push(format!(
+                    "records failed beyond the invalid bodies: {:?}",
+                    m.errors
+                ));
+            }
         }
         if !broken.is_empty() {
             return Err(format!("targets broken: {}", broken.join("; ")));
