@@ -235,3 +235,43 @@ async fn the_console_page_and_the_schema_are_served_offline() {
     let (status, schema) = playground.get("/schema.graphql").await;
     assert_eq!((status, schema.as_str()), (200, devstack::SCHEMA_SDL));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqs_event_posted_to_the_playground_goes_through_the_processor() {
+    let playground = start(StackOptions::default(), 10).await;
+    let (status, text) = playground
+        .post("/sqs", testkit::sqs::SAMPLE_EVENT.to_owned())
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("JSON");
+    let failures: Vec<&str> = answer["batchItemFailures"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["itemIdentifier"].as_str())
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            "00000000-0000-4000-8000-000000000007",
+            "00000000-0000-4000-8000-000000000008"
+        ]
+    );
+    let records = answer["records"].as_array().expect("records");
+    assert_eq!(records.len(), 8);
+    assert_eq!(records[0]["result"]["outcome"], "scored");
+    assert_eq!(records[6]["result"]["kind"], "InvalidMessage");
+    // stu-0003's history links to stu-0004 and back: both partitions, once each.
+    let demo = testkit::fixtures::Fixtures::demo();
+    let linked = demo.assessments_of("stu-0003").count() + demo.assessments_of("stu-0004").count();
+    assert_eq!(records[1]["historyItems"], linked);
+
+    let stats = playground.stats().await;
+    assert_eq!(stats["processor"]["records"], 8, "{stats}");
+    assert_eq!(stats["processor"]["failedRecords"], 2, "{stats}");
+    assert_eq!(stats["scoringStandIn"]["requests"], 7, "{stats}");
+
+    let (status, text) = playground.post("/sqs", "{\"Records\": 3}".to_owned()).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("not an SQS event"), "{text}");
+}

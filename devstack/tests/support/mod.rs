@@ -60,6 +60,17 @@ impl Playground {
         serde_json::from_str(&text).expect("JSON response")
     }
 
+    /// POSTs a raw body; the status and the body back.
+    pub async fn post(&self, path: &str, body: String) -> (u16, String) {
+        send(
+            axum::http::Request::post(format!("{}{path}", self.url))
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         send(
             axum::http::Request::get(format!("{}{path}", self.url))
