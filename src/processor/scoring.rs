@@ -166,17 +166,13 @@ impl ScoringClient {
         api_key: &str,
         max_connections: usize,
     ) -> Result<Self, String> {
-        let endpoint = settings
-            .url
-            .join("score")
-            .map_err(|e| format!("SCORING_API_URL: {e}"))?;
-        let endpoint = if settings.url.path().ends_with('/') {
-            endpoint
-        } else {
-            // `join` replaces the last segment of ".../v1": keep it.
-            reqwest::Url::parse(&format!("{}/score", settings.url.as_str()))
-                .map_err(|e| format!("SCORING_API_URL: {e}"))?
-        };
+        // `{SCORING_API_URL}/score`, keeping any base path (`Url::join` would replace
+        // its last segment).
+        let endpoint = reqwest::Url::parse(&format!(
+            "{}/score",
+            settings.url.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| format!("SCORING_API_URL: {e}"))?;
         let mut authorization = HeaderValue::from_str(&format!("Bearer {api_key}"))
             .map_err(|_| "the scoring API key is not a valid header value".to_owned())?;
         authorization.set_sensitive(true);
