@@ -98,7 +98,7 @@ impl Deps {
             settings.aws.dynamodb_timeout,
         );
         let pool = SqlPool::new(sql)?;
-        let legacy = LegacyEngine::open(&settings.legacy)?;
+        let legacy = LegacyEngine::start(&settings.legacy).await?;
         let tokens = TokenSigner::new(&settings.next_token_key)?;
         tracing::info!(
             table = %settings.students_table,

@@ -9,8 +9,14 @@ use assessments_resolver::deps::{Deps, Settings};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
+fn main() -> Result<(), lambda_runtime::Error> {
+    // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
+    assessments_resolver::legacy::run_worker_if_requested();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn serve() -> Result<(), lambda_runtime::Error> {
     assessments_resolver::observability::init_tracing();
     let settings = Settings::from_env(&Env::from_process())
         .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;

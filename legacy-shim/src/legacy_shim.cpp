@@ -94,6 +94,9 @@ struct Config {
     uint64_t delay_ms = 0;    // sleep this long in every la_score call
     Malformed malformed = Malformed::None;
     Crash crash = Crash::None;
+    uint64_t crash_every = 1;  // with crash=..., crash on every Nth la_score call (1: every call)
+    uint64_t leak_kib = 0;     // leak this many KiB per la_score call (a leaky legacy component)
+    std::string crash_flag;    // with crash=..., crash only while this file exists
 };
 
 bool parse_u64(const std::string &s, uint64_t *out) {
@@ -109,7 +112,8 @@ bool parse_u64(const std::string &s, uint64_t *out) {
 
 // Config grammar: "key=value;key=value", whitespace not allowed, empty = defaults.
 //   fail_every=N  fail_prob=P (0..1)  seed=N  delay_ms=N
-//   malformed=nan|utf8|id_len|count|range  crash=segv|abort
+//   malformed=nan|utf8|id_len|count|range  crash=segv|abort  crash_every=N  leak_kib=N
+//   crash_flag=PATH (crash only while PATH exists; tests switch a crash storm on and off)
 la_status parse_config(const char *text, Config *cfg) {
     std::string s(text);
     size_t pos = 0;
@@ -142,6 +146,13 @@ la_status parse_config(const char *text, Config *cfg) {
             else if (value == "count") cfg->malformed = Malformed::Count;
             else if (value == "range") cfg->malformed = Malformed::Range;
             else ok = false;
+        } else if (key == "crash_every") {
+            ok = parse_u64(value, &cfg->crash_every) && cfg->crash_every > 0;
+        } else if (key == "leak_kib") {
+            ok = parse_u64(value, &cfg->leak_kib) && cfg->leak_kib <= 1024 * 1024;
+        } else if (key == "crash_flag") {
+            ok = !value.empty();
+            cfg->crash_flag = value;
         } else if (key == "crash") {
             if (value == "segv") cfg->crash = Crash::Segv;
             else if (value == "abort") cfg->crash = Crash::Abort;
@@ -362,7 +373,19 @@ LA_API la_status la_score(la_engine *engine, const la_student_context *context,
         std::lock_guard<std::mutex> lock(r.mu);
         r.stats.score_calls++;
     }
-    switch (cfg.crash) {
+    bool crash_now = call % cfg.crash_every == 0;
+    if (crash_now && !cfg.crash_flag.empty()) {
+        FILE *flag = std::fopen(cfg.crash_flag.c_str(), "r");
+        crash_now = flag != nullptr;
+        if (flag) std::fclose(flag);
+    }
+    if (cfg.leak_kib > 0) {
+        // Deliberately never freed, and touched so it is resident: the kind of
+        // leak a real legacy component might have, for the recycling tests.
+        char *lost = static_cast<char *>(std::malloc(cfg.leak_kib * 1024));
+        if (lost) std::memset(lost, 0x5a, cfg.leak_kib * 1024);
+    }
+    switch (crash_now ? cfg.crash : Crash::None) {
         case Crash::None: break;
         case Crash::Segv: {
             // A real invalid write, not raise(): a host runtime's SIGSEGV

@@ -1,6 +1,8 @@
-//! The async face of the legacy component, what the resolver uses.
+//! The async face of the legacy component, what the resolver uses: in this
+//! process ([`InProcessEngine`], below) or in worker processes
+//! ([`super::isolation::IsolatedEngine`]), chosen by `LEGACY_ISOLATION`.
 //!
-//! Native calls block, so they run on tokio's blocking pool, at most
+//! In process, native calls block, so they run on tokio's blocking pool, at most
 //! `max_concurrency` at a time, each bounded by `call_timeout`. Everything a
 //! call needs (the engine `Arc`, its concurrency permit, its inputs) moves into
 //! the blocking closure, and the native result is created, copied and freed
@@ -19,8 +21,9 @@ use tokio::time::{Instant, timeout_at};
 use super::error::LegacyError;
 use super::ffi::NativeLibrary;
 use super::handle::EngineHandle;
+use super::isolation::{IsolatedEngine, IsolationStats};
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
-use super::{LegacySettings, NativeStats};
+use super::{Isolation, LegacySettings, NativeStats};
 
 /// The legacy engine, opened once per process and shared by every request.
 ///
@@ -28,6 +31,94 @@ use super::{LegacySettings, NativeStats};
 /// bounded), so one instance serves concurrent invocations.
 #[derive(Debug)]
 pub struct LegacyEngine {
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    InProcess(InProcessEngine),
+    // Boxed: built once per process, and much larger than the in-process engine.
+    Isolated(Box<IsolatedEngine>),
+}
+
+impl LegacyEngine {
+    /// Opens the engine in this process (blocking; call it at init).
+    pub fn open(settings: &LegacySettings) -> Result<Self, LegacyError> {
+        Ok(LegacyEngine {
+            mode: Mode::InProcess(InProcessEngine::open(settings)?),
+        })
+    }
+
+    /// Opens the engine as `settings.isolation` says: in this process, or in
+    /// worker processes (the first of which is started now, so a library
+    /// that does not load fails init).
+    pub async fn start(settings: &LegacySettings) -> Result<Self, LegacyError> {
+        match &settings.isolation {
+            Isolation::InProcess => Self::open(settings),
+            Isolation::Process(isolation) => Ok(LegacyEngine {
+                mode: Mode::Isolated(Box::new(
+                    IsolatedEngine::start(settings, isolation.clone()).await?,
+                )),
+            }),
+        }
+    }
+
+    /// Scores one student's rows. Returns one scored assessment per row, in order.
+    pub async fn score(
+        &self,
+        context: StudentContext,
+        rows: Vec<AssessmentRow>,
+    ) -> Result<Vec<ScoredAssessment>, LegacyError> {
+        match &self.mode {
+            Mode::InProcess(engine) => engine.score(context, rows).await,
+            Mode::Isolated(engine) => engine.score(context, rows).await,
+        }
+    }
+
+    /// Calls running now.
+    pub fn in_flight(&self) -> usize {
+        match &self.mode {
+            Mode::InProcess(engine) => engine.in_flight(),
+            Mode::Isolated(engine) => engine.in_flight(),
+        }
+    }
+
+    pub fn max_concurrency(&self) -> usize {
+        match &self.mode {
+            Mode::InProcess(engine) => engine.max_concurrency,
+            Mode::Isolated(engine) => engine.max_concurrency(),
+        }
+    }
+
+    /// The component's handle counters, when it runs in this process and exports them.
+    pub fn native_stats(&self) -> Option<NativeStats> {
+        match &self.mode {
+            Mode::InProcess(engine) => engine.native_stats(),
+            Mode::Isolated(_) => None,
+        }
+    }
+
+    /// The supervisor's counters, when the component runs in worker processes.
+    pub fn isolation_stats(&self) -> Option<IsolationStats> {
+        match &self.mode {
+            Mode::InProcess(_) => None,
+            Mode::Isolated(engine) => Some(engine.stats()),
+        }
+    }
+
+    /// Stops accepting calls and waits up to `grace` for running ones; then
+    /// closes the engine (in process) or stops the workers (isolated).
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), LegacyError> {
+        match &self.mode {
+            Mode::InProcess(engine) => engine.shutdown(grace).await,
+            Mode::Isolated(engine) => engine.shutdown(grace).await,
+        }
+    }
+}
+
+/// The component in this process, on tokio's blocking pool.
+#[derive(Debug)]
+struct InProcessEngine {
     /// `None` once `shutdown` has closed it.
     engine: Mutex<Option<Arc<EngineHandle>>>,
     permits: Arc<Semaphore>,
@@ -35,7 +126,7 @@ pub struct LegacyEngine {
     call_timeout: Duration,
 }
 
-impl LegacyEngine {
+impl InProcessEngine {
     /// Loads the library, checks its ABI, resolves its symbols and opens one
     /// engine. Blocking; call it at init, not on the request path.
     pub fn open(settings: &LegacySettings) -> Result<Self, LegacyError> {
@@ -48,7 +139,7 @@ impl LegacyEngine {
             "legacy engine open"
         );
         let max_concurrency = settings.max_concurrency.max(1);
-        Ok(LegacyEngine {
+        Ok(InProcessEngine {
             engine: Mutex::new(Some(Arc::new(engine))),
             permits: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
@@ -111,10 +202,6 @@ impl LegacyEngine {
     /// Native calls running now (each holds a permit until its native call returns).
     pub fn in_flight(&self) -> usize {
         self.max_concurrency - self.permits.available_permits()
-    }
-
-    pub fn max_concurrency(&self) -> usize {
-        self.max_concurrency
     }
 
     fn engine_ref(&self) -> Option<Arc<EngineHandle>> {

@@ -35,6 +35,22 @@ impl NativeStatus {
     }
 }
 
+impl NativeStatus {
+    /// The `la_status` value (the inverse of `from_raw`).
+    pub fn to_raw(self) -> c_int {
+        match self {
+            NativeStatus::Ok => 0,
+            NativeStatus::InvalidArgument => 1,
+            NativeStatus::Config => 2,
+            NativeStatus::Scoring => 3,
+            NativeStatus::UnknownHandle => 4,
+            NativeStatus::OutOfRange => 5,
+            NativeStatus::Internal => 6,
+            NativeStatus::Unrecognized(raw) => raw,
+        }
+    }
+}
+
 impl std::fmt::Display for NativeStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -91,6 +107,19 @@ pub enum LegacyError {
     WorkerPanicked,
     #[error("{in_flight} legacy calls were still running after {}ms; the engine will be closed when they return", grace.as_millis())]
     ShutdownIncomplete { in_flight: usize, grace: Duration },
+    /// Process isolation: the worker running the call died (a crash, or an
+    /// exit). How it died is logged, not put in the message clients see.
+    #[error("the call failed: its worker process stopped")]
+    WorkerCrashed,
+    /// Process isolation: the worker did not answer in time and was killed.
+    #[error("the call did not finish within {}ms; its worker process was stopped", after.as_millis())]
+    WorkerHung { after: Duration },
+    /// Process isolation: no worker could be started.
+    #[error("no worker process could be started: {0}")]
+    WorkerUnavailable(String),
+    /// Process isolation: workers kept dying; calls fail fast for a cool-down.
+    #[error("the component is failing repeatedly; calls are refused for {}ms", retry_in.as_millis())]
+    CircuitOpen { retry_in: Duration },
 }
 
 impl LegacyError {

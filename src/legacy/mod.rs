@@ -5,7 +5,10 @@
 //! * [`ffi`]: the C types and the loaded library, every symbol resolved at load;
 //! * [`handle`]: one owner per native handle, released exactly once;
 //! * [`engine`]: the async API ([`LegacyEngine`]) on tokio's blocking pool,
-//!   with a concurrency limit and a per-call timeout.
+//!   with a concurrency limit and a per-call timeout;
+//! * [`isolation`], [`worker`], [`protocol`]: the same API with the component
+//!   in worker processes (`LEGACY_ISOLATION=process`), so a crash in native
+//!   code fails one call, not the process.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), assessments_resolver::legacy::LegacyError> {
@@ -31,7 +34,10 @@ mod engine;
 mod error;
 mod ffi;
 mod handle;
+pub mod isolation;
+pub mod protocol;
 mod types;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,10 +47,12 @@ use crate::config::{ConfigError, Env};
 pub use engine::LegacyEngine;
 pub use error::{LegacyError, NativeStatus};
 pub use ffi::ABI_VERSION;
+pub use isolation::{BreakerState, IsolationSettings, IsolationStats};
 pub use types::{
     AssessmentRow, AssessmentType, Band, Flags, MAX_GRADE, MAX_ID_LEN, MAX_ROWS_PER_CALL,
     ScoredAssessment, StudentContext,
 };
+pub use worker::run_worker_if_requested;
 
 /// The mocked shim that `cargo build` compiles from `legacy-shim/`: the
 /// default `LEGACY_LIB_PATH` for local runs and tests. Production sets
@@ -65,6 +73,17 @@ pub struct LegacySettings {
     pub max_concurrency: usize,
     /// `LEGACY_CALL_TIMEOUT_MS`: per-call timeout, waiting for a slot included (default 5000).
     pub call_timeout: Duration,
+    /// `LEGACY_ISOLATION`: `in-process` or `process` (worker processes).
+    pub isolation: Isolation,
+}
+
+/// Where the component runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Isolation {
+    /// In this process: fastest; a crash in native code ends the process.
+    InProcess,
+    /// In worker processes: a crash fails one call.
+    Process(IsolationSettings),
 }
 
 impl Default for LegacySettings {
@@ -74,6 +93,7 @@ impl Default for LegacySettings {
             engine_config: String::new(),
             max_concurrency: 4,
             call_timeout: Duration::from_secs(5),
+            isolation: Isolation::InProcess,
         }
     }
 }
@@ -97,8 +117,36 @@ impl LegacySettings {
             call_timeout: env
                 .number("LEGACY_CALL_TIMEOUT_MS", 1..=600_000)?
                 .map_or(defaults.call_timeout, Duration::from_millis),
+            isolation: match env.string("LEGACY_ISOLATION")?.as_deref() {
+                None => defaults.isolation,
+                Some("in-process") => Isolation::InProcess,
+                Some("process") => Isolation::Process(isolation_from_env(env)?),
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        name: "LEGACY_ISOLATION",
+                        reason: "expected in-process or process".to_owned(),
+                    });
+                }
+            },
         })
     }
+}
+
+fn isolation_from_env(env: &Env) -> Result<IsolationSettings, ConfigError> {
+    let defaults = IsolationSettings::default();
+    Ok(IsolationSettings {
+        worker_path: env.string("LEGACY_WORKER_PATH")?.map(PathBuf::from),
+        max_calls: env
+            .number("LEGACY_WORKER_MAX_CALLS", 1..=100_000_000)?
+            .unwrap_or(defaults.max_calls),
+        max_rss_kib: env
+            .number("LEGACY_WORKER_MAX_RSS_MB", 1..=65_536)?
+            .map_or(defaults.max_rss_kib, |mb| mb * 1024),
+        breaker_cooldown: env
+            .number("LEGACY_BREAKER_COOLDOWN_MS", 1..=3_600_000)?
+            .map_or(defaults.breaker_cooldown, Duration::from_millis),
+        ..defaults
+    })
 }
 
 /// Reads the handle counters of the library at `lib_path` without opening an

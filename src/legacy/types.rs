@@ -14,7 +14,7 @@ pub const MAX_ROWS_PER_CALL: usize = 10_000;
 pub const MAX_GRADE: u8 = 12;
 
 /// The assessment types the legacy component scores (`la_assessment_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AssessmentType {
     OralReadingFluency,
     ReadingComprehension,
@@ -58,7 +58,7 @@ impl fmt::Display for AssessmentType {
 }
 
 /// The student's context for scoring, from the profile.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StudentContext {
     /// 0 (kindergarten) ..= 12.
     pub grade: u8,
@@ -67,7 +67,7 @@ pub struct StudentContext {
 }
 
 /// One raw assessment record as the legacy database stores it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AssessmentRow {
     pub id: String,
     pub assessment_type: AssessmentType,
@@ -79,7 +79,7 @@ pub struct AssessmentRow {
 }
 
 /// Benchmark band from the percentile (`la_band`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Band {
     WellBelow,
     Below,
@@ -109,7 +109,9 @@ impl Band {
 }
 
 /// Flags the legacy component raises on a scored assessment (`LA_FLAG_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Flags(u32);
 
 impl Flags {
@@ -153,7 +155,7 @@ impl std::ops::BitOr for Flags {
 
 /// What the legacy component computed for one row, copied out of the native
 /// result and validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoredAssessment {
     pub id: String,
     /// 100 ..= 900.
@@ -214,26 +216,13 @@ pub(super) fn validate_scored(
     raw: &LaScoredAssessment,
 ) -> Result<ScoredAssessment, LegacyError> {
     let bad = |what: &str| LegacyError::MalformedOutput(format!("entry {index}: {what}"));
-    if !in_range(raw.scaled_score, 100.0, 900.0) {
-        return Err(bad("scaled_score is not a number within 100..900"));
-    }
-    if !in_range(raw.percentile, 1.0, 99.0) {
-        return Err(bad("percentile is not a number within 1..99"));
-    }
-    if !in_range(raw.accuracy, 0.0, 1.0) {
-        return Err(bad("accuracy is not a number within 0..1"));
-    }
     let band = Band::from_native(raw.band).ok_or_else(|| bad("band is not a la_band value"))?;
     let wcpm = match raw.has_wcpm {
         0 => None,
-        1 if in_range(raw.wcpm, 0.0, f64::MAX) => Some(raw.wcpm),
-        1 => return Err(bad("wcpm is not a finite number >= 0")),
+        1 => Some(raw.wcpm),
         _ => return Err(bad("has_wcpm is neither 0 nor 1")),
     };
-    if raw.flags & !Flags::ALL_BITS != 0 {
-        return Err(bad("flags has undefined bits"));
-    }
-    Ok(ScoredAssessment {
+    let scored = ScoredAssessment {
         id,
         scaled_score: raw.scaled_score,
         percentile: raw.percentile,
@@ -241,5 +230,32 @@ pub(super) fn validate_scored(
         wcpm,
         accuracy: raw.accuracy,
         flags: Flags(raw.flags),
-    })
+    };
+    check_scored(index, &scored)?;
+    Ok(scored)
+}
+
+/// The ranges every scored assessment must respect, wherever it came from
+/// (the native result, or a worker process's answer).
+pub(super) fn check_scored(index: usize, scored: &ScoredAssessment) -> Result<(), LegacyError> {
+    let bad = |what: &str| LegacyError::MalformedOutput(format!("entry {index}: {what}"));
+    if !in_range(scored.scaled_score, 100.0, 900.0) {
+        return Err(bad("scaled_score is not a number within 100..900"));
+    }
+    if !in_range(scored.percentile, 1.0, 99.0) {
+        return Err(bad("percentile is not a number within 1..99"));
+    }
+    if !in_range(scored.accuracy, 0.0, 1.0) {
+        return Err(bad("accuracy is not a number within 0..1"));
+    }
+    if scored.wcpm.is_some_and(|w| !in_range(w, 0.0, f64::MAX)) {
+        return Err(bad("wcpm is not a finite number >= 0"));
+    }
+    if scored.flags.0 & !Flags::ALL_BITS != 0 {
+        return Err(bad("flags has undefined bits"));
+    }
+    if scored.id.is_empty() || scored.id.len() > MAX_ID_LEN {
+        return Err(bad("id length is outside 1..=64 bytes"));
+    }
+    Ok(())
 }

@@ -59,7 +59,7 @@ pub fn assessment(assessment_id: &str, student_id: &str, n: u64) -> Value {
         "studentId": student_id,
         "type": TYPES[(n % 3) as usize],
         "takenAt": "2026-11-20T14:03:00.000Z",
-        "rawData": if n % 3 == 0 {
+        "rawData": if n.is_multiple_of(3) {
             json!({"wordsRead": 60 + n % 90, "errors": n % 7, "seconds": 60})
         } else {
             json!({"itemsCorrect": attempted - n % 9, "itemsAttempted": attempted})

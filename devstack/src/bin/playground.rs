@@ -53,8 +53,14 @@ struct Args {
     legacy_config: Option<String>,
 }
 
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
+    assessments_resolver::legacy::run_worker_if_requested();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     devstack::init_local_tracing("warn,tiberius=error");
     let args = Args::parse();
     eprintln!(

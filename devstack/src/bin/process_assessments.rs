@@ -29,8 +29,14 @@ struct Args {
     no_redeliver: bool,
 }
 
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
+    assessments_resolver::legacy::run_worker_if_requested();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     // Failed records are shown in the table below; the logs stay quiet.
     devstack::init_local_tracing("error");
     let args = Args::parse();

@@ -367,8 +367,14 @@ async fn invoke(target: &Target, i: u64, batch: usize, faults: &FaultMix) -> Sam
     }
 }
 
+fn main() {
+    // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
+    assessments_resolver::legacy::run_worker_if_requested();
+    serve()
+}
+
 #[tokio::main]
-async fn main() {
+async fn serve() {
     if let Err(e) = run(Args::parse()).await {
         eprintln!("soak: {e}");
         std::process::exit(2);

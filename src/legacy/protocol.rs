@@ -1,0 +1,336 @@
+//! The supervisor–worker protocol of process isolation: frames of a 4-byte
+//! little-endian length and a postcard payload, over the worker's stdin
+//! (requests) and a private copy of its stdout (replies).
+//!
+//! The supervisor treats what comes back as untrusted: a worker whose memory
+//! the native component corrupted may write anything. Every length is checked
+//! before anything is allocated, every reply is decoded into owned values and
+//! checked against the request (same id, one entry per row, same ids, every
+//! number in range) before the resolver sees it. `fuzz/` drives the decoder.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{LegacyError, NativeStatus};
+use super::types::{AssessmentRow, ScoredAssessment, StudentContext, check_scored};
+
+/// The largest frame either side accepts: a full call (500 rows of 64-byte
+/// ids) is under 60 KiB.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Supervisor to worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Score {
+        id: u64,
+        context: StudentContext,
+        rows: Vec<AssessmentRow>,
+    },
+}
+
+/// Worker to supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The first frame of a worker that loaded the library and opened its engine.
+    Ready { pid: u32 },
+    /// The first (and last) frame of a worker that could not.
+    InitFailed { message: String },
+    Scored {
+        id: u64,
+        results: Vec<ScoredAssessment>,
+    },
+    /// The call failed inside the worker (a native error status, invalid
+    /// input, malformed native output); the worker is healthy.
+    Failed { id: u64, error: WireError },
+}
+
+/// A `LegacyError` that can cross the pipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WireError {
+    Native {
+        operation: String,
+        status: i32,
+        message: String,
+    },
+    InvalidInput(String),
+    MalformedOutput(String),
+    Other(String),
+}
+
+/// Longest message a reply may carry (longer ones are cut).
+const MAX_MESSAGE: usize = 512;
+
+fn bounded(text: &str) -> String {
+    let mut end = text.len().min(MAX_MESSAGE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+impl From<&LegacyError> for WireError {
+    fn from(error: &LegacyError) -> Self {
+        match error {
+            LegacyError::Native {
+                operation,
+                status,
+                message,
+            } => WireError::Native {
+                operation: (*operation).to_owned(),
+                status: status.to_raw(),
+                message: bounded(message),
+            },
+            LegacyError::InvalidInput(m) => WireError::InvalidInput(bounded(m)),
+            LegacyError::MalformedOutput(m) => WireError::MalformedOutput(bounded(m)),
+            other => WireError::Other(bounded(&other.to_string())),
+        }
+    }
+}
+
+impl From<WireError> for LegacyError {
+    fn from(error: WireError) -> Self {
+        match error {
+            WireError::Native {
+                operation,
+                status,
+                message,
+            } => LegacyError::Native {
+                // The operations the worker performs; anything else is named generically.
+                operation: match operation.as_str() {
+                    "score" => "score",
+                    "result read" => "result read",
+                    "result free" => "result free",
+                    _ => "call",
+                },
+                status: NativeStatus::from_raw(status),
+                message: bounded(&message),
+            },
+            WireError::InvalidInput(m) => LegacyError::InvalidInput(bounded(&m)),
+            WireError::MalformedOutput(m) => LegacyError::MalformedOutput(bounded(&m)),
+            WireError::Other(m) => LegacyError::MalformedOutput(format!("worker: {}", bounded(&m))),
+        }
+    }
+}
+
+/// Why bytes from the other side are not a valid frame or message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("frame cut off after {got} of {expected} bytes")]
+    Truncated { expected: usize, got: usize },
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    #[error("reply does not match the request: {0}")]
+    Mismatch(String),
+}
+
+/// One frame: length header, then the payload.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
+    let payload =
+        postcard::to_allocvec(message).map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    if payload.len() > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(payload.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// The payload length a header announces, checked against the limit before
+/// anyone allocates for it.
+pub fn payload_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+pub fn decode_request(payload: &[u8]) -> Result<Request, ProtocolError> {
+    postcard::from_bytes(payload).map_err(|e| ProtocolError::Decode(e.to_string()))
+}
+
+pub fn decode_reply(payload: &[u8]) -> Result<Reply, ProtocolError> {
+    postcard::from_bytes(payload).map_err(|e| ProtocolError::Decode(e.to_string()))
+}
+
+/// Splits a byte stream into frames and decodes each as a reply: what the
+/// supervisor does with a worker's output, as one function (the fuzz target).
+/// Stops at the first frame that is too large or cut off.
+pub fn decode_reply_stream(mut stream: &[u8]) -> Vec<Result<Reply, ProtocolError>> {
+    let mut replies = Vec::new();
+    while !stream.is_empty() {
+        let Some((header, rest)) = stream.split_first_chunk::<4>() else {
+            replies.push(Err(ProtocolError::Truncated {
+                expected: 4,
+                got: stream.len(),
+            }));
+            break;
+        };
+        let len = match payload_len(*header) {
+            Ok(len) => len,
+            Err(e) => {
+                replies.push(Err(e));
+                break;
+            }
+        };
+        if rest.len() < len {
+            replies.push(Err(ProtocolError::Truncated {
+                expected: len,
+                got: rest.len(),
+            }));
+            break;
+        }
+        let (payload, rest) = rest.split_at(len);
+        replies.push(decode_reply(payload));
+        stream = rest;
+    }
+    replies
+}
+
+/// Checks a `Scored` reply against its request: same id, one result per row,
+/// the rows' ids in order, every value in range.
+pub fn check_scored_reply(
+    request_id: u64,
+    rows: &[AssessmentRow],
+    reply_id: u64,
+    results: &[ScoredAssessment],
+) -> Result<(), ProtocolError> {
+    if reply_id != request_id {
+        return Err(ProtocolError::Mismatch(format!(
+            "reply {reply_id} to request {request_id}"
+        )));
+    }
+    if results.len() != rows.len() {
+        return Err(ProtocolError::Mismatch(format!(
+            "{} results for {} rows",
+            results.len(),
+            rows.len()
+        )));
+    }
+    for (index, (result, row)) in results.iter().zip(rows).enumerate() {
+        if result.id != row.id {
+            return Err(ProtocolError::Mismatch(format!(
+                "entry {index} is for another assessment than row {index}"
+            )));
+        }
+        check_scored(index, result).map_err(|e| ProtocolError::Mismatch(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::legacy::{AssessmentType, Band, Flags};
+
+    fn row(id: &str) -> AssessmentRow {
+        AssessmentRow {
+            id: id.to_owned(),
+            assessment_type: AssessmentType::ReadingComprehension,
+            administered_at_unix_ms: 1_700_000_000_000,
+            raw_score: 17.0,
+            items_attempted: 20,
+            items_correct: 17,
+            duration_seconds: 300,
+        }
+    }
+
+    fn scored(id: &str) -> ScoredAssessment {
+        ScoredAssessment {
+            id: id.to_owned(),
+            scaled_score: 512.0,
+            percentile: 61.0,
+            band: Band::At,
+            wcpm: None,
+            accuracy: 0.85,
+            flags: Flags::empty(),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_a_stream_splits_into_them() {
+        let request = Request::Score {
+            id: 7,
+            context: StudentContext {
+                grade: 3,
+                reading_level: 3.4,
+            },
+            rows: vec![row("a-1"), row("a-2")],
+        };
+        let frame = encode(&request).expect("encode");
+        let len = payload_len(frame[..4].try_into().expect("header")).expect("len");
+        assert_eq!(decode_request(&frame[4..4 + len]).expect("decode"), request);
+
+        let replies = [
+            Reply::Ready { pid: 42 },
+            Reply::Scored {
+                id: 7,
+                results: vec![scored("a-1"), scored("a-2")],
+            },
+        ];
+        let mut stream = Vec::new();
+        for reply in &replies {
+            stream.extend(encode(reply).expect("encode"));
+        }
+        let decoded: Vec<Reply> = decode_reply_stream(&stream)
+            .into_iter()
+            .map(|r| r.expect("valid"))
+            .collect();
+        assert_eq!(decoded, replies);
+        // Cut anywhere inside the second frame: the first survives, the rest is "truncated".
+        let cut = decode_reply_stream(&stream[..stream.len() - 3]);
+        assert!(cut[0].is_ok());
+        assert!(matches!(cut[1], Err(ProtocolError::Truncated { .. })));
+    }
+
+    #[test]
+    fn oversized_lengths_are_refused_before_allocating() {
+        let header = (MAX_FRAME as u32 + 1).to_le_bytes();
+        assert_eq!(
+            payload_len(header),
+            Err(ProtocolError::TooLarge(MAX_FRAME + 1))
+        );
+        let stream = [255u8, 255, 255, 255, 0];
+        assert!(matches!(
+            decode_reply_stream(&stream)[0],
+            Err(ProtocolError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn replies_must_match_their_request() {
+        let rows = [row("a-1"), row("a-2")];
+        let ok = [scored("a-1"), scored("a-2")];
+        assert!(check_scored_reply(1, &rows, 1, &ok).is_ok());
+        assert!(check_scored_reply(1, &rows, 2, &ok).is_err());
+        assert!(check_scored_reply(1, &rows, 1, &ok[..1]).is_err());
+        let swapped = [scored("a-2"), scored("a-1")];
+        assert!(check_scored_reply(1, &rows, 1, &swapped).is_err());
+        let mut nan = ok.clone();
+        nan[1].percentile = f64::NAN;
+        assert!(check_scored_reply(1, &rows, 1, &nan).is_err());
+    }
+
+    #[test]
+    fn errors_cross_the_pipe_bounded() {
+        let native = LegacyError::Native {
+            operation: "score",
+            status: NativeStatus::Scoring,
+            message: "x".repeat(5000),
+        };
+        let back = LegacyError::from(WireError::from(&native));
+        match back {
+            LegacyError::Native {
+                operation,
+                status,
+                message,
+            } => {
+                assert_eq!((operation, status), ("score", NativeStatus::Scoring));
+                assert_eq!(message.len(), MAX_MESSAGE);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Process isolation of the legacy component (`LEGACY_ISOLATION=process`):
+//! crashes, hangs and leaks inside native code stay inside worker processes.
+//! The workers are the built `assessments-resolver` binary in its worker role,
+//! loading the mocked shim with its crash, delay and leak modes.
+
+#![allow(
+    clippy::await_holding_lock,
+    reason = "the tests hold SERIAL across awaits on purpose"
+)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use assessments_resolver::legacy::{
+    BreakerState, Isolation, IsolationSettings, LegacyEngine, LegacyError, LegacySettings,
+};
+use futures_util::StreamExt;
+use support::{grade3, rows, shim_settings};
+
+/// Descriptor and zombie counts are per process: these tests run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn isolated(
+    config: &str,
+    workers: usize,
+    timeout: Duration,
+    tune: impl FnOnce(&mut IsolationSettings),
+) -> LegacySettings {
+    let mut isolation = IsolationSettings {
+        worker_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_assessments-resolver"))),
+        ..IsolationSettings::default()
+    };
+    tune(&mut isolation);
+    LegacySettings {
+        max_concurrency: workers,
+        call_timeout: timeout,
+        isolation: Isolation::Process(isolation),
+        ..shim_settings(config)
+    }
+}
+
+/// Children of this process that are zombies (exited, not reaped).
+fn zombies() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 1
+            && fields[0] == "Z"
+            && fields[1] == me.to_string()
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse()
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn kind(
+    result: &Result<Vec<assessments_resolver::legacy::ScoredAssessment>, LegacyError>,
+) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(LegacyError::WorkerCrashed) => "crashed",
+        Err(LegacyError::WorkerHung { .. }) => "hung",
+        Err(LegacyError::CircuitOpen { .. }) => "refused",
+        Err(_) => "other",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_every_fifty_calls_fails_only_those_calls_over_five_thousand() {
+    let _serial = serial();
+    let fds_before = open_fds();
+    let engine = LegacyEngine::start(&isolated(
+        "crash=segv;crash_every=50",
+        4,
+        Duration::from_secs(5),
+        |_| {},
+    ))
+    .await
+    .expect("start");
+    let started = Instant::now();
+    let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+    let mut max_workers_seen = 0;
+    // Descriptors besides the workers' own (each worker: stdin, stdout and, with
+    // tokio's pidfd reaping, a pidfd), sampled every 500 calls: must not grow.
+    let mut baseline: Vec<i64> = Vec::new();
+    let calls = futures_util::stream::iter(0..5000).map(|_| engine.score(grade3(), rows(3)));
+    let mut results = calls.buffer_unordered(8);
+    let mut done = 0;
+    while let Some(result) = results.next().await {
+        *outcomes.entry(kind(&result)).or_insert(0) += 1;
+        done += 1;
+        let stats = engine.isolation_stats().expect("isolated");
+        max_workers_seen = max_workers_seen.max(stats.workers);
+        if done % 500 == 0 {
+            let alive = engine.isolation_stats().expect("isolated").workers as i64;
+            baseline.push(open_fds() as i64 - 3 * alive);
+        }
+    }
+    drop(results);
+    let elapsed = started.elapsed();
+    let stats = engine.isolation_stats().expect("isolated");
+    println!(
+        "5,000 calls in {elapsed:?}: {outcomes:?}; {stats:?}; descriptors besides workers, every 500 calls: {baseline:?}"
+    );
+
+    // Each worker crashes on its 50th call: ~100 crashes, each failing its call only.
+    let crashed = outcomes.get("crashed").copied().unwrap_or(0);
+    assert!((90..=100).contains(&crashed), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("ok").copied().unwrap_or(0) + crashed,
+        5000,
+        "{outcomes:?}"
+    );
+    assert_eq!(stats.crashes, crashed, "every crash detected: {stats:?}");
+    assert_eq!(stats.breaker_opened, 0, "2% is no storm");
+    assert!(max_workers_seen <= 4, "bounded: {max_workers_seen}");
+    assert!(
+        stats.started >= crashed,
+        "each crashed worker replaced: {stats:?}"
+    );
+    let (low, high) = (baseline.iter().min(), baseline.iter().max());
+    assert!(
+        high.zip(low).is_some_and(|(h, l)| h - l <= 3),
+        "no descriptor growth: {baseline:?}"
+    );
+
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert_eq!(engine.isolation_stats().expect("isolated").workers, 0);
+    assert!(zombies().is_empty(), "zombies: {:?}", zombies());
+    // Only the runtime's own (the process driver's signal pipe...) stay: the
+    // workers' descriptors all closed.
+    let after = open_fds() as i64;
+    assert!(
+        low.is_some_and(|l| after <= *l),
+        "descriptors after shutdown {after}, before the run {fds_before}, baseline {baseline:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_is_contained_like_a_segfault() {
+    let _serial = serial();
+    let engine = LegacyEngine::start(&isolated(
+        "crash=abort;crash_every=3",
+        1,
+        Duration::from_secs(5),
+        |_| {},
+    ))
+    .await
+    .expect("start");
+    let mut kinds = Vec::new();
+    for _ in 0..6 {
+        kinds.push(kind(&engine.score(grade3(), rows(2)).await));
+    }
+    assert_eq!(kinds, ["ok", "ok", "crashed", "ok", "ok", "crashed"]);
+    let stats = engine.isolation_stats().expect("isolated");
+    assert_eq!(stats.crashes, 2);
+    // The client's message names no signal (the log does).
+    let message = LegacyError::WorkerCrashed.to_string();
+    assert!(
+        !message.contains("SIG") && !message.contains("signal"),
+        "{message}"
+    );
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert!(zombies().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_killed_at_the_call_timeout() {
+    let _serial = serial();
+    let timeout = Duration::from_millis(300);
+    let engine = LegacyEngine::start(&isolated("delay_ms=20000", 2, timeout, |_| {}))
+        .await
+        .expect("start");
+    let started = Instant::now();
+    let result = engine.score(grade3(), rows(1)).await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(LegacyError::WorkerHung { .. })),
+        "{result:?}"
+    );
+    assert!(
+        elapsed >= timeout && elapsed < timeout + Duration::from_millis(700),
+        "{elapsed:?}"
+    );
+    let stats = engine.isolation_stats().expect("isolated");
+    assert_eq!(
+        (stats.hangs, stats.workers),
+        (1, 0),
+        "killed and reaped: {stats:?}"
+    );
+    assert!(zombies().is_empty(), "{:?}", zombies());
+    engine
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_recycled_after_max_calls_and_past_max_rss() {
+    let _serial = serial();
+    let engine = LegacyEngine::start(&isolated("", 1, Duration::from_secs(5), |s| {
+        s.max_calls = 10
+    }))
+    .await
+    .expect("start");
+    for _ in 0..35 {
+        engine.score(grade3(), rows(2)).await.expect("scored");
+    }
+    let stats = engine.isolation_stats().expect("isolated");
+    assert_eq!(stats.recycled, 3, "{stats:?}");
+    assert_eq!(stats.started, 4, "{stats:?}");
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+
+    // A component that leaks 4 MiB per call, under a 40 MiB limit: replaced
+    // before it grows past it, and every call still succeeds.
+    let leaky = LegacyEngine::start(&isolated("leak_kib=4096", 1, Duration::from_secs(5), |s| {
+        s.max_rss_kib = 40 * 1024
+    }))
+    .await
+    .expect("start");
+    for _ in 0..30 {
+        leaky.score(grade3(), rows(1)).await.expect("scored");
+    }
+    let stats = leaky.isolation_stats().expect("isolated");
+    println!("leaking worker: {stats:?}");
+    assert!(stats.recycled >= 2, "{stats:?}");
+    leaky
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert!(zombies().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
+    let _serial = serial();
+    let flag = std::env::temp_dir().join(format!("legacy-crash-flag-{}", std::process::id()));
+    std::fs::write(&flag, b"on").expect("flag");
+    let config = format!("crash=segv;crash_flag={}", flag.display());
+    let engine = LegacyEngine::start(&isolated(&config, 2, Duration::from_secs(5), |s| {
+        s.breaker_cooldown = Duration::from_millis(500);
+        s.restart_backoff = Duration::from_millis(1);
+        s.restart_backoff_max = Duration::from_millis(5);
+    }))
+    .await
+    .expect("start");
+
+    // The storm: every call kills its worker, until half the window has.
+    let mut kinds = Vec::new();
+    for _ in 0..12 {
+        kinds.push(kind(&engine.score(grade3(), rows(1)).await));
+    }
+    assert_eq!(&kinds[..10], ["crashed"; 10]);
+    assert_eq!(&kinds[10..], ["refused"; 2], "open: fail fast");
+    let stats = engine.isolation_stats().expect("isolated");
+    assert_eq!(stats.breaker, Some(BreakerState::Open));
+    assert_eq!(stats.breaker_opened, 1);
+    let started_while_open = stats.started;
+    let refused_at = Instant::now();
+    assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "refused");
+    assert!(
+        refused_at.elapsed() < Duration::from_millis(50),
+        "no fork loop while open"
+    );
+    assert_eq!(
+        engine.isolation_stats().expect("isolated").started,
+        started_while_open
+    );
+
+    // The component recovers; after the cool-down one trial call closes the breaker.
+    std::fs::remove_file(&flag).expect("flag");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "ok");
+    let stats = engine.isolation_stats().expect("isolated");
+    assert_eq!(stats.breaker, Some(BreakerState::Closed), "{stats:?}");
+    for _ in 0..5 {
+        assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "ok");
+    }
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    assert!(zombies().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_that_does_not_load_fails_init_with_its_reason() {
+    let _serial = serial();
+    let mut settings = isolated("", 1, Duration::from_secs(5), |_| {});
+    settings.lib_path = PathBuf::from("/nonexistent/liblegacy.so");
+    let error = LegacyEngine::start(&settings)
+        .await
+        .expect_err("no library");
+    let message = error.to_string();
+    assert!(
+        matches!(error, LegacyError::WorkerUnavailable(_)),
+        "{error:?}"
+    );
+    assert!(message.contains("/nonexistent/liblegacy.so"), "{message}");
+    assert!(zombies().is_empty());
+}
