@@ -114,14 +114,22 @@ impl Deps {
         })
     }
 
-    /// Logs the invocation and prints its EMF line; updates the counters.
-    pub fn record(&self, report: &InvocationReport) {
+    /// The report with the state of the environment's resources added: the
+    /// pool, the native handles (in process) or the workers (isolated).
+    pub fn with_resource_state(&self, report: &InvocationReport) -> InvocationReport {
         let mut report = report.clone();
         report.pool = Some(self.resolver.sql().status());
         if let Some(native) = self.resolver.legacy().native_stats() {
             report.native_live_handles = Some(native.live_results());
             report.native_violations = Some(native.violations);
         }
+        report.isolation = self.resolver.legacy().isolation_stats();
+        report
+    }
+
+    /// Logs the invocation and prints its EMF line; updates the counters.
+    pub fn record(&self, report: &InvocationReport) {
+        let report = self.with_resource_state(report);
         self.counters.invocations.fetch_add(1, Ordering::Relaxed);
         self.counters
             .items

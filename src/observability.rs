@@ -118,6 +118,8 @@ pub struct InvocationReport {
     pub pool: Option<PoolStatus>,
     pub native_live_handles: Option<u64>,
     pub native_violations: Option<u64>,
+    /// With `LEGACY_ISOLATION=process`: the supervisor's counters.
+    pub isolation: Option<crate::legacy::IsolationStats>,
 }
 
 impl InvocationReport {
@@ -139,6 +141,7 @@ impl InvocationReport {
             pool: None,
             native_live_handles: None,
             native_violations: None,
+            isolation: None,
         }
     }
 
@@ -176,6 +179,11 @@ impl InvocationReport {
             pool_max = pool.max_size,
             native_live_handles = self.native_live_handles.unwrap_or(0),
             native_violations = self.native_violations.unwrap_or(0),
+            legacy_workers = self.isolation.map(|i| i.workers),
+            legacy_worker_crashes = self.isolation.map(|i| i.crashes),
+            legacy_worker_hangs = self.isolation.map(|i| i.hangs),
+            legacy_workers_started = self.isolation.map(|i| i.started),
+            legacy_breaker = self.isolation.and_then(|i| i.breaker).map(|b| b.as_str()),
             "invocation"
         );
     }
@@ -183,7 +191,7 @@ impl InvocationReport {
     /// One EMF document: metrics CloudWatch extracts from the log line.
     pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
         let pool = self.pool.unwrap_or_default();
-        let metrics: [Metric; 12] = [
+        let mut metrics: Vec<Metric> = vec![
             ("Items", "Count", self.items as f64),
             ("Errors", "Count", self.errors as f64),
             ("DurationMs", "Milliseconds", ms(self.duration)),
@@ -209,6 +217,19 @@ impl InvocationReport {
                 self.native_violations.unwrap_or(0) as f64,
             ),
         ];
+        if let Some(isolation) = self.isolation {
+            // Counters since the environment started; CloudWatch's Maximum over a
+            // period shows their growth, LegacyBreakerOpen is 1 while refusing.
+            let open = isolation.breaker != Some(crate::legacy::BreakerState::Closed);
+            metrics.extend([
+                ("LegacyWorkers", "Count", isolation.workers as f64),
+                ("LegacyWorkersStarted", "Count", isolation.started as f64),
+                ("LegacyWorkerCrashes", "Count", isolation.crashes as f64),
+                ("LegacyWorkerHangs", "Count", isolation.hangs as f64),
+                ("LegacyWorkersRecycled", "Count", isolation.recycled as f64),
+                ("LegacyBreakerOpen", "Count", f64::from(u8::from(open))),
+            ]);
+        }
         let mut properties = serde_json::Map::new();
         properties.insert("RequestId".to_owned(), json!(self.request_id));
         properties.insert("Batch".to_owned(), json!(self.batch));

@@ -329,3 +329,60 @@ async fn a_library_that_does_not_load_fails_init_with_its_reason() {
     assert!(message.contains("/nonexistent/liblegacy.so"), "{message}");
     assert!(zombies().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_keeps_serving_while_its_workers_crash() {
+    let _serial = serial();
+    let worker = env!("CARGO_BIN_EXE_assessments-resolver");
+    let stack = support::Stack::start(&[
+        ("LEGACY_ISOLATION", "process"),
+        ("LEGACY_WORKER_PATH", worker),
+        ("LEGACY_CONFIG", "crash=segv;crash_every=10"),
+    ])
+    .await;
+    let mut outcomes: HashMap<String, u64> = HashMap::new();
+    for i in 0..100 {
+        let student = format!("stu-{:04}", i % 30 + 1);
+        let event = support::appsync_event(serde_json::json!({"studentId": student, "limit": 5}));
+        let outcome = match stack.invoke(event).await {
+            Ok(_) => "ok".to_owned(),
+            Err(error) => {
+                assert!(
+                    !error.message.contains("SIG") && !error.message.contains("signal"),
+                    "the signal stays in the logs: {}",
+                    error.message
+                );
+                error.error_type.as_str().to_owned()
+            }
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
+    }
+    let stats = stack
+        .deps()
+        .resolver
+        .legacy()
+        .isolation_stats()
+        .expect("isolated");
+    println!("100 invocations: {outcomes:?}; {stats:?}");
+    let crashed = outcomes.get("LegacyComponentError").copied().unwrap_or(0);
+    assert_eq!(crashed, stats.crashes, "{outcomes:?}");
+    assert!(crashed >= 5, "the crash mode ran: {outcomes:?}");
+    assert_eq!(
+        outcomes.get("ok").copied().unwrap_or(0) + crashed,
+        100,
+        "{outcomes:?}"
+    );
+    // The EMF line of an invocation carries the supervisor's counters.
+    let report = assessments_resolver::observability::InvocationReport::new(
+        "r",
+        false,
+        1,
+        Duration::from_millis(1),
+        Default::default(),
+    );
+    let emf = stack.deps().with_resource_state(&report).emf("fn", 0);
+    assert_eq!(emf["LegacyWorkerCrashes"], crashed);
+    assert_eq!(emf["LegacyBreakerOpen"], 0);
+    stack.deps().shutdown().await;
+    assert!(zombies().is_empty());
+}

@@ -140,6 +140,8 @@ pub fn stats_json(stack: &LocalStack) -> Value {
             "violations": n.violations,
             "scoreCalls": n.score_calls,
         })),
+        // With LEGACY_ISOLATION=process: workers, starts, crashes, hangs, recycling, the breaker.
+        "isolation": deps.resolver.legacy().isolation_stats(),
         "pool": {
             "size": pool.size, "available": pool.available, "waiting": pool.waiting,
             "inUse": pool.in_use, "peak": pool.peak_in_use, "max": pool.max_size,
