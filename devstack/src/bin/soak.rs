@@ -50,6 +50,9 @@ struct Args {
     /// redelivered records 1%), or `native=P,sql_drop=P,throttle=P,scoring_429=P,...`.
     #[arg(long, default_value = "none")]
     faults: String,
+    /// Resolver: where the legacy component runs (`LEGACY_ISOLATION`): `in-process` or `process`.
+    #[arg(long, default_value = "in-process")]
+    isolation: String,
     /// Processor: `SCORING_RATE_LIMIT`, requests per second to the scoring API.
     #[arg(long, default_value_t = 100)]
     rate_limit: u32,
@@ -74,6 +77,9 @@ struct Args {
 #[derive(Debug, Clone, Copy, Default)]
 struct FaultMix {
     native: f64,
+    /// Share of native calls that crash their process (SIGSEGV): with
+    /// `--isolation process` they fail one call each; in process they end the run.
+    crash: f64,
     sql_drop: f64,
     throttle: f64,
     scoring_429: f64,
@@ -87,8 +93,10 @@ fn parse_faults(text: &str) -> Result<FaultMix, String> {
     match text {
         "none" => return Ok(FaultMix::default()),
         "mix" => {
+            // No crashes in the mix: in process they would end the run.
             return Ok(FaultMix {
                 native: 0.01,
+                crash: 0.0,
                 sql_drop: 0.002,
                 throttle: 0.01,
                 scoring_429: 0.01,
@@ -113,6 +121,7 @@ fn parse_faults(text: &str) -> Result<FaultMix, String> {
         }
         match key {
             "native" => mix.native = value,
+            "crash" => mix.crash = value,
             "sql_drop" => mix.sql_drop = value,
             "throttle" => mix.throttle = value,
             "scoring_429" => mix.scoring_429 = value,
@@ -385,9 +394,20 @@ async fn run(args: Args) -> Result<(), String> {
     devstack::init_local_tracing("error");
     let faults = parse_faults(&args.faults)?;
     let warmup = args.warmup.unwrap_or((args.invocations / 10).min(10_000));
+    let mut legacy_config = Vec::new();
+    if faults.native > 0.0 {
+        legacy_config.push(format!("fail_prob={};seed=7", faults.native));
+    }
+    if faults.crash > 0.0 {
+        let every = (1.0 / faults.crash).round().max(1.0) as u64;
+        legacy_config.push(format!("crash=segv;crash_every={every}"));
+    }
     let stack = LocalStack::start(StackOptions {
-        legacy_config: (faults.native > 0.0).then(|| format!("fail_prob={};seed=7", faults.native)),
-        overrides: vec![("SCORING_RATE_LIMIT".to_owned(), args.rate_limit.to_string())],
+        legacy_config: (!legacy_config.is_empty()).then(|| legacy_config.join(";")),
+        overrides: vec![
+            ("SCORING_RATE_LIMIT".to_owned(), args.rate_limit.to_string()),
+            ("LEGACY_ISOLATION".to_owned(), args.isolation.clone()),
+        ],
         ..Default::default()
     })
     .await?;
@@ -511,6 +531,7 @@ async fn run(args: Args) -> Result<(), String> {
         .elapsed();
     let rss_end = rss_kib();
     let deps = &stack.deps;
+    let isolation = deps.resolver.legacy().isolation_stats();
     let pool = deps.resolver.sql().status();
     let proxy = dynamo.proxy().stats();
     let dynamodb_calls: u64 = proxy.requests.values().sum();
@@ -533,12 +554,13 @@ async fn run(args: Args) -> Result<(), String> {
         Mode::Processor => "processor",
     };
     let label = format!(
-        "soak-{}{}-c{}-b{}-{}",
+        "soak-{}{}{}-c{}-b{}-{}",
         if args.mode == Mode::Processor {
             "processor-"
         } else {
             ""
         },
+        if isolation.is_some() { "isolated-" } else { "" },
         args.invocations,
         args.concurrency,
         args.batch,
@@ -575,6 +597,8 @@ async fn run(args: Args) -> Result<(), String> {
         "dynamodb_p50_us": m.dynamodb.value_at_quantile(0.5),
         "sql_p50_us": m.sql.value_at_quantile(0.5),
         "legacy_p50_us": if args.mode == Mode::Resolver { third_p50 } else { 0 },
+        "legacy_p99_us": if args.mode == Mode::Resolver { m.third.value_at_quantile(0.99) } else { 0 },
+        "isolation": isolation,
         "throughput_per_s": (args.invocations as f64 / duration.as_secs_f64().max(1e-9)).round(),
         "dynamodb_calls_per_item": ((dynamodb_calls as f64 / (total * args.batch as u64) as f64) * 1000.0).round() / 1000.0,
         "items": items,
