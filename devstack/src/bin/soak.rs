@@ -600,6 +600,7 @@ async fn run(args: Args) -> Result<(), String> {
         "legacy_p99_us": if args.mode == Mode::Resolver { m.third.value_at_quantile(0.99) } else { 0 },
         "isolation": isolation,
         "throughput_per_s": (args.invocations as f64 / duration.as_secs_f64().max(1e-9)).round(),
+        "dynamodb_requests": proxy.requests,
         "dynamodb_calls_per_item": ((dynamodb_calls as f64 / (total * args.batch as u64) as f64) * 1000.0).round() / 1000.0,
         "items": items,
         "errors": m.errors,
