@@ -61,8 +61,8 @@ impl From<AppSyncError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Turns one event object into validated arguments.
-fn read_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
+/// Turns one event object into validated arguments (the fuzzer drives this directly).
+pub fn parse_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
     let event: AppSyncDirectResolverEvent<Value> =
         serde_json::from_value(event).map_err(|e| ResolveError::InvalidEvent(e.to_string()))?;
     if event.info.parent_type_name != PARENT_TYPE || event.info.field_name != FIELD_NAME {
@@ -101,7 +101,7 @@ pub async fn handle_with_report(
         Value::Array(events) => (true, events),
         event => (false, vec![event]),
     };
-    let items: Vec<_> = events.into_iter().map(read_event).collect();
+    let items: Vec<_> = events.into_iter().map(parse_event).collect();
     let (results, timings) = deps.resolver.get_assessments(items, now).await;
 
     let mut report =

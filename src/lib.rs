@@ -15,6 +15,7 @@ pub mod aws;
 pub mod config;
 pub mod deps;
 pub mod dynamo;
+pub mod fuzzing;
 pub mod legacy;
 pub mod observability;
 pub mod processor;

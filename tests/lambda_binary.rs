@@ -95,7 +95,9 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     let stack = Stack::start(&[]).await;
     let api = RuntimeApi::start().await.expect("runtime API");
     let mut env = stack.env();
-    env.retain(|(k, _)| k != "METRICS_EMF");
+    // The binary's own default: the legacy component in worker processes
+    // (the binary itself, in its worker role).
+    env.retain(|(k, _)| k != "METRICS_EMF" && k != "LEGACY_ISOLATION");
     env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
     env.extend(lambda_env(&api));
     let mut function = Function::spawn(env);
@@ -167,6 +169,13 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     assert_eq!(emf[2]["Items"], 2);
     assert_eq!(emf[2]["Errors"], 1);
     assert!(emf.iter().all(|doc| doc["NativeLiveHandles"] == 0));
+    assert!(
+        emf.iter().all(|doc| doc["LegacyWorkers"]
+            .as_u64()
+            .is_some_and(|n| (1..=4).contains(&n))),
+        "isolated by default, the workers counted: {emf:#?}"
+    );
+    assert!(emf.iter().all(|doc| doc["LegacyWorkerCrashes"] == 0));
     let logs = output.join("\n");
     assert!(logs.contains("legacy engine closed"), "{logs}");
     assert!(logs.contains("SQL Server pool closed"), "{logs}");

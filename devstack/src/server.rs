@@ -142,6 +142,7 @@ pub fn stats_json(stack: &LocalStack) -> Value {
         })),
         // With LEGACY_ISOLATION=process: workers, starts, crashes, hangs, recycling, the breaker.
         "isolation": deps.resolver.legacy().isolation_stats(),
+        "idleWorkersRssKiB": deps.resolver.legacy().workers_rss_kib(),
         "pool": {
             "size": pool.size, "available": pool.available, "waiting": pool.waiting,
             "inUse": pool.in_use, "peak": pool.peak_in_use, "max": pool.max_size,

@@ -106,6 +106,14 @@ impl LegacyEngine {
         }
     }
 
+    /// Isolated: the resident size of the idle workers together (KiB).
+    pub fn workers_rss_kib(&self) -> Option<u64> {
+        match &self.mode {
+            Mode::InProcess(_) => None,
+            Mode::Isolated(engine) => Some(engine.idle_workers_rss_kib()),
+        }
+    }
+
     /// Stops accepting calls and waits up to `grace` for running ones; then
     /// closes the engine (in process) or stops the workers (isolated).
     pub async fn shutdown(&self, grace: Duration) -> Result<(), LegacyError> {

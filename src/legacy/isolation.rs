@@ -335,6 +335,12 @@ impl IsolatedEngine {
         }
     }
 
+    /// The resident size of the idle workers together (KiB), from /proc: what
+    /// isolation costs in memory. Busy workers are not counted.
+    pub fn idle_workers_rss_kib(&self) -> u64 {
+        self.lock_idle().iter().filter_map(|w| rss_kib(w.pid)).sum()
+    }
+
     /// Scores one student's rows in a worker.
     pub async fn score(
         &self,

@@ -73,7 +73,7 @@ pub struct LegacySettings {
     pub max_concurrency: usize,
     /// `LEGACY_CALL_TIMEOUT_MS`: per-call timeout, waiting for a slot included (default 5000).
     pub call_timeout: Duration,
-    /// `LEGACY_ISOLATION`: `in-process` or `process` (worker processes).
+    /// `LEGACY_ISOLATION`: `process` (worker processes, the default) or `in-process`.
     pub isolation: Isolation,
 }
 
@@ -93,7 +93,9 @@ impl Default for LegacySettings {
             engine_config: String::new(),
             max_concurrency: 4,
             call_timeout: Duration::from_secs(5),
-            isolation: Isolation::InProcess,
+            // The soak (docs/PERFORMANCE.md) measured ~60 µs per call for isolation;
+            // a crash in the real component would otherwise cost the environment.
+            isolation: Isolation::Process(IsolationSettings::default()),
         }
     }
 }
@@ -118,9 +120,8 @@ impl LegacySettings {
                 .number("LEGACY_CALL_TIMEOUT_MS", 1..=600_000)?
                 .map_or(defaults.call_timeout, Duration::from_millis),
             isolation: match env.string("LEGACY_ISOLATION")?.as_deref() {
-                None => defaults.isolation,
                 Some("in-process") => Isolation::InProcess,
-                Some("process") => Isolation::Process(isolation_from_env(env)?),
+                None | Some("process") => Isolation::Process(isolation_from_env(env)?),
                 Some(_) => {
                     return Err(ConfigError::Invalid {
                         name: "LEGACY_ISOLATION",
@@ -197,5 +198,46 @@ impl From<ffi::LaStats> for NativeStats {
             score_calls: s.score_calls,
             violations: s.violations,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_is_the_default_and_reads_its_settings() {
+        let env = Env::from_pairs([
+            ("LEGACY_WORKER_PATH", "/opt/bin/worker"),
+            ("LEGACY_WORKER_MAX_CALLS", "500"),
+            ("LEGACY_WORKER_MAX_RSS_MB", "64"),
+        ]);
+        let Isolation::Process(isolation) =
+            LegacySettings::from_env(&env).expect("settings").isolation
+        else {
+            panic!("process isolation is the default")
+        };
+        assert_eq!(
+            isolation.worker_path,
+            Some(PathBuf::from("/opt/bin/worker"))
+        );
+        assert_eq!(
+            (isolation.max_calls, isolation.max_rss_kib),
+            (500, 64 * 1024)
+        );
+        let in_process = Env::from_pairs([("LEGACY_ISOLATION", "in-process")]);
+        assert_eq!(
+            LegacySettings::from_env(&in_process)
+                .expect("settings")
+                .isolation,
+            Isolation::InProcess
+        );
+        let bad = Env::from_pairs([("LEGACY_ISOLATION", "threads")]);
+        assert!(
+            LegacySettings::from_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("LEGACY_ISOLATION")
+        );
     }
 }

@@ -152,10 +152,14 @@ pub struct Stack {
 
 impl Stack {
     /// `overrides` are settings applied on top of the stack's own.
+    /// The legacy component runs in process (its handle counters are checked
+    /// after every test); `LEGACY_ISOLATION=process` in `overrides` isolates it.
     pub async fn start(overrides: &[(&str, &str)]) -> Stack {
+        let defaults = [("LEGACY_ISOLATION", "in-process")];
         let options = devstack::stack::StackOptions {
-            overrides: overrides
+            overrides: defaults
                 .iter()
+                .chain(overrides)
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             scoring_track_ids: true,

@@ -532,6 +532,7 @@ async fn run(args: Args) -> Result<(), String> {
     let rss_end = rss_kib();
     let deps = &stack.deps;
     let isolation = deps.resolver.legacy().isolation_stats();
+    let workers_rss_kib = deps.resolver.legacy().workers_rss_kib();
     let pool = deps.resolver.sql().status();
     let proxy = dynamo.proxy().stats();
     let dynamodb_calls: u64 = proxy.requests.values().sum();
@@ -599,6 +600,7 @@ async fn run(args: Args) -> Result<(), String> {
         "legacy_p50_us": if args.mode == Mode::Resolver { third_p50 } else { 0 },
         "legacy_p99_us": if args.mode == Mode::Resolver { m.third.value_at_quantile(0.99) } else { 0 },
         "isolation": isolation,
+        "workers_rss_kib": workers_rss_kib,
         "throughput_per_s": (args.invocations as f64 / duration.as_secs_f64().max(1e-9)).round(),
         "dynamodb_requests": proxy.requests,
         "dynamodb_calls_per_item": ((dynamodb_calls as f64 / (total * args.batch as u64) as f64) * 1000.0).round() / 1000.0,

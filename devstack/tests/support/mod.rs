@@ -17,7 +17,16 @@ pub struct Playground {
     pub url: String,
 }
 
-pub async fn start(options: StackOptions, max_batch: usize) -> Playground {
+/// The playground as `cargo run --bin playground` runs it: the legacy
+/// component isolated (the default), its workers the playground binary itself.
+pub async fn start(mut options: StackOptions, max_batch: usize) -> Playground {
+    options.overrides.insert(
+        0,
+        (
+            "LEGACY_WORKER_PATH".to_owned(),
+            env!("CARGO_BIN_EXE_playground").to_owned(),
+        ),
+    );
     let stack = LocalStack::start(options).await.expect("stack");
     let gateway =
         Gateway::new(devstack::SCHEMA_SDL, Arc::clone(&stack.deps), max_batch).expect("gateway");
@@ -86,11 +95,23 @@ impl Playground {
         serde_json::from_str(&text).expect("JSON")
     }
 
-    /// After a run: no native result alive, no violation, everything within its bound.
+    /// After a run: no native result alive and no violation (in process), or
+    /// no worker lost and the workers within their bound (isolated); the
+    /// pool within its bound.
     pub async fn assert_clean(&self) {
         let stats = self.stats().await;
-        assert_eq!(stats["native"]["liveResultHandles"], 0, "{stats}");
-        assert_eq!(stats["native"]["violations"], 0, "{stats}");
+        if stats["isolation"].is_object() {
+            let isolation = &stats["isolation"];
+            assert_eq!(isolation["crashes"], 0, "{stats}");
+            assert_eq!(isolation["hangs"], 0, "{stats}");
+            assert!(
+                isolation["workers"].as_u64() <= isolation["maxWorkers"].as_u64(),
+                "{stats}"
+            );
+        } else {
+            assert_eq!(stats["native"]["liveResultHandles"], 0, "{stats}");
+            assert_eq!(stats["native"]["violations"], 0, "{stats}");
+        }
         assert!(
             stats["pool"]["peak"].as_u64() <= stats["pool"]["max"].as_u64(),
             "{stats}"

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod catalog;
+pub mod fuzzing;
 pub mod request;
 pub mod wire;
 

@@ -1,0 +1,73 @@
+//! Entry points of the fuzz targets (`fuzz/`), shared with their regression
+//! test (`tests/fuzz_corpus.rs`, which replays the committed corpus and every
+//! input that once broke something on stable Rust). Each takes arbitrary bytes
+//! and must return without panicking, however malformed they are.
+
+use serde_json::Value;
+
+use crate::appsync::{MAX_BATCH, parse_event};
+use crate::legacy::protocol::{Reply, check_scored_reply, decode_reply_stream};
+use crate::legacy::{AssessmentRow, AssessmentType};
+use crate::resolver::{TokenScope, TokenSigner};
+
+const KEY: &[u8] = b"fuzzing-key-fuzzing-key-fuzzing-key!";
+
+/// AppSync direct-resolver events as bytes off the wire: JSON, the event
+/// shape (single or batch), argument validation and `nextToken` verification.
+pub fn appsync_event(data: &[u8]) {
+    let Ok(payload) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let events = match payload {
+        Value::Array(events) if events.len() > MAX_BATCH => return,
+        Value::Array(events) => events,
+        event => vec![event],
+    };
+    let Ok(signer) = TokenSigner::new(KEY) else {
+        return;
+    };
+    for event in events {
+        let Ok(args) = parse_event(event) else {
+            continue;
+        };
+        if let Some(token) = &args.next_token {
+            let scope = TokenScope {
+                student_id: &args.student_id,
+                assessment_type: args.assessment_type,
+                from: args.from,
+                to: args.to,
+            };
+            let _ = signer.verify(token, &scope);
+        }
+    }
+}
+
+/// What a legacy worker writes back, as the supervisor reads it (a worker
+/// whose memory the native code corrupted may write anything): frames,
+/// replies, and the checks of a reply against its request. An accepted reply
+/// must be exactly what the checks promise.
+pub fn worker_reply(data: &[u8]) {
+    let rows: Vec<AssessmentRow> = ["a-1", "a-2"]
+        .iter()
+        .map(|id| AssessmentRow {
+            id: (*id).to_owned(),
+            assessment_type: AssessmentType::ReadingComprehension,
+            administered_at_unix_ms: 1_700_000_000_000,
+            raw_score: 17.0,
+            items_attempted: 20,
+            items_correct: 17,
+            duration_seconds: 300,
+        })
+        .collect();
+    for reply in decode_reply_stream(data).into_iter().flatten() {
+        if let Reply::Scored { id, results } = reply
+            && check_scored_reply(1, &rows, id, &results).is_ok()
+        {
+            assert_eq!(results.len(), rows.len());
+            assert!(results.iter().zip(&rows).all(|(r, row)| r.id == row.id
+                && r.percentile.is_finite()
+                && r.scaled_score.is_finite()
+                && r.accuracy.is_finite()));
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The fuzz target's entry (`fuzz/fuzz_targets/tds_packet.rs`), shared with
+//! its regression test: a client byte stream split into messages, each
+//! payload through every request parser. Must never panic or hang.
+
+use futures_util::FutureExt;
+
+use super::{request, wire};
+
+pub fn packet_stream(data: &[u8]) {
+    let mut stream = data;
+    // A &[u8] reader never waits: each read completes in its first poll.
+    while let Some(Ok(Some(message))) = wire::read_message(&mut stream).now_or_never() {
+        let payload = &message.payload;
+        let _ = request::parse_prelogin(payload);
+        let _ = request::parse_login7(payload);
+        let _ = request::parse_sql_batch(payload);
+        let _ = request::parse_rpc(payload);
+    }
+}
