@@ -386,3 +386,43 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
     stack.deps().shutdown().await;
     assert!(zombies().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_call_dropped_midway_does_not_wedge_the_breaker() {
+    let _serial = serial();
+    let flag = std::env::temp_dir().join(format!("legacy-trial-flag-{}", std::process::id()));
+    std::fs::write(&flag, b"on").expect("flag");
+    let config = format!("crash=segv;crash_flag={};delay_ms=800", flag.display());
+    let engine = LegacyEngine::start(&isolated(&config, 2, Duration::from_secs(5), |s| {
+        s.breaker_cooldown = Duration::from_millis(300);
+        s.restart_backoff = Duration::from_millis(1);
+        s.restart_backoff_max = Duration::from_millis(5);
+    }))
+    .await
+    .expect("start");
+    for _ in 0..10 {
+        assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "crashed");
+    }
+    assert_eq!(
+        engine.isolation_stats().expect("isolated").breaker,
+        Some(BreakerState::Open)
+    );
+    std::fs::remove_file(&flag).expect("flag");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The trial call is abandoned by its caller (its worker is killed with it).
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(100), engine.score(grade3(), rows(1))).await;
+    assert!(abandoned.is_err(), "the call was still running");
+    // The next call becomes the trial instead of being refused forever.
+    assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "ok");
+    assert_eq!(
+        engine.isolation_stats().expect("isolated").breaker,
+        Some(BreakerState::Closed)
+    );
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(zombies().is_empty(), "{:?}", zombies());
+}

@@ -356,12 +356,20 @@ impl IsolatedEngine {
                 return Err(LegacyError::CircuitOpen { retry_in });
             }
         };
+        // If this future is dropped mid-call, the guard hands the half-open
+        // trial back, so the breaker cannot stay waiting for it forever.
+        let mut admitted = Admitted {
+            engine: self,
+            trial,
+            recorded: false,
+        };
         let outcome = self.call(context, rows, deadline).await;
         let worker_died = matches!(
             outcome,
             Err(LegacyError::WorkerCrashed | LegacyError::WorkerHung { .. })
         );
         self.record(worker_died, trial);
+        admitted.recorded = true;
         outcome
     }
 
@@ -689,6 +697,21 @@ impl IsolatedEngine {
                 in_flight: self.in_flight(),
                 grace,
             }),
+        }
+    }
+}
+
+/// A call let through by the breaker, until its outcome is recorded.
+struct Admitted<'a> {
+    engine: &'a IsolatedEngine,
+    trial: bool,
+    recorded: bool,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if self.trial && !self.recorded {
+            self.engine.lock_health().breaker.trial_running = false;
         }
     }
 }
