@@ -59,7 +59,7 @@ fn write_seed(target: &str, name: &str, bytes: &[u8]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "writes the seed corpus; run by hand"]
+#[ignore = "rewrites fuzz/corpus/*/seed-* in the checkout; run by hand when a format changes (the replay tests above always run)"]
 async fn write_seeds() {
     use assessments_resolver::legacy::protocol::{Reply, WireError, encode};
     use assessments_resolver::legacy::{Band, Flags, ScoredAssessment};

@@ -46,6 +46,26 @@ fn isolated(
     }
 }
 
+/// Two workers that segfault on every call while the returned flag file
+/// exists (a crash storm to switch off), restarting at once, with `cooldown`.
+async fn crash_storm(
+    name: &str,
+    extra_config: &str,
+    cooldown: Duration,
+) -> (LegacyEngine, PathBuf) {
+    let flag = std::env::temp_dir().join(format!("legacy-{name}-flag-{}", std::process::id()));
+    std::fs::write(&flag, b"on").expect("flag");
+    let config = format!("crash=segv;crash_flag={}{extra_config}", flag.display());
+    let engine = LegacyEngine::start(&isolated(&config, 2, Duration::from_secs(5), |s| {
+        s.breaker_cooldown = cooldown;
+        s.restart_backoff = Duration::from_millis(1);
+        s.restart_backoff_max = Duration::from_millis(5);
+    }))
+    .await
+    .expect("start");
+    (engine, flag)
+}
+
 /// Children of this process that are zombies (exited, not reaped).
 fn zombies() -> Vec<u32> {
     let me = std::process::id();
@@ -264,16 +284,7 @@ async fn workers_are_recycled_after_max_calls_and_past_max_rss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
     let _serial = serial();
-    let flag = std::env::temp_dir().join(format!("legacy-crash-flag-{}", std::process::id()));
-    std::fs::write(&flag, b"on").expect("flag");
-    let config = format!("crash=segv;crash_flag={}", flag.display());
-    let engine = LegacyEngine::start(&isolated(&config, 2, Duration::from_secs(5), |s| {
-        s.breaker_cooldown = Duration::from_millis(500);
-        s.restart_backoff = Duration::from_millis(1);
-        s.restart_backoff_max = Duration::from_millis(5);
-    }))
-    .await
-    .expect("start");
+    let (engine, flag) = crash_storm("breaker", "", Duration::from_millis(500)).await;
 
     // The storm: every call kills its worker, until half the window has.
     let mut kinds = Vec::new();
@@ -390,16 +401,7 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trial_call_dropped_midway_does_not_wedge_the_breaker() {
     let _serial = serial();
-    let flag = std::env::temp_dir().join(format!("legacy-trial-flag-{}", std::process::id()));
-    std::fs::write(&flag, b"on").expect("flag");
-    let config = format!("crash=segv;crash_flag={};delay_ms=800", flag.display());
-    let engine = LegacyEngine::start(&isolated(&config, 2, Duration::from_secs(5), |s| {
-        s.breaker_cooldown = Duration::from_millis(300);
-        s.restart_backoff = Duration::from_millis(1);
-        s.restart_backoff_max = Duration::from_millis(5);
-    }))
-    .await
-    .expect("start");
+    let (engine, flag) = crash_storm("trial", ";delay_ms=800", Duration::from_millis(300)).await;
     for _ in 0..10 {
         assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "crashed");
     }

@@ -52,6 +52,25 @@ impl Function {
             .clone()
     }
 
+    /// SIGTERM, then a graceful exit (status 0) within 10 s: its stdout lines
+    /// and, among them, the EMF documents.
+    fn terminate(&mut self) -> (Vec<String>, Vec<Value>) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.wait(Duration::from_secs(10));
+        assert!(status.success(), "graceful exit, got {status:?}");
+        let output = self.output();
+        let emf = output
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|doc| doc.get("_aws").is_some())
+            .collect();
+        (output, emf)
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
@@ -152,19 +171,7 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     );
 
     // SIGTERM: the shutdown hook closes the engine and the pool, then exits 0.
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = function.wait(Duration::from_secs(10));
-    assert!(status.success(), "graceful exit, got {status:?}");
-    let output = function.output();
-    let emf: Vec<Value> = output
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|doc| doc.get("_aws").is_some())
-        .collect();
+    let (output, emf) = function.terminate();
     assert_eq!(emf.len(), 3, "one EMF line per invocation: {output:#?}");
     assert_eq!(emf[2]["Items"], 2);
     assert_eq!(emf[2]["Errors"], 1);
@@ -224,20 +231,7 @@ async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
     assert_eq!(stack.scoring().stats().scored, 6);
     assert_eq!(stack.scoring().stats().scored_more_than_once, 0);
 
-    let pid = function.child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = function.wait(Duration::from_secs(10));
-    assert!(status.success(), "graceful exit, got {status:?}");
-    let output = function.output();
-    let emf: Vec<Value> = output
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|doc| doc.get("_aws").is_some())
-        .collect();
+    let (output, emf) = function.terminate();
     assert_eq!(emf.len(), 2, "one EMF line per invocation: {output:#?}");
     assert_eq!(
         emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],

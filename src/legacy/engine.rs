@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 
 use super::error::LegacyError;
@@ -124,6 +124,25 @@ impl LegacyEngine {
     }
 }
 
+/// Waits for one of `limit` call slots until `deadline` (`timeout` after the
+/// call began): `Saturated` if none frees in time, `ShuttingDown` once closed.
+/// Both modes bound their calls with it.
+pub(super) async fn acquire_slot(
+    permits: &Arc<Semaphore>,
+    deadline: Instant,
+    timeout: Duration,
+    limit: usize,
+) -> Result<OwnedSemaphorePermit, LegacyError> {
+    match timeout_at(deadline, Arc::clone(permits).acquire_owned()).await {
+        Err(_elapsed) => Err(LegacyError::Saturated {
+            after: timeout,
+            limit,
+        }),
+        Ok(Err(_closed)) => Err(LegacyError::ShuttingDown),
+        Ok(Ok(permit)) => Ok(permit),
+    }
+}
+
 /// The component in this process, on tokio's blocking pool.
 #[derive(Debug)]
 struct InProcessEngine {
@@ -163,16 +182,13 @@ impl InProcessEngine {
     ) -> Result<Vec<ScoredAssessment>, LegacyError> {
         validate_input(&context, &rows)?;
         let deadline = Instant::now() + self.call_timeout;
-        let permit = match timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await {
-            Err(_elapsed) => {
-                return Err(LegacyError::Saturated {
-                    after: self.call_timeout,
-                    limit: self.max_concurrency,
-                });
-            }
-            Ok(Err(_closed)) => return Err(LegacyError::ShuttingDown),
-            Ok(Ok(permit)) => permit,
-        };
+        let permit = acquire_slot(
+            &self.permits,
+            deadline,
+            self.call_timeout,
+            self.max_concurrency,
+        )
+        .await?;
         let engine = self.engine_ref().ok_or(LegacyError::ShuttingDown)?;
         let task = tokio::task::spawn_blocking(move || {
             let outcome = engine.score(&context, &rows).and_then(|result| {

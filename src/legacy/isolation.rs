@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use super::LegacySettings;
+use super::engine::acquire_slot;
 use super::error::LegacyError;
 use super::protocol::{self, ProtocolError, Reply, Request};
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
@@ -379,16 +380,8 @@ impl IsolatedEngine {
         rows: Vec<AssessmentRow>,
         deadline: Instant,
     ) -> Result<Vec<ScoredAssessment>, LegacyError> {
-        let permit = match timeout_at(deadline, Arc::clone(&self.permits).acquire_owned()).await {
-            Err(_) => {
-                return Err(LegacyError::Saturated {
-                    after: self.call_timeout,
-                    limit: self.max_workers,
-                });
-            }
-            Ok(Err(_closed)) => return Err(LegacyError::ShuttingDown),
-            Ok(Ok(permit)) => permit,
-        };
+        let permit =
+            acquire_slot(&self.permits, deadline, self.call_timeout, self.max_workers).await?;
         let idle = self.lock_idle().pop();
         let mut worker = match idle {
             Some(worker) => worker,
@@ -449,13 +442,14 @@ impl IsolatedEngine {
     /// A worker that answered: back to the idle set, or retired.
     fn after_call(&self, worker: Worker) {
         let worn = worker.calls >= self.settings.max_calls;
-        let bloated = rss_kib(worker.pid).is_some_and(|kib| kib > self.settings.max_rss_kib);
+        let rss = rss_kib(worker.pid);
+        let bloated = rss.is_some_and(|kib| kib > self.settings.max_rss_kib);
         if worn || bloated {
             self.counters.recycled.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 pid = worker.pid,
                 calls = worker.calls,
-                rss_kib = rss_kib(worker.pid).unwrap_or(0),
+                rss_kib = rss.unwrap_or(0),
                 reason = if worn { "max calls" } else { "max RSS" },
                 "recycling legacy worker"
             );
