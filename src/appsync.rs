@@ -18,15 +18,20 @@ use std::time::Instant;
 use aws_lambda_events::appsync::AppSyncDirectResolverEvent;
 use serde_json::{Value, json};
 
+use crate::budget::Budget;
 use crate::deps::Deps;
 use crate::observability::InvocationReport;
-use crate::resolver::{ErrorType, GetAssessmentsArgs, ResolveError, parse_args};
+use crate::resolver::{AssessmentPage, ErrorType, GetAssessmentsArgs, ResolveError, parse_args};
 
 /// The field this function resolves.
 pub const PARENT_TYPE: &str = "Query";
 pub const FIELD_NAME: &str = "getAssessments";
 /// AppSync's largest `MaxBatchSize`; a bigger list is not an AppSync event.
 pub const MAX_BATCH: usize = 2000;
+/// Lambda's limit on a synchronous response, in bytes ("Invocation payload
+/// (request and response): 6 MB each for synchronous", Lambda quotas): a
+/// response over it fails the whole invocation with no typed error.
+pub const RESPONSE_LIMIT_BYTES: usize = 6 * 1024 * 1024;
 
 /// A failed single invoke, as Lambda reports it to AppSync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +80,17 @@ pub fn parse_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
     parse_args(event.arguments.as_ref())
 }
 
-/// Handles one Lambda invocation: a single event or a batch.
-pub async fn handle(deps: &Deps, payload: Value, request_id: &str) -> Result<Value, AppSyncError> {
-    handle_with_report(deps, payload, request_id).await.0
+/// Handles one Lambda invocation: a single event or a batch, every item's
+/// waits bounded by `budget` (see [`Deps::invocation_budget`]).
+pub async fn handle(
+    deps: &Deps,
+    payload: Value,
+    request_id: &str,
+    budget: Budget,
+) -> Result<Value, AppSyncError> {
+    handle_with_report(deps, payload, request_id, budget)
+        .await
+        .0
 }
 
 /// `handle`, also returning what the invocation reported (for benchmarks).
@@ -85,6 +98,7 @@ pub async fn handle_with_report(
     deps: &Deps,
     payload: Value,
     request_id: &str,
+    budget: Budget,
 ) -> (Result<Value, AppSyncError>, InvocationReport) {
     let started = Instant::now();
     let now = chrono::Utc::now();
@@ -102,7 +116,10 @@ pub async fn handle_with_report(
         event => (false, vec![event]),
     };
     let items: Vec<_> = events.into_iter().map(parse_event).collect();
-    let (results, timings) = deps.resolver.get_assessments(items, now).await;
+    let (mut results, timings) = deps.resolver.get_assessments(items, now, &budget).await;
+    if batch {
+        fit_batch(&mut results);
+    }
 
     let mut report =
         InvocationReport::new(request_id, batch, results.len(), started.elapsed(), timings);
@@ -129,6 +146,12 @@ pub async fn handle_with_report(
         Ok(Value::Array(list))
     } else {
         match results.into_iter().next() {
+            Some(Ok(page)) if json_len(&page) > RESPONSE_LIMIT_BYTES => {
+                Err(AppSyncError::from(&ResolveError::ResponseTooLarge {
+                    limit_bytes: RESPONSE_LIMIT_BYTES,
+                    batch: false,
+                }))
+            }
             Some(Ok(page)) => serde_json::to_value(page).map_err(|e| AppSyncError {
                 error_type: ErrorType::InternalError,
                 message: format!("response serialization failed: {e}"),
@@ -141,4 +164,51 @@ pub async fn handle_with_report(
         }
     };
     (response, report)
+}
+
+/// The length of `value` as JSON, without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and our pages always serialize.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// `{"data":` + page + `}`, or the error element (its strings at their
+/// longest JSON-escaped): an element's bytes in the batch response.
+fn element_len(result: &Result<AssessmentPage, ResolveError>) -> usize {
+    match result {
+        Ok(page) => 9 + json_len(page),
+        Err(e) => 48 + json_len(&e.client_message()) + json_len(&e.error_type().as_str()),
+    }
+}
+
+/// Cuts a batch's response to Lambda's limit: items are replaced, from the
+/// end, by `ResponseTooLarge` errors until the whole list fits.
+fn fit_batch(results: &mut [Result<AssessmentPage, ResolveError>]) {
+    let mut total =
+        2 + results.len().saturating_sub(1) + results.iter().map(element_len).sum::<usize>();
+    for result in results.iter_mut().rev() {
+        if total <= RESPONSE_LIMIT_BYTES {
+            break;
+        }
+        if result.is_ok() {
+            let cut = Err(ResolveError::ResponseTooLarge {
+                limit_bytes: RESPONSE_LIMIT_BYTES,
+                batch: true,
+            });
+            total = total - element_len(result) + element_len(&cut);
+            *result = cut;
+        }
+    }
 }

@@ -9,6 +9,9 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 
 use crate::config::{ConfigError, Env, SecretSetting};
 
+/// Opening a connection to an AWS endpoint (at most the operation timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The SDK settings both functions read from the environment.
 #[derive(Clone)]
 pub struct AwsSettings {
@@ -60,11 +63,21 @@ impl AwsSettings {
         })
     }
 
+    /// The timeouts `sdk_config` gives the SDK, for error messages.
+    pub fn dynamodb_timeouts(&self) -> crate::dynamo::DynamoTimeouts {
+        crate::dynamo::DynamoTimeouts {
+            operation: self.dynamodb_timeout,
+            attempt: self.dynamodb_timeout / self.dynamodb_max_attempts.max(1),
+            connect: CONNECT_TIMEOUT.min(self.dynamodb_timeout),
+        }
+    }
+
     /// The SDK configuration every client is built from.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         use aws_config::retry::RetryConfig;
         use aws_config::timeout::TimeoutConfig;
         let attempts = self.dynamodb_max_attempts;
+        let timeouts = self.dynamodb_timeouts();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             // Throttling and transient errors: exponential backoff with jitter,
             // starting small so retries fit in an invocation's time budget.
@@ -76,9 +89,9 @@ impl AwsSettings {
             )
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_millis(500).min(self.dynamodb_timeout))
-                    .operation_timeout(self.dynamodb_timeout)
-                    .operation_attempt_timeout(self.dynamodb_timeout / attempts.max(1))
+                    .connect_timeout(timeouts.connect)
+                    .operation_timeout(timeouts.operation)
+                    .operation_attempt_timeout(timeouts.attempt)
                     .build(),
             );
         if let Some(region) = &self.region {

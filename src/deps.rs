@@ -6,12 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::aws::{AwsSettings, SecretError, resolve_secret};
+use crate::budget::Budget;
 use crate::config::{ConfigError, Env, SecretSetting};
 use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
 use crate::observability::{InvocationReport, MetricsSettings};
 use crate::profiles::ProfileStore;
 use crate::resolver::{Resolver, TokenSigner};
 use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
+
+/// The default `DEADLINE_MARGIN_MS`: serializing the largest response Lambda
+/// accepts (6 MB) takes ~30 ms in a release build here; Lambda's CPU share at
+/// 256 MB is ~0.15 of a vCPU, so ~200 ms there, and the answer must still be
+/// posted to the Runtime API.
+pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 250;
 
 /// Every setting of the function. See the README's configuration table.
 #[derive(Debug, Clone)]
@@ -31,6 +38,9 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `SHUTDOWN_GRACE_MS`: how long shutdown waits for running native calls (default 400).
     pub shutdown_grace: Duration,
+    /// `DEADLINE_MARGIN_MS`: the time kept, before the invocation's deadline,
+    /// for serializing and returning the response (default 250).
+    pub deadline_margin: Duration,
 }
 
 impl Settings {
@@ -50,6 +60,10 @@ impl Settings {
             metrics: MetricsSettings::from_env(env, "assessments-resolver")?,
             shutdown_grace: Duration::from_millis(
                 env.number("SHUTDOWN_GRACE_MS", 0..=10_000)?.unwrap_or(400),
+            ),
+            deadline_margin: Duration::from_millis(
+                env.number("DEADLINE_MARGIN_MS", 0..=60_000)?
+                    .unwrap_or(DEFAULT_DEADLINE_MARGIN_MS),
             ),
         })
     }
@@ -82,6 +96,7 @@ pub struct Deps {
     pub counters: Counters,
     metrics: MetricsSettings,
     shutdown_grace: Duration,
+    deadline_margin: Duration,
 }
 
 impl Deps {
@@ -95,7 +110,7 @@ impl Deps {
         let profiles = ProfileStore::new(
             settings.aws.dynamodb_client(&sdk),
             settings.students_table.clone(),
-            settings.aws.dynamodb_timeout,
+            settings.aws.dynamodb_timeouts(),
         );
         let pool = SqlPool::new(sql)?;
         let legacy = LegacyEngine::start(&settings.legacy).await?;
@@ -111,7 +126,14 @@ impl Deps {
             counters: Counters::default(),
             metrics: settings.metrics,
             shutdown_grace: settings.shutdown_grace,
+            deadline_margin: settings.deadline_margin,
         })
+    }
+
+    /// The time budget of an invocation whose deadline is `deadline_ms` (ms
+    /// since the epoch, Lambda's `context.deadline`): that, less `DEADLINE_MARGIN_MS`.
+    pub fn invocation_budget(&self, deadline_ms: u64) -> Budget {
+        Budget::from_lambda_deadline(deadline_ms, self.deadline_margin)
     }
 
     /// The report with the state of the environment's resources added: the

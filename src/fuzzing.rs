@@ -60,7 +60,7 @@ pub fn worker_reply(data: &[u8]) {
         })
         .collect();
     for reply in decode_reply_stream(data).into_iter().flatten() {
-        if let Reply::Scored { id, results } = reply
+        if let Reply::Scored { id, results, .. } = reply
             && check_scored_reply(1, &rows, id, &results).is_ok()
         {
             assert_eq!(results.len(), rows.len());

@@ -2,6 +2,7 @@
 //!
 //! One module per boundary:
 //! * [`appsync`]: the event format: direct resolver events in, values or errors out;
+//! * [`budget`]: the invocation's time budget that bounds every wait;
 //! * [`resolver`]: the business rules (validation, paging, enrichment);
 //! * [`profiles`]: student profiles in DynamoDB;
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
@@ -12,6 +13,7 @@
 
 pub mod appsync;
 pub mod aws;
+pub mod budget;
 pub mod config;
 pub mod deps;
 pub mod dynamo;

@@ -37,7 +37,10 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
     // instances) runs that many invocations at once over the same `Deps`.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let deps = Arc::clone(&deps);
-        async move { appsync::handle(&deps, event.payload, &event.context.request_id).await }
+        async move {
+            let budget = deps.invocation_budget(event.context.deadline);
+            appsync::handle(&deps, event.payload, &event.context.request_id, budget).await
+        }
     }))
     .await
 }

@@ -183,6 +183,7 @@ impl InvocationReport {
             legacy_worker_crashes = self.isolation.map(|i| i.crashes),
             legacy_worker_hangs = self.isolation.map(|i| i.hangs),
             legacy_workers_started = self.isolation.map(|i| i.started),
+            legacy_worker_start_failures = self.isolation.map(|i| i.start_failures),
             legacy_breaker = self.isolation.and_then(|i| i.breaker).map(|b| b.as_str()),
             "invocation"
         );
@@ -227,6 +228,11 @@ impl InvocationReport {
                 ("LegacyWorkerCrashes", "Count", isolation.crashes as f64),
                 ("LegacyWorkerHangs", "Count", isolation.hangs as f64),
                 ("LegacyWorkersRecycled", "Count", isolation.recycled as f64),
+                (
+                    "LegacyWorkerStartFailures",
+                    "Count",
+                    isolation.start_failures as f64,
+                ),
                 ("LegacyBreakerOpen", "Count", f64::from(u8::from(open))),
             ]);
         }

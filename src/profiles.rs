@@ -2,9 +2,11 @@
 //! `PK = STUDENT#{id}`, `SK = PROFILE`.
 //!
 //! One client, built at init and shared. Each call is bounded by the SDK's
-//! operation timeout and retried with backoff on throttling by the SDK's
-//! standard retry strategy (configured in [`crate::aws`]); `BatchGetItem`'s
-//! `UnprocessedKeys` are retried here, with backoff, a bounded number of times.
+//! operation timeout and by the invocation's budget, and retried with backoff
+//! on throttling by the SDK's standard retry strategy (configured in
+//! [`crate::aws`]); `BatchGetItem`'s `UnprocessedKeys` are retried here, with
+//! backoff, a bounded number of times, and only while a whole attempt fits
+//! in the budget. A profile that does not decode fails only its own student.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -13,7 +15,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
-use crate::dynamo::{self, DynamoError};
+use crate::budget::Budget;
+use crate::dynamo::{self, DynamoError, DynamoTimeouts};
 
 /// BatchGetItem's limit of keys per request.
 const BATCH_GET_MAX_KEYS: usize = 100;
@@ -38,6 +41,9 @@ pub enum ProfileError {
     Malformed { student_id: String, reason: String },
 }
 
+/// One student's profile as read: the profile, or why that item is unusable.
+pub type ProfileRead = Result<Profile, ProfileError>;
+
 /// How the errors name this data.
 const DATA: &str = "student profiles";
 
@@ -46,7 +52,7 @@ const DATA: &str = "student profiles";
 pub struct ProfileStore {
     client: Client,
     table: String,
-    timeout: Duration,
+    timeouts: DynamoTimeouts,
 }
 
 fn key(student_id: &str) -> HashMap<String, AttributeValue> {
@@ -60,12 +66,12 @@ fn key(student_id: &str) -> HashMap<String, AttributeValue> {
 }
 
 impl ProfileStore {
-    /// `timeout` is the SDK's operation timeout, reported in errors.
-    pub fn new(client: Client, table: impl Into<String>, timeout: Duration) -> Self {
+    /// `timeouts` are the SDK's, named in errors.
+    pub fn new(client: Client, table: impl Into<String>, timeouts: DynamoTimeouts) -> Self {
         ProfileStore {
             client,
             table: table.into(),
-            timeout,
+            timeouts,
         }
     }
 
@@ -73,37 +79,46 @@ impl ProfileStore {
         &self.table
     }
 
-    fn classify<E, R>(&self, error: SdkError<E, R>) -> ProfileError
+    fn classify<E, R>(&self, error: SdkError<E, R>) -> DynamoError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
-        ProfileError::Dynamo(dynamo::classify(DATA, self.timeout, &error))
+        dynamo::classify(DATA, &self.timeouts, &error)
     }
 
-    /// One profile; `None` when the student has none.
-    pub async fn get(&self, student_id: &str) -> Result<Option<Profile>, ProfileError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(student_id)))
-            .projection_expression("PK, grade, readingLevel")
-            .send()
-            .await
-            .map_err(|e| self.classify(e))?;
+    /// One profile within `budget`; `None` when the student has none.
+    pub async fn get(
+        &self,
+        student_id: &str,
+        budget: &Budget,
+    ) -> Result<Option<Profile>, ProfileError> {
+        let call = async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(student_id)))
+                .projection_expression("PK, grade, readingLevel")
+                .send()
+                .await
+                .map_err(|e| self.classify(e))
+        };
+        let output = dynamo::within(DATA, &self.timeouts, budget, call).await?;
         output
             .item
             .map(|item| decode(student_id, &item))
             .transpose()
     }
 
-    /// Profiles of several students, each read once (BatchGetItem in chunks
-    /// of 100). Students without a profile are absent from the map.
+    /// Profiles of several students within `budget`, each read once
+    /// (BatchGetItem in chunks of 100). Students without a profile are absent
+    /// from the map; a profile that does not decode is an error for that
+    /// student only. The outer error is DynamoDB failing the whole read.
     pub async fn get_many(
         &self,
         student_ids: &[&str],
-    ) -> Result<HashMap<String, Profile>, ProfileError> {
+        budget: &Budget,
+    ) -> Result<HashMap<String, ProfileRead>, ProfileError> {
         let unique: Vec<&str> = {
             let mut seen = HashSet::new();
             student_ids
@@ -127,21 +142,27 @@ impl ProfileStore {
             let mut pending = Some(HashMap::from([(self.table.clone(), keys)]));
             let mut round = 0;
             while let Some(request) = pending.take().filter(|r| !r.is_empty()) {
-                if round == UNPROCESSED_ROUNDS {
+                // Exponential backoff before each retry: 20, 40, 80, 160 ms; a
+                // retry only when it and a whole attempt still fit the budget.
+                let backoff = Duration::from_millis(10 << round);
+                if round == UNPROCESSED_ROUNDS
+                    || (round > 0 && !budget.fits(backoff + self.timeouts.attempt))
+                {
                     return Err(ProfileError::Dynamo(DynamoError::Throttled { table: DATA }));
                 }
                 if round > 0 {
-                    // Exponential backoff before each retry: 20, 40, 80, 160 ms.
-                    tokio::time::sleep(Duration::from_millis(10 << round)).await;
+                    tokio::time::sleep(backoff).await;
                 }
                 round += 1;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(request))
-                    .send()
-                    .await
-                    .map_err(|e| self.classify(e))?;
+                let call = async {
+                    self.client
+                        .batch_get_item()
+                        .set_request_items(Some(request))
+                        .send()
+                        .await
+                        .map_err(|e| self.classify(e))
+                };
+                let output = dynamo::within(DATA, &self.timeouts, budget, call).await?;
                 for item in output
                     .responses
                     .unwrap_or_default()
@@ -154,8 +175,7 @@ impl ProfileStore {
                     let Some(student_id) = pk.strip_prefix("STUDENT#") else {
                         continue;
                     };
-                    let profile = decode(student_id, &item)?;
-                    profiles.insert(profile.student_id.clone(), profile);
+                    profiles.insert(student_id.to_owned(), decode(student_id, &item));
                 }
                 pending = output.unprocessed_keys;
             }

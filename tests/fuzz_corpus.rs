@@ -62,7 +62,7 @@ fn write_seed(target: &str, name: &str, bytes: &[u8]) {
 #[ignore = "rewrites fuzz/corpus/*/seed-* in the checkout; run by hand when a format changes (the replay tests above always run)"]
 async fn write_seeds() {
     use assessments_resolver::legacy::protocol::{Reply, WireError, encode};
-    use assessments_resolver::legacy::{Band, Flags, ScoredAssessment};
+    use assessments_resolver::legacy::{Band, Flags, NativeStats, ScoredAssessment};
     use serde_json::json;
 
     // AppSync events: single, batch, with a nextToken, invalid.
@@ -107,12 +107,28 @@ async fn write_seeds() {
         flags: Flags::LOW_ACCURACY,
     };
     let replies = [
-        ("ready", Reply::Ready { pid: 4242 }),
+        (
+            "ready",
+            Reply::Ready {
+                pid: 4242,
+                native: Some(NativeStats {
+                    engines_opened: 1,
+                    ..NativeStats::default()
+                }),
+            },
+        ),
         (
             "scored",
             Reply::Scored {
                 id: 1,
                 results: vec![scored("a-1"), scored("a-2")],
+                native: Some(NativeStats {
+                    engines_opened: 1,
+                    results_opened: 2,
+                    results_closed: 2,
+                    score_calls: 2,
+                    ..NativeStats::default()
+                }),
             },
         ),
         (
@@ -124,6 +140,7 @@ async fn write_seeds() {
                     status: 3,
                     message: "injected".into(),
                 },
+                native: None,
             },
         ),
         (
@@ -181,14 +198,17 @@ async fn write_seeds() {
     settings.connection_string = connection;
     let pool = assessments_resolver::sqlserver::SqlPool::new(&settings).expect("pool");
     let page = pool
-        .fetch_page(&assessments_resolver::sqlserver::PageRequest {
-            student_id: "stu-0001".into(),
-            assessment_type: None,
-            from: None,
-            to: None,
-            page_size: 3,
-            after: None,
-        })
+        .fetch_page(
+            &assessments_resolver::sqlserver::PageRequest {
+                student_id: "stu-0001".into(),
+                assessment_type: None,
+                from: None,
+                to: None,
+                page_size: 3,
+                after: None,
+            },
+            &support::budget(),
+        )
         .await
         .expect("page");
     assert_eq!(page.records.len(), 3);

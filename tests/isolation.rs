@@ -18,7 +18,7 @@ use assessments_resolver::legacy::{
     BreakerState, Isolation, IsolationSettings, LegacyEngine, LegacyError, LegacySettings,
 };
 use futures_util::StreamExt;
-use support::{grade3, rows, shim_settings};
+use support::{budget, grade3, rows, shim_settings};
 
 /// Descriptor and zombie counts are per process: these tests run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -124,7 +124,9 @@ async fn a_crash_every_fifty_calls_fails_only_those_calls_over_five_thousand() {
     // Descriptors besides the workers' own (each worker: stdin, stdout and, with
     // tokio's pidfd reaping, a pidfd), sampled every 500 calls: must not grow.
     let mut baseline: Vec<i64> = Vec::new();
-    let calls = futures_util::stream::iter(0..5000).map(|_| engine.score(grade3(), rows(3)));
+    let budget = budget();
+    let calls =
+        futures_util::stream::iter(0..5000).map(|_| engine.score(grade3(), rows(3), &budget));
     let mut results = calls.buffer_unordered(8);
     let mut done = 0;
     while let Some(result) = results.next().await {
@@ -193,7 +195,7 @@ async fn an_abort_is_contained_like_a_segfault() {
     .expect("start");
     let mut kinds = Vec::new();
     for _ in 0..6 {
-        kinds.push(kind(&engine.score(grade3(), rows(2)).await));
+        kinds.push(kind(&engine.score(grade3(), rows(2), &budget()).await));
     }
     assert_eq!(kinds, ["ok", "ok", "crashed", "ok", "ok", "crashed"]);
     let stats = engine.isolation_stats().expect("isolated");
@@ -219,7 +221,7 @@ async fn a_hung_worker_is_killed_at_the_call_timeout() {
         .await
         .expect("start");
     let started = Instant::now();
-    let result = engine.score(grade3(), rows(1)).await;
+    let result = engine.score(grade3(), rows(1), &budget()).await;
     let elapsed = started.elapsed();
     assert!(
         matches!(result, Err(LegacyError::WorkerHung { .. })),
@@ -251,7 +253,10 @@ async fn workers_are_recycled_after_max_calls_and_past_max_rss() {
     .await
     .expect("start");
     for _ in 0..35 {
-        engine.score(grade3(), rows(2)).await.expect("scored");
+        engine
+            .score(grade3(), rows(2), &budget())
+            .await
+            .expect("scored");
     }
     let stats = engine.isolation_stats().expect("isolated");
     assert_eq!(stats.recycled, 3, "{stats:?}");
@@ -269,7 +274,10 @@ async fn workers_are_recycled_after_max_calls_and_past_max_rss() {
     .await
     .expect("start");
     for _ in 0..30 {
-        leaky.score(grade3(), rows(1)).await.expect("scored");
+        leaky
+            .score(grade3(), rows(1), &budget())
+            .await
+            .expect("scored");
     }
     let stats = leaky.isolation_stats().expect("isolated");
     println!("leaking worker: {stats:?}");
@@ -289,7 +297,7 @@ async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
     // The storm: every call kills its worker, until half the window has.
     let mut kinds = Vec::new();
     for _ in 0..12 {
-        kinds.push(kind(&engine.score(grade3(), rows(1)).await));
+        kinds.push(kind(&engine.score(grade3(), rows(1), &budget()).await));
     }
     assert_eq!(&kinds[..10], ["crashed"; 10]);
     assert_eq!(&kinds[10..], ["refused"; 2], "open: fail fast");
@@ -298,7 +306,10 @@ async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
     assert_eq!(stats.breaker_opened, 1);
     let started_while_open = stats.started;
     let refused_at = Instant::now();
-    assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "refused");
+    assert_eq!(
+        kind(&engine.score(grade3(), rows(1), &budget()).await),
+        "refused"
+    );
     assert!(
         refused_at.elapsed() < Duration::from_millis(50),
         "no fork loop while open"
@@ -311,11 +322,17 @@ async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
     // The component recovers; after the cool-down one trial call closes the breaker.
     std::fs::remove_file(&flag).expect("flag");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "ok");
+    assert_eq!(
+        kind(&engine.score(grade3(), rows(1), &budget()).await),
+        "ok"
+    );
     let stats = engine.isolation_stats().expect("isolated");
     assert_eq!(stats.breaker, Some(BreakerState::Closed), "{stats:?}");
     for _ in 0..5 {
-        assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "ok");
+        assert_eq!(
+            kind(&engine.score(grade3(), rows(1), &budget()).await),
+            "ok"
+        );
     }
     engine
         .shutdown(Duration::from_secs(5))
@@ -399,11 +416,14 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trial_call_dropped_midway_does_not_wedge_the_breaker() {
+async fn a_trial_call_whose_caller_gives_up_still_decides_the_breaker() {
     let _serial = serial();
     let (engine, flag) = crash_storm("trial", ";delay_ms=800", Duration::from_millis(300)).await;
     for _ in 0..10 {
-        assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "crashed");
+        assert_eq!(
+            kind(&engine.score(grade3(), rows(1), &budget()).await),
+            "crashed"
+        );
     }
     assert_eq!(
         engine.isolation_stats().expect("isolated").breaker,
@@ -411,16 +431,33 @@ async fn a_trial_call_dropped_midway_does_not_wedge_the_breaker() {
     );
     std::fs::remove_file(&flag).expect("flag");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // The trial call is abandoned by its caller (its worker is killed with it).
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(100), engine.score(grade3(), rows(1))).await;
+    // The trial call's caller gives up (its future is dropped) while the worker runs it.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        engine.score(grade3(), rows(1), &budget()),
+    )
+    .await;
     assert!(abandoned.is_err(), "the call was still running");
-    // The next call becomes the trial instead of being refused forever.
-    assert_eq!(kind(&engine.score(grade3(), rows(1)).await), "ok");
+    // The trial goes on without its caller (its worker is not killed): until
+    // it ends, the breaker waits for it...
     assert_eq!(
-        engine.isolation_stats().expect("isolated").breaker,
-        Some(BreakerState::Closed)
+        kind(&engine.score(grade3(), rows(1), &budget()).await),
+        "refused"
     );
+    // ...and its outcome closes it: never wedged, never decided by a caller's patience.
+    let waited = Instant::now();
+    while engine.isolation_stats().expect("isolated").breaker != Some(BreakerState::Closed) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(3),
+            "the trial decided"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        kind(&engine.score(grade3(), rows(1), &budget()).await),
+        "ok"
+    );
+    assert_eq!(engine.isolation_stats().expect("isolated").hangs, 0);
     engine
         .shutdown(Duration::from_secs(5))
         .await

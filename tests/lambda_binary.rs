@@ -5,109 +5,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::function::{Function, lambda_env};
 use support::{Stack, appsync_event};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
-
-/// The function process; killed if the test ends early.
-struct Function {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-impl Function {
-    fn spawn(env: Vec<(String, String)>) -> Function {
-        Self::spawn_binary(env!("CARGO_BIN_EXE_assessments-resolver"), env)
-    }
-
-    fn spawn_binary(binary: &str, env: Vec<(String, String)>) -> Function {
-        let mut child = Command::new(binary)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the function");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stdout);
-        let pipe = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        Function { child, stdout }
-    }
-
-    fn output(&self) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// SIGTERM, then a graceful exit (status 0) within 10 s: its stdout lines
-    /// and, among them, the EMF documents.
-    fn terminate(&mut self) -> (Vec<String>, Vec<Value>) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = self.wait(Duration::from_secs(10));
-        assert!(status.success(), "graceful exit, got {status:?}");
-        let output = self.output();
-        let emf = output
-            .iter()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|doc| doc.get("_aws").is_some())
-            .collect();
-        (output, emf)
-    }
-
-    /// Waits for the process to exit, up to `timeout`.
-    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the function did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lambda_env(api: &RuntimeApi) -> Vec<(String, String)> {
-    [
-        ("AWS_LAMBDA_RUNTIME_API", api.address()),
-        (
-            "AWS_LAMBDA_FUNCTION_NAME",
-            "assessments-resolver".to_owned(),
-        ),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {

@@ -38,7 +38,10 @@ async fn scores_follow_the_documented_norm_tables() {
         row("comp-at", COMPREHENSION, 20, 14, 300), // 70 %: z = 0, accuracy 0.7
         row("phon-low", PHONOLOGICAL, 10, 6, 15), // 60 %: z = -2, 1.5 s per item
     ];
-    let scored = engine.score(grade3(), input).await.expect("score");
+    let scored = engine
+        .score(grade3(), input, &budget())
+        .await
+        .expect("score");
     assert_eq!(scored.len(), 4);
 
     let at = &scored[0];
@@ -81,13 +84,20 @@ async fn scores_follow_the_documented_norm_tables() {
         reading_level: 1.5,
     };
     let scored = engine
-        .score(behind, vec![row("orf-at", FLUENCY, 115, 110, 60)])
+        .score(
+            behind,
+            vec![row("orf-at", FLUENCY, 115, 110, 60)],
+            &budget(),
+        )
         .await
         .expect("score");
     assert_eq!(scored[0].flags, Flags::BELOW_READING_LEVEL);
 
     assert_eq!(
-        engine.score(grade3(), Vec::new()).await.expect("empty"),
+        engine
+            .score(grade3(), Vec::new(), &budget())
+            .await
+            .expect("empty"),
         Vec::new()
     );
     engine
@@ -115,7 +125,7 @@ enum Outcome {
 async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) -> Outcome {
     match i % 100 {
         // The slow engine answers after 20 ms; its calls time out after 5 ms.
-        0 | 1 => match slow.score(grade3(), rows(2)).await {
+        0 | 1 => match slow.score(grade3(), rows(2), &budget()).await {
             Err(LegacyError::Timeout { .. }) => Outcome::TimedOut,
             Err(LegacyError::Saturated { .. }) => Outcome::Saturated,
             Ok(_) => Outcome::ScoredLate,
@@ -123,7 +133,7 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
         },
         // A future dropped while its native call runs.
         2 | 3 => {
-            let task = tokio::spawn(async move { slow.score(grade3(), rows(3)).await });
+            let task = tokio::spawn(async move { slow.score(grade3(), rows(3), &budget()).await });
             tokio::time::sleep(Duration::from_millis(2)).await;
             task.abort();
             match task.await {
@@ -137,8 +147,9 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
         // The calling task panics while its native call runs.
         4 if i % 500 == 4 => {
             let task = tokio::spawn(async move {
+                let budget = budget();
                 tokio::select! {
-                    result = slow.score(grade3(), rows(1)) => result.map(|_| ()),
+                    result = slow.score(grade3(), rows(1), &budget) => result.map(|_| ()),
                     _ = tokio::time::sleep(Duration::from_millis(2)) => std::panic::panic_any(INJECTED_PANIC),
                 }
             });
@@ -152,7 +163,11 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
         }
         // A row the component rejects: items_correct > items_attempted.
         5..=9 => match fast
-            .score(grade3(), vec![row("bad", COMPREHENSION, 10, 11, 60)])
+            .score(
+                grade3(),
+                vec![row("bad", COMPREHENSION, 10, 11, 60)],
+                &budget(),
+            )
             .await
         {
             Err(LegacyError::Native {
@@ -166,7 +181,7 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
             other => panic!("call {i}: expected an invalid-argument error, got {other:?}"),
         },
         // The fast engine fails every 5th call it receives.
-        _ => match fast.score(grade3(), rows(1 + i % 7)).await {
+        _ => match fast.score(grade3(), rows(1 + i % 7), &budget()).await {
             Ok(scored) => {
                 assert_eq!(scored.len(), 1 + i % 7);
                 Outcome::Scored
@@ -288,12 +303,14 @@ async fn a_call_past_its_timeout_keeps_its_slot_until_the_native_call_returns() 
     );
     let first = tokio::spawn({
         let engine = Arc::clone(&engine);
-        async move { engine.score(grade3(), rows(1)).await }
+        async move { engine.score(grade3(), rows(1), &budget()).await }
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let second = engine.score(grade3(), rows(1)).await;
+    // Waiting for a slot is bounded by the caller's budget: 100 ms here.
+    let short = assessments_resolver::budget::Budget::after(Duration::from_millis(100));
+    let second = engine.score(grade3(), rows(1), &short).await;
     assert!(
-        matches!(second, Err(LegacyError::Saturated { limit: 1, .. })),
+        matches!(second, Err(LegacyError::Saturated { running: 1, .. })),
         "{second:?}"
     );
     let first = first.await.expect("task");
@@ -303,7 +320,7 @@ async fn a_call_past_its_timeout_keeps_its_slot_until_the_native_call_returns() 
     assert!(matches!(error, LegacyError::Timeout { .. }));
     assert_eq!(
         error.to_string(),
-        "the legacy component did not answer within 50ms"
+        "the legacy component did not answer within 50ms (LEGACY_CALL_TIMEOUT_MS)"
     );
     assert!(error.is_transient());
     // The timed-out native call still runs and holds the only slot.
@@ -325,7 +342,7 @@ async fn shutdown_during_a_call_closes_the_engine_when_the_call_returns() {
     );
     let before = shim_stats();
     assert!(matches!(
-        engine.score(grade3(), rows(1)).await,
+        engine.score(grade3(), rows(1), &budget()).await,
         Err(LegacyError::Timeout { .. })
     ));
     let engine = Arc::into_inner(engine).expect("sole owner");
@@ -356,14 +373,14 @@ async fn after_shutdown_calls_are_refused_and_a_second_shutdown_closes_nothing()
     let before = shim_stats();
     let engine = LegacyEngine::open(&shim_settings("")).expect("open");
     engine
-        .score(grade3(), rows(1))
+        .score(grade3(), rows(1), &budget())
         .await
         .expect("served before shutdown");
     engine
         .shutdown(Duration::from_secs(5))
         .await
         .expect("first shutdown closes");
-    let refused = engine.score(grade3(), rows(1)).await;
+    let refused = engine.score(grade3(), rows(1), &budget()).await;
     assert!(
         matches!(refused, Err(LegacyError::ShuttingDown)),
         "{refused:?}"
@@ -487,7 +504,10 @@ async fn every_malformed_output_mode_is_a_typed_error_and_the_engine_keeps_servi
     ] {
         let broken =
             LegacyEngine::open(&shim_settings(&format!("malformed={mode}"))).expect("open");
-        let error = broken.score(grade3(), rows(3)).await.expect_err(mode);
+        let error = broken
+            .score(grade3(), rows(3), &budget())
+            .await
+            .expect_err(mode);
         let LegacyError::MalformedOutput(message) = &error else {
             panic!("{mode}: {error:?}")
         };
@@ -499,7 +519,7 @@ async fn every_malformed_output_mode_is_a_typed_error_and_the_engine_keeps_servi
         // The process keeps serving.
         assert_eq!(
             healthy
-                .score(grade3(), rows(3))
+                .score(grade3(), rows(3), &budget())
                 .await
                 .expect("healthy")
                 .len(),
@@ -527,7 +547,10 @@ async fn input_the_boundary_cannot_carry_is_rejected_before_the_call() {
         (long, "rows[0].id must be 1..=64 bytes without NUL"),
         (rows(10_001), "10001 rows exceed the 10000 a call accepts"),
     ] {
-        let error = engine.score(grade3(), input).await.expect_err(expected);
+        let error = engine
+            .score(grade3(), input, &budget())
+            .await
+            .expect_err(expected);
         assert_eq!(
             error.to_string(),
             format!("invalid input for the legacy component: {expected}")
@@ -540,6 +563,7 @@ async fn input_the_boundary_cannot_carry_is_rejected_before_the_call() {
                 reading_level: 3.0,
             },
             rows(1),
+            &budget(),
         )
         .await
         .expect_err("grade 13");
@@ -551,6 +575,7 @@ async fn input_the_boundary_cannot_carry_is_rejected_before_the_call() {
                 reading_level: f64::NAN,
             },
             rows(1),
+            &budget(),
         )
         .await
         .expect_err("NaN reading level");
@@ -575,7 +600,7 @@ async fn seeded_failure_probability_is_reproducible() {
         let engine = LegacyEngine::open(&shim_settings("fail_prob=0.3;seed=7")).expect("open");
         let mut pattern = Vec::new();
         for _ in 0..200 {
-            pattern.push(engine.score(grade3(), rows(1)).await.is_ok());
+            pattern.push(engine.score(grade3(), rows(1), &budget()).await.is_ok());
         }
         engine
             .shutdown(Duration::from_secs(5))
@@ -604,7 +629,7 @@ fn crash_modes_kill_only_the_process_that_loaded_the_component() {
             .build()
             .expect("runtime");
         let engine = LegacyEngine::open(&shim_settings(&format!("crash={mode}"))).expect("open");
-        let _ = runtime.block_on(engine.score(grade3(), rows(1)));
+        let _ = runtime.block_on(engine.score(grade3(), rows(1), &budget()));
         unreachable!("crash={mode} returned");
     }
     let exe = std::env::current_exe().expect("test binary path");

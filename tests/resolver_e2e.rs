@@ -271,6 +271,17 @@ async fn bad_inputs_are_errors_of_a_stable_type_naming_the_argument() {
             "ValidationError",
             "dateRange.from",
         ),
+        // Days SQL Server's `date` cannot hold: refused, not sent to the database.
+        (
+            json!({"studentId": "stu-0001", "dateRange": {"from": "0000-12-31"}}),
+            "ValidationError",
+            "dateRange.from",
+        ),
+        (
+            json!({"studentId": "stu-0001", "dateRange": {"to": "-001-01-01"}}),
+            "ValidationError",
+            "dateRange.to",
+        ),
         (
             json!({"studentId": "stu-0001", "dateRange": {"to": 20250101}}),
             "ValidationError",

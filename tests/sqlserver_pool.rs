@@ -17,7 +17,8 @@ use testkit::fixtures::{AssessmentFixture, Fixtures};
 use testkit::tds::TdsServer;
 use testkit::tds::wire::Value;
 
-use support::{pool_settings, start_tds_server};
+use assessments_resolver::budget::Limit;
+use support::{budget, pool_settings, start_tds_server};
 
 fn first_page(student_id: &str, page_size: u32) -> PageRequest {
     PageRequest {
@@ -34,7 +35,7 @@ fn first_page(student_id: &str, page_size: u32) -> PageRequest {
 async fn walk(pool: &SqlPool, mut request: PageRequest) -> Vec<AssessmentRecord> {
     let mut all = Vec::new();
     loop {
-        let page = pool.fetch_page(&request).await.expect("page");
+        let page = pool.fetch_page(&request, &budget()).await.expect("page");
         assert!(page.records.len() <= request.page_size as usize);
         all.extend(page.records);
         match page.next {
@@ -80,7 +81,7 @@ async fn ten_times_max_concurrent_queries_never_open_more_than_max_connections()
         .map(|i| {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.fetch_page(&first_page(&format!("stu-{:04}", 1 + i % 30), 5))
+                pool.fetch_page(&first_page(&format!("stu-{:04}", 1 + i % 30), 5), &budget())
                     .await
             })
         })
@@ -122,7 +123,9 @@ async fn waiters_past_the_wait_timeout_get_a_clear_pool_timeout() {
     let tasks: Vec<_> = (0..6)
         .map(|_| {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.fetch_page(&first_page("stu-0001", 5)).await })
+            tokio::spawn(
+                async move { pool.fetch_page(&first_page("stu-0001", 5), &budget()).await },
+            )
         })
         .collect();
     let mut ok = 0;
@@ -130,11 +133,8 @@ async fn waiters_past_the_wait_timeout_get_a_clear_pool_timeout() {
     for task in tasks {
         match task.await.expect("task") {
             Ok(_) => ok += 1,
-            Err(SqlError::PoolTimeout {
-                waited,
-                max_size: 2,
-            }) => {
-                assert_eq!(waited, Duration::from_millis(100));
+            Err(SqlError::PoolTimeout { limit, max_size: 2 }) => {
+                assert_eq!(limit.after(), Duration::from_millis(100));
                 timed_out += 1;
             }
             Err(other) => panic!("unexpected {other:?}"),
@@ -147,13 +147,16 @@ async fn waiters_past_the_wait_timeout_get_a_clear_pool_timeout() {
         started.elapsed()
     );
     let message = SqlError::PoolTimeout {
-        waited: Duration::from_millis(100),
+        limit: Limit::Own {
+            after: Duration::from_millis(100),
+            setting: "SQL_POOL_WAIT_TIMEOUT_MS",
+        },
         max_size: 2,
     }
     .to_string();
     assert_eq!(
         message,
-        "no SQL Server connection became free within 100ms (pool of 2)"
+        "no SQL Server connection became free within 100ms (SQL_POOL_WAIT_TIMEOUT_MS) (pool of 2)"
     );
     check_bounded(&server, &pool);
 }
@@ -162,7 +165,7 @@ async fn waiters_past_the_wait_timeout_get_a_clear_pool_timeout() {
 async fn a_connection_the_server_drops_is_discarded_and_the_query_retried_on_a_new_one() {
     let server = start_tds_server().await;
     let pool = SqlPool::new(&pool_settings(&server, |s| s.max_size = 2)).expect("pool");
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("warm-up");
     assert_eq!(server.stats().accepted, 1);
@@ -170,7 +173,7 @@ async fn a_connection_the_server_drops_is_discarded_and_the_query_retried_on_a_n
     // The pooled connection dies mid-query: discarded, and the read retried once.
     server.faults().drop_next_queries(1);
     let page = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("retried on a new connection");
     assert_eq!(page.records.len(), 5);
@@ -180,7 +183,7 @@ async fn a_connection_the_server_drops_is_discarded_and_the_query_retried_on_a_n
     assert_eq!(pool.status().size, 1, "the dead connection left the pool");
 
     // The next query reuses the healthy connection.
-    pool.fetch_page(&first_page("stu-0002", 5))
+    pool.fetch_page(&first_page("stu-0002", 5), &budget())
         .await
         .expect("next query");
     assert_eq!(server.stats().accepted, 2);
@@ -193,12 +196,12 @@ async fn a_fresh_connection_dropped_mid_query_is_an_error_and_the_next_query_suc
     let pool = SqlPool::new(&pool_settings(&server, |s| s.max_size = 2)).expect("pool");
     server.faults().drop_next_queries(1);
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("dropped");
     assert!(error.is_connection_lost(), "{error:?}");
     assert_eq!(pool.status().size, 0, "discarded");
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("a new connection serves the next query");
     assert_eq!(server.stats().accepted, 2);
@@ -215,7 +218,7 @@ async fn a_rejected_login_is_a_clear_error_that_carries_no_credentials() {
     let pool = SqlPool::new(&settings).expect("pool");
     let started = Instant::now();
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("rejected");
     assert!(
@@ -234,11 +237,11 @@ async fn a_rejected_login_is_a_clear_error_that_carries_no_credentials() {
     let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
     server.faults().set_reject_logins(true);
     assert!(matches!(
-        pool.fetch_page(&first_page("stu-0001", 5)).await,
+        pool.fetch_page(&first_page("stu-0001", 5), &budget()).await,
         Err(SqlError::LoginRejected { .. })
     ));
     server.faults().set_reject_logins(false);
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("login accepted again");
 }
@@ -251,7 +254,7 @@ async fn refused_and_closed_connections_are_clear_errors_within_the_timeouts() {
     let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
     let started = Instant::now();
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("refused");
     assert!(matches!(error, SqlError::Connect(_)), "{error:?}");
@@ -267,7 +270,7 @@ async fn refused_and_closed_connections_are_clear_errors_within_the_timeouts() {
     ));
     let pool = SqlPool::new(&settings).expect("pool");
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("nothing listens");
     assert_eq!(
@@ -288,7 +291,7 @@ async fn a_stalled_server_fails_the_connect_or_the_query_within_its_timeout() {
     server.faults().set_stall_logins(Duration::from_secs(5));
     let started = Instant::now();
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("login stalls");
     assert!(
@@ -305,13 +308,13 @@ async fn a_stalled_server_fails_the_connect_or_the_query_within_its_timeout() {
     server.faults().set_stall_queries(Duration::from_secs(5));
     let started = Instant::now();
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("query stalls");
     assert!(matches!(error, SqlError::QueryTimeout { .. }), "{error:?}");
     assert_eq!(
         error.to_string(),
-        "the SQL Server query did not finish within 200ms"
+        "the SQL Server query did not finish within 200ms (SQL_QUERY_TIMEOUT_MS)"
     );
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -325,7 +328,7 @@ async fn a_stalled_server_fails_the_connect_or_the_query_within_its_timeout() {
     );
 
     server.faults().set_stall_queries(Duration::ZERO);
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("healthy again");
     check_bounded(&server, &pool);
@@ -337,7 +340,7 @@ async fn a_server_error_keeps_the_connection_and_surfaces_its_code() {
     let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
     server.faults().error_next_queries(1);
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("error token");
     assert!(
@@ -350,7 +353,7 @@ async fn a_server_error_keeps_the_connection_and_surfaces_its_code() {
         ),
         "{error:?}"
     );
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("same connection, next query");
     assert_eq!(
@@ -374,7 +377,7 @@ async fn hostile_values_reach_the_server_only_as_parameters() {
     ];
     for value in &hostile {
         let page = pool
-            .fetch_page(&first_page(value, 5))
+            .fetch_page(&first_page(value, 5), &budget())
             .await
             .expect("a query, not an injection");
         assert!(
@@ -402,7 +405,7 @@ async fn hostile_values_reach_the_server_only_as_parameters() {
         assessment_type: Some(AssessmentType::ReadingComprehension),
         ..first_page("stu-0001", 5)
     };
-    pool.fetch_page(&request).await.expect("page");
+    pool.fetch_page(&request, &budget()).await.expect("page");
     let last = server.recorded().pop().expect("recorded");
     assert_eq!(
         last.param("@P3"),
@@ -457,24 +460,27 @@ async fn walking_every_page_returns_every_row_once_in_order() {
     // A page holding exactly the last rows says there is no next page.
     let total = ids.len() as u32;
     let whole = pool
-        .fetch_page(&first_page("stu-0001", total))
+        .fetch_page(&first_page("stu-0001", total), &budget())
         .await
         .expect("page");
     assert_eq!((whole.records.len(), whole.next), (ids.len(), None));
     let short = pool
-        .fetch_page(&first_page("stu-0001", total - 1))
+        .fetch_page(&first_page("stu-0001", total - 1), &budget())
         .await
         .expect("page");
     let rest = pool
-        .fetch_page(&PageRequest {
-            after: short.next,
-            ..first_page("stu-0001", total - 1)
-        })
+        .fetch_page(
+            &PageRequest {
+                after: short.next,
+                ..first_page("stu-0001", total - 1)
+            },
+            &budget(),
+        )
         .await
         .expect("page");
     assert_eq!((rest.records.len(), rest.next), (1, None));
     assert_eq!(
-        pool.fetch_page(&first_page("stu-0002", 10))
+        pool.fetch_page(&first_page("stu-0002", 10), &budget())
             .await
             .expect("page")
             .records,
@@ -489,12 +495,12 @@ async fn an_unexpected_null_is_an_error_naming_the_column() {
     let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
     server.faults().set_null_column(Some("raw_score"));
     let error = pool
-        .fetch_page(&first_page("stu-0001", 5))
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("NULL raw_score");
     assert_eq!(error.to_string(), "column raw_score: unexpected NULL");
     server.faults().set_null_column(None);
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("the connection is still good");
     assert_eq!(server.stats().accepted, 1);
@@ -508,11 +514,11 @@ async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use()
         s.idle_timeout = Duration::from_millis(300);
     }))
     .expect("pool");
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("page");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("page");
     let kinds: Vec<_> = server
@@ -528,7 +534,7 @@ async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use()
     assert_eq!(server.stats().accepted, 1);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("page");
     assert_eq!(
@@ -541,11 +547,11 @@ async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use()
         s.max_lifetime = Duration::from_millis(100)
     }))
     .expect("pool");
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("page");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    pool.fetch_page(&first_page("stu-0001", 5))
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("page");
     assert_eq!(

@@ -213,13 +213,15 @@ impl Gateway {
                 self.requests.fetch_add(1, Ordering::Relaxed) + 1
             );
             if self.max_batch == 1 {
+                let budget = crate::stack::invocation_budget(&self.deps);
                 let outcome =
-                    appsync::handle(&self.deps, chunk[0].event.clone(), &request_id).await;
+                    appsync::handle(&self.deps, chunk[0].event.clone(), &request_id, budget).await;
                 results.push(outcome.map_err(|e| (e.error_type.as_str().to_owned(), e.message)));
                 continue;
             }
             let batch = Value::Array(chunk.iter().map(|c| c.event.clone()).collect());
-            match appsync::handle(&self.deps, batch, &request_id).await {
+            let budget = crate::stack::invocation_budget(&self.deps);
+            match appsync::handle(&self.deps, batch, &request_id, budget).await {
                 Ok(Value::Array(items)) => {
                     for item in items {
                         match item.get("errorType").and_then(Value::as_str) {

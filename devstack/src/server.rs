@@ -133,7 +133,8 @@ pub fn stats_json(stack: &LocalStack) -> Value {
         "items": deps.counters.items.load(Relaxed),
         "itemErrors": deps.counters.item_errors.load(Relaxed),
         // Result handles live only during a call: 0 whenever the stack is idle.
-        // The engine is one handle, open for the life of the stack.
+        // An engine is one handle, open for the life of its process (isolated:
+        // one per worker; the workers report their counters with every reply).
         "native": native.map(|n| json!({
             "liveResultHandles": n.live_results(),
             "openEngines": n.live_engines(),

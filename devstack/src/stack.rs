@@ -17,6 +17,19 @@ use testkit::tds::{TdsServer, TdsServerConfig};
 
 /// The `nextToken` signing key of local runs (never used in production).
 pub const LOCAL_TOKEN_KEY: &str = "local-playground-next-token-key-not-for-production";
+/// The function's timeout in `infra/template.yaml` (`Timeout: 20`): local
+/// invocations get the deadline a deployed one would.
+pub const FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The budget of an invocation that starts now, as Lambda would give it with
+/// [`FUNCTION_TIMEOUT`] (less the function's own `DEADLINE_MARGIN_MS`).
+pub fn invocation_budget(deps: &Deps) -> assessments_resolver::budget::Budget {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    deps.invocation_budget((since_epoch + FUNCTION_TIMEOUT).as_millis() as u64)
+}
+
 /// The scoring API key of local runs (the stand-in checks it).
 pub const LOCAL_SCORING_KEY: &str = "local-scoring-key";
 

@@ -97,7 +97,15 @@ struct Config {
     uint64_t crash_every = 1;  // with crash=..., crash on every Nth la_score call (1: every call)
     uint64_t leak_kib = 0;     // leak this many KiB per la_score call (a leaky legacy component)
     std::string crash_flag;    // with crash=..., crash only while this file exists
+    std::string open_fail_flag;  // la_engine_open fails while this file exists
 };
+
+bool file_exists(const std::string &path) {
+    FILE *f = std::fopen(path.c_str(), "r");
+    if (!f) return false;
+    std::fclose(f);
+    return true;
+}
 
 bool parse_u64(const std::string &s, uint64_t *out) {
     if (s.empty() || s.size() > 19) return false;
@@ -114,6 +122,8 @@ bool parse_u64(const std::string &s, uint64_t *out) {
 //   fail_every=N  fail_prob=P (0..1)  seed=N  delay_ms=N
 //   malformed=nan|utf8|id_len|count|range  crash=segv|abort  crash_every=N  leak_kib=N
 //   crash_flag=PATH (crash only while PATH exists; tests switch a crash storm on and off)
+//   open_fail_flag=PATH (la_engine_open fails with LA_ERR_CONFIG while PATH exists: a
+//   component that stops starting, e.g. a license server gone or a data file missing)
 la_status parse_config(const char *text, Config *cfg) {
     std::string s(text);
     size_t pos = 0;
@@ -153,6 +163,9 @@ la_status parse_config(const char *text, Config *cfg) {
         } else if (key == "crash_flag") {
             ok = !value.empty();
             cfg->crash_flag = value;
+        } else if (key == "open_fail_flag") {
+            ok = !value.empty();
+            cfg->open_fail_flag = value;
         } else if (key == "crash") {
             if (value == "segv") cfg->crash = Crash::Segv;
             else if (value == "abort") cfg->crash = Crash::Abort;
@@ -310,6 +323,9 @@ LA_API la_status la_engine_open(const char *config, la_engine **out_engine) {
         Config cfg;
         la_status st = parse_config(config, &cfg);
         if (st != LA_OK) return st;
+        if (!cfg.open_fail_flag.empty() && file_exists(cfg.open_fail_flag))
+            return fail(LA_ERR_CONFIG, "the engine cannot open while %.200s exists",
+                        cfg.open_fail_flag.c_str());
         la_engine *e = new la_engine();
         e->cfg = cfg;
         e->rng.seed(cfg.seed);
@@ -374,11 +390,7 @@ LA_API la_status la_score(la_engine *engine, const la_student_context *context,
         r.stats.score_calls++;
     }
     bool crash_now = call % cfg.crash_every == 0;
-    if (crash_now && !cfg.crash_flag.empty()) {
-        FILE *flag = std::fopen(cfg.crash_flag.c_str(), "r");
-        crash_now = flag != nullptr;
-        if (flag) std::fclose(flag);
-    }
+    if (crash_now && !cfg.crash_flag.empty()) crash_now = file_exists(cfg.crash_flag);
     if (cfg.leak_kib > 0) {
         // Deliberately never freed, and touched so it is resident: the kind of
         // leak a real legacy component might have, for the recycling tests.

@@ -15,15 +15,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, timeout_at};
+use tokio::sync::Semaphore;
 
 use super::error::LegacyError;
 use super::ffi::NativeLibrary;
 use super::handle::EngineHandle;
 use super::isolation::{IsolatedEngine, IsolationStats};
+use super::slots::acquire_slot;
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
 use super::{Isolation, LegacySettings, NativeStats};
+use crate::budget::Budget;
 
 /// The legacy engine, opened once per process and shared by every request.
 ///
@@ -63,15 +64,19 @@ impl LegacyEngine {
         }
     }
 
-    /// Scores one student's rows. Returns one scored assessment per row, in order.
+    /// Scores one student's rows within `budget`: waiting for a call slot
+    /// ends with the budget, the call itself with `LEGACY_CALL_TIMEOUT_MS` or
+    /// the budget, whichever is first. Returns one scored assessment per row,
+    /// in order.
     pub async fn score(
         &self,
         context: StudentContext,
         rows: Vec<AssessmentRow>,
+        budget: &Budget,
     ) -> Result<Vec<ScoredAssessment>, LegacyError> {
         match &self.mode {
-            Mode::InProcess(engine) => engine.score(context, rows).await,
-            Mode::Isolated(engine) => engine.score(context, rows).await,
+            Mode::InProcess(engine) => engine.score(context, rows, budget).await,
+            Mode::Isolated(engine) => engine.score(context, rows, budget).await,
         }
     }
 
@@ -90,11 +95,13 @@ impl LegacyEngine {
         }
     }
 
-    /// The component's handle counters, when it runs in this process and exports them.
+    /// The component's handle counters, when it exports them: this
+    /// process's, or (isolated) the workers' together, as they reported them
+    /// with their last replies.
     pub fn native_stats(&self) -> Option<NativeStats> {
         match &self.mode {
             Mode::InProcess(engine) => engine.native_stats(),
-            Mode::Isolated(_) => None,
+            Mode::Isolated(engine) => engine.native_stats(),
         }
     }
 
@@ -121,25 +128,6 @@ impl LegacyEngine {
             Mode::InProcess(engine) => engine.shutdown(grace).await,
             Mode::Isolated(engine) => engine.shutdown(grace).await,
         }
-    }
-}
-
-/// Waits for one of `limit` call slots until `deadline` (`timeout` after the
-/// call began): `Saturated` if none frees in time, `ShuttingDown` once closed.
-/// Both modes bound their calls with it.
-pub(super) async fn acquire_slot(
-    permits: &Arc<Semaphore>,
-    deadline: Instant,
-    timeout: Duration,
-    limit: usize,
-) -> Result<OwnedSemaphorePermit, LegacyError> {
-    match timeout_at(deadline, Arc::clone(permits).acquire_owned()).await {
-        Err(_elapsed) => Err(LegacyError::Saturated {
-            after: timeout,
-            limit,
-        }),
-        Ok(Err(_closed)) => Err(LegacyError::ShuttingDown),
-        Ok(Ok(permit)) => Ok(permit),
     }
 }
 
@@ -179,16 +167,12 @@ impl InProcessEngine {
         &self,
         context: StudentContext,
         rows: Vec<AssessmentRow>,
+        budget: &Budget,
     ) -> Result<Vec<ScoredAssessment>, LegacyError> {
         validate_input(&context, &rows)?;
-        let deadline = Instant::now() + self.call_timeout;
-        let permit = acquire_slot(
-            &self.permits,
-            deadline,
-            self.call_timeout,
-            self.max_concurrency,
-        )
-        .await?;
+        let permit = acquire_slot(&self.permits, budget, self.max_concurrency).await?;
+        // The call's own clock starts now that it has a slot.
+        let bound = budget.bound(self.call_timeout, "LEGACY_CALL_TIMEOUT_MS");
         let engine = self.engine_ref().ok_or(LegacyError::ShuttingDown)?;
         let task = tokio::task::spawn_blocking(move || {
             let outcome = engine.score(&context, &rows).and_then(|result| {
@@ -206,15 +190,13 @@ impl InProcessEngine {
             drop(permit);
             outcome
         });
-        match timeout_at(deadline, task).await {
-            Err(_elapsed) => {
+        match bound.run(task).await {
+            Err(limit) => {
                 tracing::warn!(
-                    timeout_ms = self.call_timeout.as_millis() as u64,
+                    %limit,
                     "legacy call timed out; its handle is released when the native call returns"
                 );
-                Err(LegacyError::Timeout {
-                    after: self.call_timeout,
-                })
+                Err(LegacyError::Timeout { limit })
             }
             Ok(Err(join_error)) if join_error.is_panic() => Err(LegacyError::WorkerPanicked),
             // Cancelled: the runtime is shutting down.

@@ -6,6 +6,8 @@ use std::ffi::c_int;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::budget::Limit;
+
 /// A `la_status` value returned by the native component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NativeStatus {
@@ -97,10 +99,14 @@ pub enum LegacyError {
     InvalidInput(String),
     #[error("malformed output from the legacy component: {0}")]
     MalformedOutput(String),
-    #[error("the legacy component did not answer within {}ms", after.as_millis())]
-    Timeout { after: Duration },
-    #[error("no legacy worker became free within {}ms ({limit} calls already running)", after.as_millis())]
-    Saturated { after: Duration, limit: usize },
+    /// The call's own timeout, or the invocation's deadline, ended the wait
+    /// for its answer (a call cut by the deadline finishes in the background).
+    #[error("the legacy component did not answer within {limit}")]
+    Timeout { limit: Limit },
+    /// Every call slot stayed busy until the invocation's deadline; the call
+    /// never reached the component.
+    #[error("no legacy call slot became free within {waited} ({running} calls already running)")]
+    Saturated { waited: Limit, running: usize },
     #[error("the legacy engine is shutting down")]
     ShuttingDown,
     #[error("the legacy call's worker task panicked")]
@@ -111,8 +117,9 @@ pub enum LegacyError {
     /// exit). How it died is logged, not put in the message clients see.
     #[error("the call failed: its worker process stopped")]
     WorkerCrashed,
-    /// Process isolation: the worker did not answer in time and was killed.
-    #[error("the call did not finish within {}ms; its worker process was stopped", after.as_millis())]
+    /// Process isolation: the worker ran the call past `LEGACY_CALL_TIMEOUT_MS`
+    /// (its own time, not time spent waiting for it) and was killed.
+    #[error("the call did not finish within {}ms (LEGACY_CALL_TIMEOUT_MS); its worker process was stopped", after.as_millis())]
     WorkerHung { after: Duration },
     /// Process isolation: no worker could be started.
     #[error("no worker process could be started: {0}")]

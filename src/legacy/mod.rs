@@ -36,6 +36,7 @@ mod ffi;
 mod handle;
 pub mod isolation;
 pub mod protocol;
+mod slots;
 mod types;
 pub mod worker;
 
@@ -71,7 +72,8 @@ pub struct LegacySettings {
     pub engine_config: String,
     /// `LEGACY_MAX_CONCURRENCY`: native calls at once (1..=256, default 4).
     pub max_concurrency: usize,
-    /// `LEGACY_CALL_TIMEOUT_MS`: per-call timeout, waiting for a slot included (default 5000).
+    /// `LEGACY_CALL_TIMEOUT_MS`: one call's own time, from when it has a slot
+    /// (waiting for one is bounded by the invocation's budget) (default 5000).
     pub call_timeout: Duration,
     /// `LEGACY_ISOLATION`: `process` (worker processes, the default) or `in-process`.
     pub isolation: Isolation,
@@ -105,6 +107,9 @@ impl LegacySettings {
     /// invalid one is an error naming the variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = LegacySettings::default();
+        let max_concurrency = env
+            .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
+            .map_or(defaults.max_concurrency, |n| n as usize);
         Ok(LegacySettings {
             lib_path: env
                 .string("LEGACY_LIB_PATH")?
@@ -113,15 +118,15 @@ impl LegacySettings {
             engine_config: env
                 .string("LEGACY_CONFIG")?
                 .unwrap_or(defaults.engine_config),
-            max_concurrency: env
-                .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
-                .map_or(defaults.max_concurrency, |n| n as usize),
+            max_concurrency,
             call_timeout: env
                 .number("LEGACY_CALL_TIMEOUT_MS", 1..=600_000)?
                 .map_or(defaults.call_timeout, Duration::from_millis),
             isolation: match env.string("LEGACY_ISOLATION")?.as_deref() {
                 Some("in-process") => Isolation::InProcess,
-                None | Some("process") => Isolation::Process(isolation_from_env(env)?),
+                None | Some("process") => {
+                    Isolation::Process(isolation_from_env(env, max_concurrency)?)
+                }
                 Some(_) => {
                     return Err(ConfigError::Invalid {
                         name: "LEGACY_ISOLATION",
@@ -133,16 +138,26 @@ impl LegacySettings {
     }
 }
 
-fn isolation_from_env(env: &Env) -> Result<IsolationSettings, ConfigError> {
+fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, ConfigError> {
     let defaults = IsolationSettings::default();
+    // Explicit, or derived from the memory Lambda gives the function.
+    let max_rss_kib = match env.number("LEGACY_WORKER_MAX_RSS_MB", 1..=65_536)? {
+        Some(mb) => mb * 1024,
+        None => env
+            .number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1..=1_048_576)?
+            .map_or(defaults.max_rss_kib, |mb| {
+                isolation::worker_rss_limit_kib(mb, workers)
+            }),
+    };
     Ok(IsolationSettings {
         worker_path: env.string("LEGACY_WORKER_PATH")?.map(PathBuf::from),
         max_calls: env
             .number("LEGACY_WORKER_MAX_CALLS", 1..=100_000_000)?
             .unwrap_or(defaults.max_calls),
-        max_rss_kib: env
-            .number("LEGACY_WORKER_MAX_RSS_MB", 1..=65_536)?
-            .map_or(defaults.max_rss_kib, |mb| mb * 1024),
+        max_rss_kib,
+        start_timeout: env
+            .number("LEGACY_WORKER_START_TIMEOUT_MS", 1..=600_000)?
+            .map_or(defaults.start_timeout, Duration::from_millis),
         breaker_cooldown: env
             .number("LEGACY_BREAKER_COOLDOWN_MS", 1..=3_600_000)?
             .map_or(defaults.breaker_cooldown, Duration::from_millis),
@@ -161,7 +176,7 @@ pub fn library_stats(lib_path: &Path) -> Result<Option<NativeStats>, LegacyError
 }
 
 /// The component's process-wide handle counters (`la_stats`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NativeStats {
     pub engines_opened: u64,
     pub engines_closed: u64,
@@ -225,6 +240,18 @@ mod tests {
             (isolation.max_calls, isolation.max_rss_kib),
             (500, 64 * 1024)
         );
+        // Without an explicit limit, the function's memory is shared out.
+        let lambda = Env::from_pairs([
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            ("LEGACY_MAX_CONCURRENCY", "2"),
+        ]);
+        let Isolation::Process(isolation) = LegacySettings::from_env(&lambda)
+            .expect("settings")
+            .isolation
+        else {
+            panic!("process isolation is the default")
+        };
+        assert_eq!(isolation.max_rss_kib, 96 * 1024);
         let in_process = Env::from_pairs([("LEGACY_ISOLATION", "in-process")]);
         assert_eq!(
             LegacySettings::from_env(&in_process)

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::NativeStats;
 use super::error::{LegacyError, NativeStatus};
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext, check_scored};
 
@@ -30,17 +31,28 @@ pub enum Request {
 /// Worker to supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
-    /// The first frame of a worker that loaded the library and opened its engine.
-    Ready { pid: u32 },
+    /// The first frame of a worker that loaded the library and opened its
+    /// engine. Every frame but `InitFailed` carries the component's handle
+    /// counters in the worker, read after the call's result was freed
+    /// (`None` when the library does not export them).
+    Ready {
+        pid: u32,
+        native: Option<NativeStats>,
+    },
     /// The first (and last) frame of a worker that could not.
     InitFailed { message: String },
     Scored {
         id: u64,
         results: Vec<ScoredAssessment>,
+        native: Option<NativeStats>,
     },
     /// The call failed inside the worker (a native error status, invalid
     /// input, malformed native output); the worker is healthy.
-    Failed { id: u64, error: WireError },
+    Failed {
+        id: u64,
+        error: WireError,
+        native: Option<NativeStats>,
+    },
 }
 
 /// A `LegacyError` that can cross the pipe.
@@ -264,10 +276,20 @@ mod tests {
         assert_eq!(decode_request(&frame[4..4 + len]).expect("decode"), request);
 
         let replies = [
-            Reply::Ready { pid: 42 },
+            Reply::Ready {
+                pid: 42,
+                native: None,
+            },
             Reply::Scored {
                 id: 7,
                 results: vec![scored("a-1"), scored("a-2")],
+                native: Some(NativeStats {
+                    engines_opened: 1,
+                    results_opened: 3,
+                    results_closed: 3,
+                    score_calls: 3,
+                    ..NativeStats::default()
+                }),
             },
         ];
         let mut stream = Vec::new();

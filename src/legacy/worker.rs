@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::NativeStats;
 use super::error::LegacyError;
 use super::ffi::NativeLibrary;
 use super::handle::EngineHandle;
@@ -103,10 +104,12 @@ fn run() -> i32 {
             return EXIT_INIT_FAILED;
         }
     };
+    let native = || engine.library().stats().map(NativeStats::from);
     if write_reply(
         &mut replies,
         &Reply::Ready {
             pid: std::process::id(),
+            native: native(),
         },
     )
     .is_err()
@@ -139,10 +142,15 @@ fn run() -> i32 {
             freed.map(|()| scored)
         });
         let reply = match outcome {
-            Ok(results) => Reply::Scored { id, results },
+            Ok(results) => Reply::Scored {
+                id,
+                results,
+                native: native(),
+            },
             Err(error) => Reply::Failed {
                 id,
                 error: WireError::from(&error),
+                native: native(),
             },
         };
         if write_reply(&mut replies, &reply).is_err() {

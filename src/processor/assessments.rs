@@ -8,14 +8,13 @@
 //! answer), `scoredAt`, `messageId`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value};
 
 use super::message::AssessmentMessage;
-use crate::dynamo::{self, DynamoError};
+use crate::dynamo::{self, DynamoError, DynamoTimeouts};
 use crate::resolver::is_valid_student_id;
 
 /// How the errors name this data.
@@ -86,7 +85,7 @@ pub struct ScoredAssessment<'a> {
 pub struct AssessmentStore {
     client: Client,
     table: String,
-    timeout: Duration,
+    timeouts: DynamoTimeouts,
 }
 
 fn key(student_id: &str, assessment_id: &str) -> HashMap<String, AttributeValue> {
@@ -103,12 +102,12 @@ fn key(student_id: &str, assessment_id: &str) -> HashMap<String, AttributeValue>
 }
 
 impl AssessmentStore {
-    /// `timeout` is the SDK's operation timeout, reported in errors.
-    pub fn new(client: Client, table: impl Into<String>, timeout: Duration) -> Self {
+    /// `timeouts` are the SDK's, named in errors.
+    pub fn new(client: Client, table: impl Into<String>, timeouts: DynamoTimeouts) -> Self {
         AssessmentStore {
             client,
             table: table.into(),
-            timeout,
+            timeouts,
         }
     }
 
@@ -119,9 +118,9 @@ impl AssessmentStore {
     fn failed<E, R>(&self, error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> DynamoError
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
-        dynamo::classify(DATA, self.timeout, error)
+        dynamo::classify(DATA, &self.timeouts, error)
     }
 
     /// Whether this assessment has been scored already (a strongly

@@ -384,7 +384,7 @@ impl ProcessorDeps {
         let store = AssessmentStore::new(
             settings.aws.dynamodb_client(&sdk),
             settings.assessments_table.clone(),
-            settings.aws.dynamodb_timeout,
+            settings.aws.dynamodb_timeouts(),
         );
         let scoring = ScoringClient::new(settings.scoring.clone(), &api_key, settings.concurrency)
             .map_err(ProcessorInitError::Scoring)?;

@@ -11,7 +11,7 @@
 //! identifier, which Lambda treats as the whole batch failing: safe, since
 //! every write is idempotent.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
@@ -27,10 +27,7 @@ pub struct Handled {
 }
 
 /// The `Instant` of a Lambda deadline given in milliseconds since the epoch.
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
-    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
-}
+pub use crate::budget::instant_of_epoch_ms as deadline_from_epoch_ms;
 
 /// Handles one invocation.
 pub async fn handle(

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::error::ResolveError;
 use crate::legacy::AssessmentType;
+use crate::sqlserver::{SQL_MAX_DATE, SQL_MIN_DATE};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
@@ -211,6 +212,14 @@ fn parse_aws_date(argument: &'static str, value: &Value) -> Result<NaiveDate, Re
     if day.len() != 10 {
         return Err(invalid(argument, "must be an AWSDate (YYYY-MM-DD, UTC)"));
     }
-    NaiveDate::parse_from_str(day, "%Y-%m-%d")
-        .map_err(|_| invalid(argument, "must be an AWSDate (YYYY-MM-DD, UTC)"))
+    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map_err(|_| invalid(argument, "must be an AWSDate (YYYY-MM-DD, UTC)"))?;
+    // The assessment records' store (SQL Server's `date`) has no other days.
+    if !(SQL_MIN_DATE..=SQL_MAX_DATE).contains(&day) {
+        return Err(invalid(
+            argument,
+            format!("must be a day from {SQL_MIN_DATE} to {SQL_MAX_DATE}"),
+        ));
+    }
+    Ok(day)
 }

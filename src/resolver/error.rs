@@ -23,6 +23,8 @@ pub enum ErrorType {
     InvalidEvent,
     /// A bug or corrupt data on our side.
     InternalError,
+    /// The answer would not fit in Lambda's 6 MB response: ask for less.
+    ResponseTooLarge,
 }
 
 impl ErrorType {
@@ -36,6 +38,7 @@ impl ErrorType {
             ErrorType::UnsupportedField => "UnsupportedField",
             ErrorType::InvalidEvent => "InvalidEvent",
             ErrorType::InternalError => "InternalError",
+            ErrorType::ResponseTooLarge => "ResponseTooLarge",
         }
     }
 }
@@ -65,6 +68,12 @@ pub enum ResolveError {
     UnsupportedField { parent: String, field: String },
     #[error("not an AppSync direct Lambda resolver event: {0}")]
     InvalidEvent(String),
+    #[error("{}", if *batch {
+        format!("this item was left out: the batch's answer would exceed Lambda's {limit_bytes}-byte response limit (ask for fewer items at once, or a smaller limit)")
+    } else {
+        format!("the page would exceed Lambda's {limit_bytes}-byte response limit (ask for a smaller limit)")
+    })]
+    ResponseTooLarge { limit_bytes: usize, batch: bool },
 }
 
 impl ResolveError {
@@ -96,6 +105,7 @@ impl ResolveError {
             ResolveError::Profile(_) => ErrorType::DependencyUnavailable,
             ResolveError::UnsupportedField { .. } => ErrorType::UnsupportedField,
             ResolveError::InvalidEvent(_) => ErrorType::InvalidEvent,
+            ResolveError::ResponseTooLarge { .. } => ErrorType::ResponseTooLarge,
         }
     }
 

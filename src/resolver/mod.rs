@@ -18,8 +18,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::budget::Budget;
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
-use crate::profiles::{Profile, ProfileError, ProfileStore};
+use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
 use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
 
 pub use args::{
@@ -120,10 +121,13 @@ impl Resolver {
     /// Resolves a batch of `getAssessments` calls (one element for a single
     /// invoke). The results are in the same order; each item fails on its own.
     /// `now` is the invocation's one clock read, every item's `processedAt`.
+    /// Every item's waits end within `budget`: an item still waiting then
+    /// fails alone with a timeout naming the dependency.
     pub async fn get_assessments(
         &self,
         items: Vec<Result<GetAssessmentsArgs, ResolveError>>,
         now: DateTime<Utc>,
+        budget: &Budget,
     ) -> (Vec<Result<AssessmentPage, ResolveError>>, Timings) {
         let mut results: Vec<Option<Result<AssessmentPage, ResolveError>>> =
             Vec::with_capacity(items.len());
@@ -152,13 +156,20 @@ impl Resolver {
             let result = match distinct.len() {
                 0 => Ok(HashMap::new()),
                 1 => {
+                    // One student: GetItem; a malformed profile is that student's error.
                     let id = student_ids[0];
-                    self.profiles
-                        .get(id)
-                        .await
-                        .map(|p| p.into_iter().map(|p| (id.to_owned(), p)).collect())
+                    match self.profiles.get(id, budget).await {
+                        Ok(profile) => Ok(profile
+                            .map(|p| (id.to_owned(), Ok(p)))
+                            .into_iter()
+                            .collect()),
+                        Err(e @ ProfileError::Malformed { .. }) => {
+                            Ok(HashMap::from([(id.to_owned(), Err(e))]))
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
-                _ => self.profiles.get_many(&student_ids).await,
+                _ => self.profiles.get_many(&student_ids, budget).await,
             };
             (result, started.elapsed(), distinct.len() as u32)
         };
@@ -169,7 +180,7 @@ impl Resolver {
             // higher-ranked-lifetime limitation once the future must be Send).
             let queries: Vec<_> = planned
                 .iter()
-                .map(|p| self.sql.fetch_page(&p.request))
+                .map(|p| self.sql.fetch_page(&p.request, budget))
                 .collect();
             let pages: Vec<_> = futures_util::stream::iter(queries)
                 .buffered(concurrency)
@@ -187,7 +198,7 @@ impl Resolver {
         let finishing: Vec<_> = planned
             .iter()
             .zip(pages)
-            .map(|(plan, page)| self.finish(plan, page, &profiles, &processed_at))
+            .map(|(plan, page)| self.finish(plan, page, &profiles, &processed_at, budget))
             .collect();
         let scored: Vec<Result<AssessmentPage, ResolveError>> =
             futures_util::stream::iter(finishing)
@@ -229,18 +240,20 @@ impl Resolver {
         &self,
         plan: &Planned,
         page: Result<crate::sqlserver::Page, crate::sqlserver::SqlError>,
-        profiles: &Result<HashMap<String, Profile>, ProfileError>,
+        profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
         processed_at: &str,
+        budget: &Budget,
     ) -> Result<AssessmentPage, ResolveError> {
         let profiles = profiles
             .as_ref()
             .map_err(|e| ResolveError::Profile(e.clone()))?;
-        let profile =
-            profiles
-                .get(&plan.args.student_id)
-                .ok_or_else(|| ResolveError::NotFound {
-                    student_id: plan.args.student_id.clone(),
-                })?;
+        let profile = profiles
+            .get(&plan.args.student_id)
+            .ok_or_else(|| ResolveError::NotFound {
+                student_id: plan.args.student_id.clone(),
+            })?
+            .as_ref()
+            .map_err(|e| ResolveError::Profile(e.clone()))?;
         let page = page?;
         let context = StudentContext {
             grade: profile.grade,
@@ -250,7 +263,7 @@ impl Resolver {
         let scored = if rows.is_empty() {
             Vec::new()
         } else {
-            self.legacy.score(context, rows).await?
+            self.legacy.score(context, rows, budget).await?
         };
         let items = page
             .records

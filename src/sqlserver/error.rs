@@ -3,22 +3,23 @@
 
 use std::time::Duration;
 
+use crate::budget::Limit;
 use crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("no SQL Server connection became free within {}ms (pool of {max_size})", waited.as_millis())]
-    PoolTimeout { waited: Duration, max_size: usize },
-    #[error("connecting to SQL Server did not finish within {}ms", after.as_millis())]
-    ConnectTimeout { after: Duration },
+    #[error("no SQL Server connection became free within {limit} (pool of {max_size})")]
+    PoolTimeout { limit: Limit, max_size: usize },
+    #[error("connecting to SQL Server did not finish within {limit}")]
+    ConnectTimeout { limit: Limit },
     #[error("cannot connect to SQL Server: {0}")]
     Connect(String),
     #[error("SQL Server rejected the login (error {code})")]
     LoginRejected { code: u32 },
-    #[error("the SQL Server query did not finish within {}ms", after.as_millis())]
-    QueryTimeout { after: Duration },
+    #[error("the SQL Server query did not finish within {limit}")]
+    QueryTimeout { limit: Limit },
     #[error("the SQL Server connection was lost during the query: {0}")]
     ConnectionLost(String),
     #[error("SQL Server returned error {code} (severity {class})")]
@@ -47,7 +48,10 @@ impl SqlError {
                 kind: std::io::ErrorKind::TimedOut,
                 ..
             } => SqlError::ConnectTimeout {
-                after: connect_timeout,
+                limit: Limit::Own {
+                    after: connect_timeout,
+                    setting: "SQL_CONNECT_TIMEOUT_MS",
+                },
             },
             tiberius::error::Error::Server(token)
                 if matches!(token.code(), LOGIN_FAILED | CANNOT_OPEN_DATABASE) =>
@@ -79,7 +83,10 @@ impl SqlError {
                 kind: std::io::ErrorKind::TimedOut,
                 ..
             } => SqlError::QueryTimeout {
-                after: query_timeout,
+                limit: Limit::Own {
+                    after: query_timeout,
+                    setting: "SQL_QUERY_TIMEOUT_MS",
+                },
             },
             tiberius::error::Error::Server(token) => {
                 tracing::warn!(code = token.code(), class = token.class(), message = %token.message(), "SQL Server error");

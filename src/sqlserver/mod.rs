@@ -15,7 +15,10 @@ use crate::config::{ConfigError, Env};
 
 pub use error::SqlError;
 pub use pool::{PoolStatus, SqlPool};
-pub use query::{ASSESSMENTS_PAGE_SQL, AssessmentRecord, Cursor, MAX_PAGE_SIZE, Page, PageRequest};
+pub use query::{
+    ASSESSMENTS_PAGE_SQL, AssessmentRecord, Cursor, MAX_PAGE_SIZE, Page, PageRequest, SQL_MAX_DATE,
+    SQL_MIN_DATE,
+};
 
 /// Pool and connection settings.
 #[derive(Clone, PartialEq, Eq)]

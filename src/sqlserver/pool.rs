@@ -22,6 +22,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::SqlSettings;
 use super::error::SqlError;
+use crate::budget::Budget;
 
 /// One login to SQL Server, owned by the pool.
 pub struct SqlConnection {
@@ -156,6 +157,7 @@ pub struct SqlPool {
     leak_warn_after: Duration,
     wait_timeout: Duration,
     connect_timeout: Duration,
+    recycle_timeout: Duration,
 }
 
 impl SqlPool {
@@ -192,6 +194,7 @@ impl SqlPool {
             leak_warn_after: settings.leak_warn_after,
             wait_timeout: settings.wait_timeout,
             connect_timeout: settings.connect_timeout,
+            recycle_timeout: settings.recycle_timeout,
         })
     }
 
@@ -214,17 +217,45 @@ impl SqlPool {
         self.pool.close();
     }
 
-    /// A connection, exclusively, until the lease drops.
-    pub(super) async fn checkout(&self) -> Result<Lease, SqlError> {
+    /// A connection, exclusively, until the lease drops. Each step (waiting
+    /// for a free connection, connecting, the health check of an idle one)
+    /// ends by its own timeout or by the budget, whichever comes first.
+    pub(super) async fn checkout(&self, budget: &Budget) -> Result<Lease, SqlError> {
+        if budget.remaining().is_zero() {
+            // Nothing left to wait or connect with: not even a connect attempt.
+            return Err(SqlError::PoolTimeout {
+                limit: budget.as_bound().limit,
+                max_size: self.pool.status().max_size,
+            });
+        }
+        let wait = budget.bound(self.wait_timeout, "SQL_POOL_WAIT_TIMEOUT_MS");
+        let create = budget.bound(self.connect_timeout, "SQL_CONNECT_TIMEOUT_MS");
+        let timeouts = Timeouts {
+            wait: Some(wait.allowed()),
+            create: Some(create.allowed()),
+            recycle: Some(
+                budget
+                    .bound(self.recycle_timeout, "SQL_RECYCLE_TIMEOUT_MS")
+                    .allowed(),
+            ),
+        };
         // Boxed: creating a connection is a large future, and this one is
-        // awaited inside every request's future.
-        let object = Box::pin(self.pool.get()).await.map_err(|e| match e {
+        // awaited inside every request's future. The outer bound is the
+        // budget: deadpool's own timeouts apply one step at a time, so a wait
+        // followed by a connect could otherwise outlast it. Past the wait, what
+        // runs out is the connect (or an idle connection's health check).
+        let got = budget
+            .as_bound()
+            .run(Box::pin(self.pool.timeout_get(&timeouts)))
+            .await
+            .map_err(|limit| SqlError::ConnectTimeout { limit })?;
+        let object = got.map_err(|e| match e {
             PoolError::Timeout(managed::TimeoutType::Wait) => SqlError::PoolTimeout {
-                waited: self.wait_timeout,
+                limit: wait.limit,
                 max_size: self.pool.status().max_size,
             },
             PoolError::Timeout(_) => SqlError::ConnectTimeout {
-                after: self.connect_timeout,
+                limit: create.limit,
             },
             PoolError::Backend(e) => e,
             PoolError::Closed => SqlError::PoolClosed,
@@ -240,6 +271,26 @@ impl SqlPool {
             counters: Arc::clone(&self.counters),
             leak_warn_after: self.leak_warn_after,
         })
+    }
+
+    /// After a connection was lost at `lost_at`: the idle connections
+    /// created before then are discarded (the server, or the network to it,
+    /// may have dropped them all), so that a retry really uses a new one.
+    pub(super) fn discard_idle_created_before(&self, lost_at: Instant) {
+        let removed = self
+            .pool
+            .retain(|_, metrics| metrics.created > lost_at)
+            .removed
+            .len();
+        if removed > 0 {
+            self.counters
+                .retired
+                .fetch_add(removed as u64, Ordering::Relaxed);
+            tracing::info!(
+                removed,
+                "discarded idle SQL Server connections older than a lost one"
+            );
+        }
     }
 }
 

@@ -5,11 +5,22 @@ use tiberius::{FromSql, Row, ToSql};
 
 use super::error::SqlError;
 use super::pool::{Lease, SqlPool};
+use crate::budget::Budget;
 use crate::legacy::AssessmentType;
 
 /// The statement, byte for byte as `infra/sql/queries/assessments_page.sql`
 /// (documented there). Never built from input.
 pub const ASSESSMENTS_PAGE_SQL: &str = include_str!("../../infra/sql/queries/assessments_page.sql");
+
+/// The range of SQL Server's `date` type: the days a page request may name.
+pub const SQL_MIN_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1, 1, 1) {
+    Some(d) => d,
+    None => panic!("0001-01-01 is a date"),
+};
+pub const SQL_MAX_DATE: NaiveDate = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(d) => d,
+    None => panic!("9999-12-31 is a date"),
+};
 
 /// Most rows one page may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -67,22 +78,33 @@ pub struct Page {
 }
 
 impl SqlPool {
-    /// Reads one page. A connection that dies under a reused lease is
-    /// discarded and the (read-only) query retried once on a fresh one.
-    pub async fn fetch_page(&self, request: &PageRequest) -> Result<Page, SqlError> {
+    /// Reads one page within `budget`. A connection that dies under a
+    /// reused lease is discarded, with the idle ones created before it, and
+    /// the (read-only) query retried once on a new connection, if a whole
+    /// attempt (`SQL_QUERY_TIMEOUT_MS`) still fits in the budget.
+    pub async fn fetch_page(
+        &self,
+        request: &PageRequest,
+        budget: &Budget,
+    ) -> Result<Page, SqlError> {
         if request.page_size == 0 || request.page_size > MAX_PAGE_SIZE {
             return Err(SqlError::InvalidRequest(format!(
                 "page size {} is outside 1..={MAX_PAGE_SIZE}",
                 request.page_size
             )));
         }
-        let mut lease = self.checkout().await?;
-        let rows = match self.run_page(&mut lease, request).await {
-            Err(error) if error.is_connection_lost() && lease.is_reused() => {
+        let mut lease = self.checkout(budget).await?;
+        let rows = match self.run_page(&mut lease, request, budget).await {
+            Err(error)
+                if error.is_connection_lost()
+                    && lease.is_reused()
+                    && budget.fits(self.query_timeout) =>
+            {
                 tracing::warn!(%error, "pooled SQL Server connection failed; retrying once on a new connection");
                 drop(lease);
-                lease = self.checkout().await?;
-                self.run_page(&mut lease, request).await?
+                self.discard_idle_created_before(std::time::Instant::now());
+                lease = self.checkout(budget).await?;
+                self.run_page(&mut lease, request, budget).await?
             }
             other => other?,
         };
@@ -105,11 +127,15 @@ impl SqlPool {
         &self,
         lease: &mut Lease,
         request: &PageRequest,
+        budget: &Budget,
     ) -> Result<Vec<Row>, SqlError> {
         // One row more than the page tells whether a next page exists.
         let top = request.page_size as i32 + 1;
         let student_id = request.student_id.as_str();
         let assessment_type = request.assessment_type.map(AssessmentType::as_str);
+        // The statement ends the range at `DATEADD(day, 1, to)`, which overflows
+        // on SQL Server's last day; every datetime2 is on or before it anyway.
+        let to = request.to.filter(|day| *day < SQL_MAX_DATE);
         let after_at = request.after.map(|c| c.administered_at);
         let after_id = request.after.map(|c| c.assessment_id);
         let params: [&dyn ToSql; 7] = [
@@ -117,7 +143,7 @@ impl SqlPool {
             &student_id,
             &assessment_type,
             &request.from,
-            &request.to,
+            &to,
             &after_at,
             &after_id,
         ];
@@ -134,11 +160,9 @@ impl SqlPool {
                 .await?;
             stream.into_first_result().await
         });
-        let result = tokio::time::timeout(self.query_timeout, query).await;
-        match result {
-            Err(_elapsed) => Err(SqlError::QueryTimeout {
-                after: self.query_timeout,
-            }),
+        let bound = budget.bound(self.query_timeout, "SQL_QUERY_TIMEOUT_MS");
+        match bound.run(query).await {
+            Err(limit) => Err(SqlError::QueryTimeout { limit }),
             Ok(Err(e)) => {
                 let error = SqlError::from_query(e, self.query_timeout);
                 connection.broken = error.breaks_connection();

@@ -32,7 +32,20 @@ pub enum InvocationResult {
     Error(Value),
 }
 
-type Pending = (String, Value);
+/// An invocation waiting for `/next`: its id, its timeout (the deadline is
+/// that long after `/next` hands it out, as Lambda counts it), its event.
+type Pending = (String, Duration, Value);
+
+/// Lambda's limit on a synchronous invocation's response (6 MB): a bigger
+/// response is refused, as Lambda's Runtime API does.
+pub const RESPONSE_LIMIT_BYTES: usize = 6 * 1024 * 1024;
+
+/// The deadline `invoke` gives (AppSync's own limit for a resolver is 30 s).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+fn epoch_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
 
 struct ApiState {
     queue: AsyncMutex<mpsc::Receiver<Pending>>,
@@ -50,10 +63,10 @@ pub struct RuntimeApi {
 }
 
 async fn next(State(state): State<Arc<ApiState>>) -> Response {
-    let Some((id, payload)) = state.queue.lock().await.recv().await else {
+    let Some((id, timeout, payload)) = state.queue.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };
-    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+    let deadline = epoch_ms() + timeout.as_millis() as u64;
     let mut response = Json(payload).into_response();
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
@@ -93,9 +106,21 @@ async fn respond(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
+    if body.len() > RESPONSE_LIMIT_BYTES {
+        // What Lambda does: the invocation fails as a whole, with this error.
+        let error = serde_json::json!({
+            "errorType": "Function.ResponseSizeTooLarge",
+            "errorMessage": format!(
+                "Response payload size ({} bytes) exceeded maximum allowed payload size ({RESPONSE_LIMIT_BYTES} bytes).",
+                body.len()
+            ),
+        });
+        complete(&state, &id, InvocationResult::Error(error.clone()));
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(error)).into_response();
+    }
     let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    complete(&state, &id, InvocationResult::Response(value))
+    complete(&state, &id, InvocationResult::Response(value)).into_response()
 }
 
 async fn fail(
@@ -152,6 +177,10 @@ impl RuntimeApi {
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            // Lambda's limit is enforced in `respond`, with Lambda's answer.
+            .layer(axum::extract::DefaultBodyLimit::max(
+                2 * RESPONSE_LIMIT_BYTES,
+            ))
             .route("/2020-01-01/extension/register", post(register))
             .route("/2020-01-01/extension/event/next", get(extension_next))
             .with_state(Arc::clone(&state));
@@ -177,10 +206,24 @@ impl RuntimeApi {
         self.addr.to_string()
     }
 
-    /// Queues one invocation and waits for the function's answer.
+    /// Queues one invocation (deadline [`DEFAULT_DEADLINE`] after it is
+    /// queued) and waits for the function's answer up to `timeout`.
     pub async fn invoke(
         &self,
         payload: Value,
+        timeout: Duration,
+    ) -> Result<InvocationResult, String> {
+        self.invoke_with_deadline(payload, DEFAULT_DEADLINE, timeout)
+            .await
+    }
+
+    /// Queues one invocation whose deadline (`Lambda-Runtime-Deadline-Ms`)
+    /// is `deadline` after the function receives it, and waits for the
+    /// answer up to `timeout`.
+    pub async fn invoke_with_deadline(
+        &self,
+        payload: Value,
+        deadline: Duration,
         timeout: Duration,
     ) -> Result<InvocationResult, String> {
         let id = format!(
@@ -194,7 +237,7 @@ impl RuntimeApi {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), done);
         self.sender
-            .send((id, payload))
+            .send((id, deadline, payload))
             .await
             .map_err(|_| "the emulator stopped".to_owned())?;
         match tokio::time::timeout(timeout, result).await {

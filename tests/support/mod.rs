@@ -1,6 +1,8 @@
 //! Test support shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod function;
+
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,6 +36,12 @@ pub fn quiet_injected_panics() {
             }
         }));
     });
+}
+
+/// A budget for calls made outside an invocation: generous, so that what a
+/// test sees is the call's own limits.
+pub fn budget() -> assessments_resolver::budget::Budget {
+    assessments_resolver::budget::Budget::after(Duration::from_secs(60))
 }
 
 /// Settings for the mocked shim that `cargo build` compiled, with `config`.
@@ -204,7 +212,8 @@ impl Stack {
         &self,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, assessments_resolver::appsync::AppSyncError> {
-        assessments_resolver::appsync::handle(self.deps(), payload, "test-request").await
+        let budget = devstack::stack::invocation_budget(self.deps());
+        assessments_resolver::appsync::handle(self.deps(), payload, "test-request", budget).await
     }
 
     /// After a test: no native result alive, no violation, the pool within its bound.

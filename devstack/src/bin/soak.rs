@@ -308,8 +308,10 @@ async fn invoke(target: &Target, i: u64, batch: usize, faults: &FaultMix) -> Sam
             } else {
                 Value::Array((0..batch).map(|j| appsync_event(i, j)).collect())
             };
+            let budget = devstack::stack::invocation_budget(deps);
             let (result, report) =
-                assessments_resolver::appsync::handle_with_report(deps, payload, "soak").await;
+                assessments_resolver::appsync::handle_with_report(deps, payload, "soak", budget)
+                    .await;
             let elapsed = started.elapsed();
             let t = report.timings;
             let mut errors = Vec::new();

@@ -1,0 +1,34 @@
+//! Call slots: how many legacy calls run at once, in either mode. Waiting for
+//! a slot is the caller's time, bounded by the caller's budget only; it never
+//! counts against the call's own timeout.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::LegacyError;
+use crate::budget::Budget;
+
+/// Waits for one of `limit` call slots within `budget`: `Saturated` if none
+/// frees in time, `ShuttingDown` once the slots are closed.
+pub(super) async fn acquire_slot(
+    permits: &Arc<Semaphore>,
+    budget: &Budget,
+    limit: usize,
+) -> Result<OwnedSemaphorePermit, LegacyError> {
+    if let Ok(permit) = Arc::clone(permits).try_acquire_owned() {
+        return Ok(permit);
+    }
+    match budget
+        .as_bound()
+        .run(Arc::clone(permits).acquire_owned())
+        .await
+    {
+        Err(waited) => Err(LegacyError::Saturated {
+            waited,
+            running: limit,
+        }),
+        Ok(Err(_closed)) => Err(LegacyError::ShuttingDown),
+        Ok(Ok(permit)) => Ok(permit),
+    }
+}

@@ -1,0 +1,110 @@
+//! A Lambda function binary run as a process against the local Runtime API,
+//! as Lambda runs it: its environment, its stdout (logs and EMF lines), SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::lambda_api::RuntimeApi;
+
+/// The function process; killed if the test ends early.
+pub struct Function {
+    pub child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Function {
+    pub fn spawn(env: Vec<(String, String)>) -> Function {
+        Self::spawn_binary(env!("CARGO_BIN_EXE_assessments-resolver"), env)
+    }
+
+    pub fn spawn_binary(binary: &str, env: Vec<(String, String)>) -> Function {
+        let mut child = Command::new(binary)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the function");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout);
+        let pipe = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Function { child, stdout }
+    }
+
+    pub fn output(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// SIGTERM, then a graceful exit (status 0) within 10 s: its stdout lines
+    /// and, among them, the EMF documents.
+    pub fn terminate(&mut self) -> (Vec<String>, Vec<Value>) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.wait(Duration::from_secs(10));
+        assert!(status.success(), "graceful exit, got {status:?}");
+        let output = self.output();
+        let emf = emf_documents(&output);
+        (output, emf)
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the function did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn lambda_env(api: &RuntimeApi) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", api.address()),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME",
+            "assessments-resolver".to_owned(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The EMF documents among a function's stdout lines.
+pub fn emf_documents(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect()
+}
