@@ -68,6 +68,15 @@ async fn crash_storm(
 
 /// Children of this process that are zombies (exited, not reaped).
 fn zombies() -> Vec<u32> {
+    children_in_state(|state| state == "Z")
+}
+
+/// Children of this process that are running or sleeping (live workers).
+fn live_children() -> Vec<u32> {
+    children_in_state(|state| state != "Z")
+}
+
+fn children_in_state(wanted: impl Fn(&str) -> bool) -> Vec<u32> {
     let me = std::process::id();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -80,7 +89,7 @@ fn zombies() -> Vec<u32> {
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.len() > 1
-            && fields[0] == "Z"
+            && wanted(fields[0])
             && fields[1] == me.to_string()
             && let Ok(pid) = entry.file_name().to_string_lossy().parse()
         {
@@ -458,6 +467,51 @@ async fn a_trial_call_whose_caller_gives_up_still_decides_the_breaker() {
         "ok"
     );
     assert_eq!(engine.isolation_stats().expect("isolated").hangs, 0);
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(zombies().is_empty(), "{:?}", zombies());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_died_while_idle_is_replaced_and_the_call_succeeds() {
+    let _serial = serial();
+    let engine = LegacyEngine::start(&isolated("", 1, Duration::from_secs(5), |_| {}))
+        .await
+        .expect("start");
+    assert_eq!(
+        kind(&engine.score(grade3(), rows(1), &budget()).await),
+        "ok"
+    );
+    let workers = live_children();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    // The idle worker is killed behind the supervisor's back.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The next call finds it dead when it writes the request, buries it,
+    // starts a new worker and sends the call there: the caller sees no error.
+    assert_eq!(
+        kind(&engine.score(grade3(), rows(2), &budget()).await),
+        "ok"
+    );
+    let stats = engine.isolation_stats().expect("isolated");
+    assert_eq!((stats.started, stats.crashes), (2, 1), "{stats:?}");
+    assert_eq!(stats.breaker, Some(BreakerState::Closed));
+    assert_ne!(live_children(), workers, "a new worker serves");
+    let native = engine
+        .native_stats()
+        .expect("the workers report their counters");
+    assert_eq!(
+        (native.live_results(), native.violations),
+        (0, 0),
+        "{native:?}"
+    );
     engine
         .shutdown(Duration::from_secs(5))
         .await

@@ -49,16 +49,31 @@ struct Shared {
     native: NativeTotals,
 }
 
-/// Counts a worker alive from its start until this guard drops with it.
+/// Counts a worker process from before it is spawned until this guard drops
+/// with it, after it was reaped: the count covers every process whose pipes
+/// are open, starting ones included.
 struct Alive {
     shared: Arc<Shared>,
-    pid: u32,
+    /// Known once the worker is ready.
+    pid: Option<u32>,
+}
+
+impl Alive {
+    fn new(shared: &Arc<Shared>) -> Self {
+        Counters::add(&shared.counters.workers);
+        Alive {
+            shared: Arc::clone(shared),
+            pid: None,
+        }
+    }
 }
 
 impl Drop for Alive {
     fn drop(&mut self) {
         self.shared.counters.workers.fetch_sub(1, Ordering::Relaxed);
-        self.shared.native.ended(self.pid);
+        if let Some(pid) = self.pid {
+            self.shared.native.ended(pid);
+        }
     }
 }
 
@@ -444,7 +459,9 @@ impl Supervisor {
     }
 
     /// A worker that answered: kept, or retired (after `max_calls`, or past
-    /// `max_rss`) and replaced in the background.
+    /// `max_rss`) and replaced. This runs after the caller was answered; the
+    /// old worker is gone before the new one starts, so processes never
+    /// outnumber slots.
     async fn after_call(&self, tracked: Tracked) -> Option<Tracked> {
         let worn = tracked.worker.calls >= self.settings.max_calls;
         let rss = tracked.worker.rss_kib();
@@ -460,10 +477,9 @@ impl Supervisor {
             reason = if worn { "max calls" } else { "max RSS" },
             "recycling legacy worker"
         );
-        tokio::spawn(async move {
-            let Tracked { worker, _alive } = tracked;
-            worker.retire(Instant::now() + RETIRE_WAIT).await;
-        });
+        let Tracked { worker, _alive } = tracked;
+        worker.retire(Instant::now() + RETIRE_WAIT).await;
+        drop(_alive);
         self.start_replacement().await
     }
 
@@ -518,21 +534,17 @@ impl Supervisor {
             lib_path: &self.lib_path,
             engine_config: &self.engine_config,
         };
+        let mut alive = Alive::new(&self.shared);
         match Worker::start(&launch, self.settings.start_timeout).await {
             Ok(worker) => {
-                let counters = &self.shared.counters;
-                Counters::add(&counters.started);
-                Counters::add(&counters.workers);
+                Counters::add(&self.shared.counters.started);
                 if let Some(native) = worker.native {
                     self.shared.native.report(worker.pid, native);
                 }
-                let pid = worker.pid;
+                alive.pid = Some(worker.pid);
                 Ok(Tracked {
                     worker,
-                    _alive: Alive {
-                        shared: Arc::clone(&self.shared),
-                        pid,
-                    },
+                    _alive: alive,
                 })
             }
             Err(failure) => {
