@@ -110,8 +110,9 @@ impl Playground {
                 isolation["workers"].as_u64() <= isolation["maxWorkers"].as_u64(),
                 "{stats}"
             );
-            assert!(
-                stats["native"]["scoreCalls"].as_u64() > Some(0),
+            // Each idle worker reported its one open engine.
+            assert_eq!(
+                stats["native"]["openEngines"], isolation["workers"],
                 "the workers report their handle counters: {stats}"
             );
         }
