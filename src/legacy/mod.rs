@@ -24,7 +24,8 @@
 //!     items_correct: 110,
 //!     duration_seconds: 60,
 //! }];
-//! let scored = engine.score(context, rows).await?;
+//! let budget = assessments_resolver::budget::Budget::after(std::time::Duration::from_secs(5));
+//! let scored = engine.score(context, rows, &budget).await?;
 //! assert_eq!(scored[0].percentile, 50.0);
 //! engine.shutdown(std::time::Duration::from_secs(5)).await
 //! # }
