@@ -99,6 +99,16 @@ fn children_in_state(wanted: impl Fn(&str) -> bool) -> Vec<u32> {
     found
 }
 
+/// Shuts the engine down and checks every worker was reaped.
+async fn shut_down_leaving_no_zombie(engine: LegacyEngine) {
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(zombies().is_empty(), "{:?}", zombies());
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
@@ -467,12 +477,7 @@ async fn a_trial_call_whose_caller_gives_up_still_decides_the_breaker() {
         "ok"
     );
     assert_eq!(engine.isolation_stats().expect("isolated").hangs, 0);
-    engine
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(zombies().is_empty(), "{:?}", zombies());
+    shut_down_leaving_no_zombie(engine).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,10 +517,5 @@ async fn a_worker_that_died_while_idle_is_replaced_and_the_call_succeeds() {
         (0, 0),
         "{native:?}"
     );
-    engine
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(zombies().is_empty(), "{:?}", zombies());
+    shut_down_leaving_no_zombie(engine).await;
 }
