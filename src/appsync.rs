@@ -15,12 +15,12 @@
 
 use std::time::Instant;
 
+use assessments_common::budget::Budget;
 use aws_lambda_events::appsync::AppSyncDirectResolverEvent;
 use serde_json::{Value, json};
 
-use crate::budget::Budget;
 use crate::deps::Deps;
-use crate::observability::InvocationReport;
+use crate::report::InvocationReport;
 use crate::resolver::{AssessmentPage, ErrorType, GetAssessmentsArgs, ResolveError, parse_args};
 
 /// The field this function resolves.

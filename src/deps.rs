@@ -5,12 +5,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::aws::{AwsSettings, SecretError, resolve_secret};
-use crate::budget::Budget;
-use crate::config::{ConfigError, Env, SecretSetting};
+use assessments_common::aws::{AwsSettings, SecretError, resolve_secret};
+use assessments_common::budget::Budget;
+use assessments_common::config::{ConfigError, Env, SecretSetting};
+use assessments_common::observability::MetricsSettings;
+
 use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
-use crate::observability::{InvocationReport, MetricsSettings};
 use crate::profiles::ProfileStore;
+use crate::report::InvocationReport;
 use crate::resolver::{Resolver, TokenSigner};
 use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
 
@@ -81,9 +83,9 @@ pub enum InitError {
     Secret(#[from] SecretError),
 }
 
-/// Counters over the life of the execution environment.
+/// Counts of invocations and items over the life of the execution environment.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub struct InvocationCounters {
     pub invocations: AtomicU64,
     pub items: AtomicU64,
     pub item_errors: AtomicU64,
@@ -93,7 +95,7 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Deps {
     pub resolver: Resolver,
-    pub counters: Counters,
+    pub counters: InvocationCounters,
     metrics: MetricsSettings,
     shutdown_grace: Duration,
     deadline_margin: Duration,
@@ -123,7 +125,7 @@ impl Deps {
         );
         Ok(Deps {
             resolver: Resolver::new(profiles, pool, legacy, tokens),
-            counters: Counters::default(),
+            counters: InvocationCounters::default(),
             metrics: settings.metrics,
             shutdown_grace: settings.shutdown_grace,
             deadline_margin: settings.deadline_margin,

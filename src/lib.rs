@@ -2,25 +2,23 @@
 //!
 //! One module per boundary:
 //! * [`appsync`]: the event format: direct resolver events in, values or errors out;
-//! * [`budget`]: the invocation's time budget that bounds every wait;
 //! * [`resolver`]: the business rules (validation, paging, enrichment);
 //! * [`profiles`]: student profiles in DynamoDB;
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
 //! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
 //! * [`deps`]: settings and the dependencies built once per execution environment;
-//! * [`observability`]: JSON logs and EMF metrics;
-//! * [`config`]: reading settings from the environment.
+//! * [`report`]: what one invocation did, as a log line and EMF metrics;
+//! * [`fuzzing`]: the fuzz targets' entry points.
+//!
+//! Settings, the AWS SDK, the time budget, DynamoDB error classification and
+//! the EMF builder are shared with the assessment processor
+//! (`processor/`) through `assessments-common` (`common/`).
 
 pub mod appsync;
-pub mod aws;
-pub mod budget;
-pub mod config;
 pub mod deps;
-pub mod dynamo;
 pub mod fuzzing;
 pub mod legacy;
-pub mod observability;
-pub mod processor;
 pub mod profiles;
+pub mod report;
 pub mod resolver;
 pub mod sqlserver;

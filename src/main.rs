@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use assessments_common::config::Env;
 use assessments_resolver::appsync;
-use assessments_resolver::config::Env;
 use assessments_resolver::deps::{Deps, Settings};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
@@ -17,7 +17,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
 
 #[tokio::main]
 async fn serve() -> Result<(), lambda_runtime::Error> {
-    assessments_resolver::observability::init_tracing();
+    assessments_common::observability::init_tracing();
     let settings = Settings::from_env(&Env::from_process())
         .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
     let deps = Arc::new(

@@ -4,19 +4,18 @@
 //! One client, built at init and shared. Each call is bounded by the SDK's
 //! operation timeout and by the invocation's budget, and retried with backoff
 //! on throttling by the SDK's standard retry strategy (configured in
-//! [`crate::aws`]); `BatchGetItem`'s `UnprocessedKeys` are retried here, with
+//! [`assessments_common::aws`]); `BatchGetItem`'s `UnprocessedKeys` are retried here, with
 //! backoff, a bounded number of times, and only while a whole attempt fits
 //! in the budget. A profile that does not decode fails only its own student.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use assessments_common::budget::Budget;
+use assessments_common::dynamo::{self, DynamoError, DynamoTimeouts};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
-
-use crate::budget::Budget;
-use crate::dynamo::{self, DynamoError, DynamoTimeouts};
 
 /// BatchGetItem's limit of keys per request.
 const BATCH_GET_MAX_KEYS: usize = 100;

@@ -14,9 +14,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::function::{Function, emf_documents, lambda_env};
-use support::{Stack, appsync_event};
+use testkit::appsync::get_assessments;
+use testkit::function::{Function, emf_documents, lambda_env};
 use testkit::lambda_api::{InvocationResult, RESPONSE_LIMIT_BYTES, RuntimeApi};
+
+use support::{RESOLVER_BINARY, Stack};
 
 /// The resolver binary over `stack`, with `settings` on top, EMF on.
 fn start_function(stack: &Stack, api: &RuntimeApi, settings: &[(&str, &str)]) -> Function {
@@ -28,14 +30,14 @@ fn start_function(stack: &Stack, api: &RuntimeApi, settings: &[(&str, &str)]) ->
         env.retain(|(key, _)| key != k);
         env.push(((*k).to_owned(), (*v).to_owned()));
     }
-    env.extend(lambda_env(api));
-    Function::spawn(env)
+    env.extend(lambda_env(api, "assessments-resolver"));
+    Function::spawn(RESOLVER_BINARY, env)
 }
 
 /// Waits until the function has finished init: an invocation that touches no
 /// dependency (a validation error) comes back.
 async fn until_ready(api: &RuntimeApi) {
-    let probe = appsync_event(json!({"studentId": "stu-0001", "limit": 0}));
+    let probe = get_assessments(json!({"studentId": "stu-0001", "limit": 0}));
     let answer = api
         .invoke(probe, Duration::from_secs(30))
         .await
@@ -62,7 +64,7 @@ fn batch_of(students: impl IntoIterator<Item = String>, limit: u32) -> Value {
     Value::Array(
         students
             .into_iter()
-            .map(|id| appsync_event(json!({"studentId": id, "limit": limit})))
+            .map(|id| get_assessments(json!({"studentId": id, "limit": limit})))
             .collect(),
     )
 }
@@ -98,7 +100,7 @@ async fn a_black_hole_sql_server_gets_typed_timeouts_before_the_deadline() {
         .set_stall_queries(Duration::from_secs(600));
     let deadline = Duration::from_secs(3);
 
-    let single = appsync_event(json!({"studentId": "stu-0001", "limit": 5}));
+    let single = get_assessments(json!({"studentId": "stu-0001", "limit": 5}));
     let (answer, took) = invoke(&api, single, deadline).await;
     println!(
         "black hole, single invocation, deadline {deadline:?}: answered in {took:?}: {answer:?}"
@@ -239,7 +241,7 @@ async fn a_component_that_stops_starting_backs_off_and_opens_the_breaker() {
         ],
     );
     until_ready(&api).await;
-    let call = || appsync_event(json!({"studentId": "stu-0001", "limit": 1}));
+    let call = || get_assessments(json!({"studentId": "stu-0001", "limit": 1}));
     let (answer, _) = invoke(&api, call(), Duration::from_secs(5)).await;
     assert!(
         matches!(answer, InvocationResult::Response(_)),
@@ -341,7 +343,7 @@ async fn a_malformed_profile_fails_only_its_own_items() {
             "no other request's data: {message}"
         );
     }
-    let single = appsync_event(json!({"studentId": "stu-0003"}));
+    let single = get_assessments(json!({"studentId": "stu-0003"}));
     let (answer, _) = invoke(&api, single, Duration::from_secs(20)).await;
     assert!(
         matches!(&answer, InvocationResult::Error(e) if e["errorType"] == "InternalError"),

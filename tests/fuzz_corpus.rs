@@ -66,7 +66,7 @@ async fn write_seeds() {
     use serde_json::json;
 
     // AppSync events: single, batch, with a nextToken, invalid.
-    let event = |args: serde_json::Value| support::appsync_event(args);
+    let event = testkit::appsync::get_assessments;
     let seeds = [
         (
             "single",

@@ -18,6 +18,8 @@ use assessments_resolver::legacy::{
     BreakerState, Isolation, IsolationSettings, LegacyEngine, LegacyError, LegacySettings,
 };
 use futures_util::StreamExt;
+use testkit::procfs::{live_children, open_fds, zombies};
+
 use support::{budget, grade3, rows, shim_settings};
 
 /// Descriptor and zombie counts are per process: these tests run one at a time.
@@ -66,39 +68,6 @@ async fn crash_storm(
     (engine, flag)
 }
 
-/// Children of this process that are zombies (exited, not reaped).
-fn zombies() -> Vec<u32> {
-    children_in_state(|state| state == "Z")
-}
-
-/// Children of this process that are running or sleeping (live workers).
-fn live_children() -> Vec<u32> {
-    children_in_state(|state| state != "Z")
-}
-
-fn children_in_state(wanted: impl Fn(&str) -> bool) -> Vec<u32> {
-    let me = std::process::id();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 1
-            && wanted(fields[0])
-            && fields[1] == me.to_string()
-            && let Ok(pid) = entry.file_name().to_string_lossy().parse()
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Shuts the engine down and checks every worker was reaped.
 async fn shut_down_leaving_no_zombie(engine: LegacyEngine) {
     engine
@@ -107,10 +76,6 @@ async fn shut_down_leaving_no_zombie(engine: LegacyEngine) {
         .expect("shutdown");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(zombies().is_empty(), "{:?}", zombies());
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
 fn kind(
@@ -390,7 +355,9 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
     let mut outcomes: HashMap<String, u64> = HashMap::new();
     for i in 0..100 {
         let student = format!("stu-{:04}", i % 30 + 1);
-        let event = support::appsync_event(serde_json::json!({"studentId": student, "limit": 5}));
+        let event = testkit::appsync::get_assessments(
+            serde_json::json!({"studentId": student, "limit": 5}),
+        );
         let outcome = match stack.invoke(event).await {
             Ok(_) => "ok".to_owned(),
             Err(error) => {
@@ -420,7 +387,7 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
         "{outcomes:?}"
     );
     // The EMF line of an invocation carries the supervisor's counters.
-    let report = assessments_resolver::observability::InvocationReport::new(
+    let report = assessments_resolver::report::InvocationReport::new(
         "r",
         false,
         1,

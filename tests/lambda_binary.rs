@@ -1,5 +1,4 @@
-//! The built binaries (`assessments-resolver`, `assessment-processor`), run as
-//! processes against a local Lambda Runtime API: init, real invocations,
+//! The built binary (`assessments-resolver`), run as a process against a local Lambda Runtime API: init, real invocations,
 //! errors as Lambda reports them, EMF lines on stdout, and graceful shutdown
 //! on SIGTERM.
 
@@ -10,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::function::{Function, lambda_env};
-use support::{Stack, appsync_event};
+use testkit::appsync::get_assessments;
+use testkit::function::{Function, lambda_env};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
+
+use support::{RESOLVER_BINARY, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
@@ -23,13 +24,13 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     // (the binary itself, in its worker role).
     env.retain(|(k, _)| k != "METRICS_EMF" && k != "LEGACY_ISOLATION");
     env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
-    env.extend(lambda_env(&api));
-    let mut function = Function::spawn(env);
+    env.extend(lambda_env(&api, "assessments-resolver"));
+    let mut function = Function::spawn(RESOLVER_BINARY, env);
     let timeout = Duration::from_secs(20);
 
     let page = api
         .invoke(
-            appsync_event(json!({"studentId": "stu-0001", "limit": 4})),
+            get_assessments(json!({"studentId": "stu-0001", "limit": 4})),
             timeout,
         )
         .await
@@ -41,7 +42,7 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     assert!(page["nextToken"].is_string());
 
     let error = api
-        .invoke(appsync_event(json!({"studentId": "stu-9999"})), timeout)
+        .invoke(get_assessments(json!({"studentId": "stu-9999"})), timeout)
         .await
         .expect("invoke");
     assert_eq!(
@@ -53,8 +54,8 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
     );
 
     let batch = Value::Array(vec![
-        appsync_event(json!({"studentId": "stu-0002"})),
-        appsync_event(json!({"studentId": "stu-0001", "limit": 0})),
+        get_assessments(json!({"studentId": "stu-0002"})),
+        get_assessments(json!({"studentId": "stu-0001", "limit": 0})),
     ]);
     let InvocationResult::Response(batch) = api.invoke(batch, timeout).await.expect("invoke")
     else {
@@ -98,75 +99,9 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
-    let stack = Stack::start(&[]).await;
-    let api = RuntimeApi::start().await.expect("runtime API");
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "METRICS_EMF");
-    env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
-    env.extend(lambda_env(&api));
-    env.retain(|(k, _)| k != "AWS_LAMBDA_FUNCTION_NAME");
-    env.push((
-        "AWS_LAMBDA_FUNCTION_NAME".to_owned(),
-        "assessment-processor".to_owned(),
-    ));
-    let mut function = Function::spawn_binary(env!("CARGO_BIN_EXE_assessment-processor"), env);
-    let event: Value = serde_json::from_str(testkit::sqs::SAMPLE_EVENT).expect("sample event");
-    let timeout = Duration::from_secs(20);
-
-    let InvocationResult::Response(answer) =
-        api.invoke(event.clone(), timeout).await.expect("invoke")
-    else {
-        panic!("the processor answers every SQS event")
-    };
-    // Record 7 has an unknown type, record 8 raw data the API cannot score.
-    assert_eq!(
-        answer,
-        json!({"batchItemFailures": [
-            {"itemIdentifier": "00000000-0000-4000-8000-000000000007"},
-            {"itemIdentifier": "00000000-0000-4000-8000-000000000008"},
-        ]})
-    );
-    // The same event again: nothing scored twice, the same two failures.
-    let InvocationResult::Response(again) = api.invoke(event, timeout).await.expect("invoke")
-    else {
-        panic!("the processor answers every SQS event")
-    };
-    assert_eq!(again, answer);
-    assert_eq!(stack.scoring().stats().scored, 6);
-    assert_eq!(stack.scoring().stats().scored_more_than_once, 0);
-
-    let (output, emf) = function.terminate();
-    assert_eq!(emf.len(), 2, "one EMF line per invocation: {output:#?}");
-    assert_eq!(
-        emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-        "AssessmentProcessor"
-    );
-    assert_eq!(emf[0]["FunctionName"], "assessment-processor");
-    assert_eq!(
-        (
-            emf[0]["Records"].clone(),
-            emf[0]["Scored"].clone(),
-            emf[0]["Failed"].clone()
-        ),
-        (json!(8), json!(6), json!(2))
-    );
-    assert_eq!(
-        (emf[1]["Scored"].clone(), emf[1]["AlreadyScored"].clone()),
-        (json!(0), json!(6))
-    );
-    let logs = output.join("\n");
-    assert!(logs.contains("\"kind\":\"ScoringRejected\""), "{logs}");
-    assert!(
-        !logs.contains(devstack::stack::LOCAL_SCORING_KEY),
-        "the API key is never logged"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_setting_fails_init_with_a_message_naming_it() {
     let api = RuntimeApi::start().await.expect("runtime API");
-    let mut env = lambda_env(&api);
+    let mut env = lambda_env(&api, "assessments-resolver");
     env.push((
         "SQLSERVER_CONNECTION_STRING".to_owned(),
         "Server=tcp:127.0.0.1,1;Encrypt=DANGER_PLAINTEXT".to_owned(),
@@ -175,7 +110,7 @@ async fn a_missing_setting_fails_init_with_a_message_naming_it() {
         "NEXT_TOKEN_KEY".to_owned(),
         support::TEST_TOKEN_KEY.to_owned(),
     ));
-    let mut function = Function::spawn(env);
+    let mut function = Function::spawn(RESOLVER_BINARY, env);
     let status = function.wait(Duration::from_secs(10));
     assert!(!status.success());
     let logs = function.output().join("\n");
@@ -195,15 +130,15 @@ async fn with_managed_concurrency_the_binary_serves_invocations_at_once() {
     let mut env = stack.env();
     env.retain(|(k, _)| k != "SQL_POOL_MAX_SIZE");
     env.push(("SQL_POOL_MAX_SIZE".to_owned(), "4".to_owned()));
-    env.extend(lambda_env(&api));
+    env.extend(lambda_env(&api, "assessments-resolver"));
     env.push(("AWS_LAMBDA_MAX_CONCURRENCY".to_owned(), "4".to_owned()));
-    let _function = Function::spawn(env);
+    let _function = Function::spawn(RESOLVER_BINARY, env);
     let calls: Vec<_> = (0..8)
         .map(|i| {
             let api = Arc::clone(&api);
             tokio::spawn(async move {
                 let args = json!({"studentId": format!("stu-{:04}", 3 + i), "limit": 2});
-                api.invoke(appsync_event(args), Duration::from_secs(20))
+                api.invoke(get_assessments(args), Duration::from_secs(20))
                     .await
             })
         })
@@ -257,11 +192,11 @@ async fn in_production_mode_the_connection_string_comes_from_secrets_manager() {
         "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
         dynamo.endpoint(),
     ));
-    env.extend(lambda_env(&api));
-    let _function = Function::spawn(env);
+    env.extend(lambda_env(&api, "assessments-resolver"));
+    let _function = Function::spawn(RESOLVER_BINARY, env);
     let page = api
         .invoke(
-            appsync_event(json!({"studentId": "stu-0001", "limit": 1})),
+            get_assessments(json!({"studentId": "stu-0001", "limit": 1})),
             Duration::from_secs(20),
         )
         .await

@@ -19,6 +19,7 @@ use std::time::Duration;
 use assessments_resolver::legacy::{
     AssessmentType, Band, Flags, LegacyEngine, LegacyError, NativeStatus, StudentContext,
 };
+
 use support::*;
 
 const FLUENCY: AssessmentType = AssessmentType::OralReadingFluency;
@@ -108,7 +109,7 @@ async fn scores_follow_the_documented_norm_tables() {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Outcome {
+enum BridgeOutcome {
     Scored,
     ScoringFailed,
     InvalidArgument,
@@ -122,13 +123,13 @@ enum Outcome {
 }
 
 /// One call of the mixed workload; `i` picks the kind.
-async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) -> Outcome {
+async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) -> BridgeOutcome {
     match i % 100 {
         // The slow engine answers after 20 ms; its calls time out after 5 ms.
         0 | 1 => match slow.score(grade3(), rows(2), &budget()).await {
-            Err(LegacyError::Timeout { .. }) => Outcome::TimedOut,
-            Err(LegacyError::Saturated { .. }) => Outcome::Saturated,
-            Ok(_) => Outcome::ScoredLate,
+            Err(LegacyError::Timeout { .. }) => BridgeOutcome::TimedOut,
+            Err(LegacyError::Saturated { .. }) => BridgeOutcome::Saturated,
+            Ok(_) => BridgeOutcome::ScoredLate,
             other => panic!("call {i}: expected a timeout, got {other:?}"),
         },
         // A future dropped while its native call runs.
@@ -137,10 +138,10 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
             tokio::time::sleep(Duration::from_millis(2)).await;
             task.abort();
             match task.await {
-                Err(e) if e.is_cancelled() => Outcome::FutureDropped,
-                Ok(Err(LegacyError::Timeout { .. })) => Outcome::TimedOut,
-                Ok(Err(LegacyError::Saturated { .. })) => Outcome::Saturated,
-                Ok(Ok(_)) => Outcome::ScoredLate,
+                Err(e) if e.is_cancelled() => BridgeOutcome::FutureDropped,
+                Ok(Err(LegacyError::Timeout { .. })) => BridgeOutcome::TimedOut,
+                Ok(Err(LegacyError::Saturated { .. })) => BridgeOutcome::Saturated,
+                Ok(Ok(_)) => BridgeOutcome::ScoredLate,
                 other => panic!("call {i}: expected a cancelled task, got {other:?}"),
             }
         }
@@ -154,10 +155,10 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
                 }
             });
             match task.await {
-                Err(e) if e.is_panic() => Outcome::TaskPanicked,
-                Ok(Err(LegacyError::Timeout { .. })) => Outcome::TimedOut,
-                Ok(Err(LegacyError::Saturated { .. })) => Outcome::Saturated,
-                Ok(Ok(())) => Outcome::ScoredLate,
+                Err(e) if e.is_panic() => BridgeOutcome::TaskPanicked,
+                Ok(Err(LegacyError::Timeout { .. })) => BridgeOutcome::TimedOut,
+                Ok(Err(LegacyError::Saturated { .. })) => BridgeOutcome::Saturated,
+                Ok(Ok(())) => BridgeOutcome::ScoredLate,
                 other => panic!("call {i}: expected a panic, got {other:?}"),
             }
         }
@@ -176,7 +177,7 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
                 ..
             }) => {
                 assert!(message.contains("rows[0].items_correct"), "{message}");
-                Outcome::InvalidArgument
+                BridgeOutcome::InvalidArgument
             }
             other => panic!("call {i}: expected an invalid-argument error, got {other:?}"),
         },
@@ -184,12 +185,12 @@ async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) 
         _ => match fast.score(grade3(), rows(1 + i % 7), &budget()).await {
             Ok(scored) => {
                 assert_eq!(scored.len(), 1 + i % 7);
-                Outcome::Scored
+                BridgeOutcome::Scored
             }
             Err(LegacyError::Native {
                 status: NativeStatus::Scoring,
                 ..
-            }) => Outcome::ScoringFailed,
+            }) => BridgeOutcome::ScoringFailed,
             Err(other) => panic!("call {i}: unexpected {other:?}"),
         },
     }
@@ -216,17 +217,17 @@ async fn close_mixed_engines(fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) {
 
 fn check_mix(
     label: &str,
-    tally: &BTreeMap<Outcome, usize>,
+    tally: &BTreeMap<BridgeOutcome, usize>,
     before: assessments_resolver::legacy::NativeStats,
 ) {
     assert_eq!(tally.values().sum::<usize>(), STRESS_CALLS, "{tally:?}");
     for kind in [
-        Outcome::Scored,
-        Outcome::ScoringFailed,
-        Outcome::InvalidArgument,
-        Outcome::TimedOut,
-        Outcome::FutureDropped,
-        Outcome::TaskPanicked,
+        BridgeOutcome::Scored,
+        BridgeOutcome::ScoringFailed,
+        BridgeOutcome::InvalidArgument,
+        BridgeOutcome::TimedOut,
+        BridgeOutcome::FutureDropped,
+        BridgeOutcome::TaskPanicked,
     ] {
         assert!(
             tally.get(&kind).copied().unwrap_or(0) > 0,
@@ -249,7 +250,7 @@ fn check_mix(
         2,
         "each engine closed exactly once"
     );
-    assert!(after.results_opened - before.results_opened >= tally[&Outcome::Scored] as u64);
+    assert!(after.results_opened - before.results_opened >= tally[&BridgeOutcome::Scored] as u64);
     assert_native_clean(label);
 }
 
@@ -307,7 +308,7 @@ async fn a_call_past_its_timeout_keeps_its_slot_until_the_native_call_returns() 
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Waiting for a slot is bounded by the caller's budget: 100 ms here.
-    let short = assessments_resolver::budget::Budget::after(Duration::from_millis(100));
+    let short = assessments_common::budget::Budget::after(Duration::from_millis(100));
     let second = engine.score(grade3(), rows(1), &short).await;
     assert!(
         matches!(second, Err(LegacyError::Saturated { running: 1, .. })),

@@ -14,8 +14,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Stack, appsync_event, native_counters_lock};
+use testkit::appsync::get_assessments;
 use testkit::fixtures::Fixtures;
+
+use support::{Stack, native_counters_lock};
 
 fn error_type(result: &Result<Value, assessments_resolver::appsync::AppSyncError>) -> &'static str {
     match result {
@@ -91,7 +93,7 @@ async fn next_tokens_walk_every_assessment_once_and_refuse_tampering() {
     let mut pages = 0;
     loop {
         let page = stack
-            .invoke(appsync_event(
+            .invoke(get_assessments(
                 json!({"studentId": "stu-0001", "limit": 20, "nextToken": token}),
             ))
             .await
@@ -119,7 +121,9 @@ async fn next_tokens_walk_every_assessment_once_and_refuse_tampering() {
     assert_eq!(pages, expected.div_ceil(20));
 
     let first = stack
-        .invoke(appsync_event(json!({"studentId": "stu-0001", "limit": 2})))
+        .invoke(get_assessments(
+            json!({"studentId": "stu-0001", "limit": 2}),
+        ))
         .await
         .expect("page");
     let token = first["nextToken"].as_str().expect("token").to_owned();
@@ -141,7 +145,7 @@ async fn next_tokens_walk_every_assessment_once_and_refuse_tampering() {
         ),
     ] {
         let error = stack
-            .invoke(appsync_event(args))
+            .invoke(get_assessments(args))
             .await
             .expect_err("refused");
         assert_eq!(error.error_type.as_str(), "ValidationError");
@@ -166,7 +170,7 @@ async fn a_batch_of_100_over_30_students_reads_each_profile_once_and_fails_items
                 Some(_) => json!({"limit": 5}),
                 None => json!({"studentId": student, "limit": 3}),
             };
-            appsync_event(args)
+            get_assessments(args)
         })
         .collect();
     stack.dynamo().proxy().reset_stats();
@@ -357,7 +361,7 @@ async fn bad_inputs_are_errors_of_a_stable_type_naming_the_argument() {
     ];
     assert!(cases.len() >= 30);
     for (arguments, expected_type, named) in &cases {
-        let result = stack.invoke(appsync_event(arguments.clone())).await;
+        let result = stack.invoke(get_assessments(arguments.clone())).await;
         assert_eq!(error_type(&result), *expected_type, "{arguments}");
         let message = result.expect_err("an error").message;
         assert!(
@@ -366,7 +370,7 @@ async fn bad_inputs_are_errors_of_a_stable_type_naming_the_argument() {
         );
     }
     // Events that are not for this field, or not events at all.
-    let mut other_field = appsync_event(json!({"studentId": "stu-0001"}));
+    let mut other_field = get_assessments(json!({"studentId": "stu-0001"}));
     other_field["info"]["fieldName"] = json!("getStudents");
     let result = stack.invoke(other_field).await;
     assert_eq!(error_type(&result), "UnsupportedField");
@@ -384,7 +388,10 @@ async fn bad_inputs_are_errors_of_a_stable_type_naming_the_argument() {
         error_type(&stack.invoke(json!("text")).await),
         "InvalidEvent"
     );
-    let too_big = Value::Array(vec![appsync_event(json!({"studentId": "stu-0001"})); 2001]);
+    let too_big = Value::Array(vec![
+        get_assessments(json!({"studentId": "stu-0001"}));
+        2001
+    ]);
     assert_eq!(error_type(&stack.invoke(too_big).await), "InvalidEvent");
     stack.assert_clean().await;
 }
@@ -394,7 +401,7 @@ async fn a_student_without_assessments_gets_an_empty_last_page() {
     let _lock = native_counters_lock();
     let stack = Stack::start(&[]).await;
     let page = stack
-        .invoke(appsync_event(json!({"studentId": "stu-0002"})))
+        .invoke(get_assessments(json!({"studentId": "stu-0002"})))
         .await
         .expect("page");
     assert_eq!(page, json!({"items": [], "nextToken": null}));
@@ -414,7 +421,9 @@ async fn dynamodb_throttling_is_retried_when_it_clears_and_reported_when_it_pers
     proxy.reset_stats();
     proxy.faults().throttle_next(2);
     let page = stack
-        .invoke(appsync_event(json!({"studentId": "stu-0001", "limit": 3})))
+        .invoke(get_assessments(
+            json!({"studentId": "stu-0001", "limit": 3}),
+        ))
         .await;
     assert!(page.is_ok(), "throttling that clears is retried: {page:?}");
     let stats = proxy.stats();
@@ -427,7 +436,7 @@ async fn dynamodb_throttling_is_retried_when_it_clears_and_reported_when_it_pers
     proxy.faults().set_throttle_always(true);
     let started = Instant::now();
     let error = stack
-        .invoke(appsync_event(json!({"studentId": "stu-0001"})))
+        .invoke(get_assessments(json!({"studentId": "stu-0001"})))
         .await
         .expect_err("throttled");
     assert_eq!(
@@ -481,7 +490,7 @@ async fn legacy_component_failures_surface_as_their_error_types() {
         ])
         .await;
         let error = stack
-            .invoke(appsync_event(args.clone()))
+            .invoke(get_assessments(args.clone()))
             .await
             .expect_err(config);
         assert_eq!(error.error_type.as_str(), expected, "{config}: {error:?}");
@@ -508,7 +517,7 @@ async fn sql_server_faults_surface_as_their_error_types_without_internals() {
 
     faults.error_next_queries(1);
     let error = stack
-        .invoke(appsync_event(args.clone()))
+        .invoke(get_assessments(args.clone()))
         .await
         .expect_err("error token");
     assert_eq!(error.error_type.as_str(), "DependencyUnavailable");
@@ -519,7 +528,7 @@ async fn sql_server_faults_surface_as_their_error_types_without_internals() {
 
     faults.set_stall_queries(Duration::from_secs(2));
     let error = stack
-        .invoke(appsync_event(args.clone()))
+        .invoke(get_assessments(args.clone()))
         .await
         .expect_err("stall");
     assert_eq!(error.error_type.as_str(), "DependencyTimeout");
@@ -527,7 +536,7 @@ async fn sql_server_faults_surface_as_their_error_types_without_internals() {
 
     faults.set_reject_logins(true);
     let error = stack
-        .invoke(appsync_event(args.clone()))
+        .invoke(get_assessments(args.clone()))
         .await
         .expect_err("login");
     assert_eq!(error.error_type.as_str(), "DependencyUnavailable");
@@ -535,7 +544,7 @@ async fn sql_server_faults_surface_as_their_error_types_without_internals() {
 
     faults.set_refuse_connections(true);
     let error = stack
-        .invoke(appsync_event(args.clone()))
+        .invoke(get_assessments(args.clone()))
         .await
         .expect_err("refused");
     assert_eq!(error.error_type.as_str(), "DependencyUnavailable");
@@ -545,7 +554,7 @@ async fn sql_server_faults_surface_as_their_error_types_without_internals() {
     }
 
     stack
-        .invoke(appsync_event(args))
+        .invoke(get_assessments(args))
         .await
         .expect("healthy again");
     stack.assert_clean().await;
@@ -560,7 +569,7 @@ async fn concurrent_invocations_share_the_bounded_dependencies() {
             let stack = std::sync::Arc::clone(&stack);
             tokio::spawn(async move {
                 let args = json!({"studentId": format!("stu-{:04}", 1 + i % 10), "limit": 10});
-                stack.invoke(appsync_event(args)).await
+                stack.invoke(get_assessments(args)).await
             })
         })
         .collect();

@@ -7,7 +7,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use assessments_resolver::config::Env;
+use assessments_common::budget::Limit;
+use assessments_common::config::Env;
 use assessments_resolver::legacy::AssessmentType;
 use assessments_resolver::sqlserver::{
     ASSESSMENTS_PAGE_SQL, AssessmentRecord, PageRequest, SqlError, SqlPool, SqlSettings,
@@ -17,7 +18,6 @@ use testkit::fixtures::{AssessmentFixture, Fixtures};
 use testkit::tds::TdsServer;
 use testkit::tds::wire::Value;
 
-use assessments_resolver::budget::Limit;
 use support::{budget, pool_settings, start_tds_server};
 
 fn first_page(student_id: &str, page_size: u32) -> PageRequest {

@@ -22,6 +22,7 @@ use assessments_resolver::appsync;
 use assessments_resolver::deps::Deps;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use testkit::appsync::ResolverEvent;
 
 /// AppSync's built-in scalars, which an AppSync schema uses without declaring.
 const APPSYNC_SCALARS: &str = "scalar AWSDate scalar AWSTime scalar AWSDateTime scalar AWSTimestamp \
@@ -305,21 +306,11 @@ impl Gateway {
             .collect();
         let mut selection_list = Vec::new();
         selection_paths(document, &field.selection_set, "", &mut selection_list);
-        json!({
-            "arguments": arguments,
-            "identity": null,
-            "source": null,
-            "request": { "headers": headers, "domainName": null },
-            "prev": null,
-            "info": {
-                "parentTypeName": "Query",
-                "fieldName": field.name.as_str(),
-                "selectionSetList": selection_list,
-                "selectionSetGraphQL": field.selection_set.to_string(),
-                "variables": variables,
-            },
-            "stash": {},
-        })
+        ResolverEvent::query(field.name.as_str(), Value::Object(arguments))
+            .headers(headers.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .selection(selection_list, field.selection_set.to_string())
+            .variables(variables.clone())
+            .into_json()
     }
 }
 

@@ -75,7 +75,7 @@ async fn graphql(
 /// The processor's answer to Lambda (`batchItemFailures`), plus each
 /// record's outcome so the caller can see what happened.
 async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoResponse {
-    use assessments_resolver::processor::Outcome;
+    use assessment_processor::RecordOutcome;
     use axum::http::StatusCode;
     let event: aws_lambda_events::sqs::SqsEvent = match serde_json::from_slice(&body) {
         Ok(event) => event,
@@ -88,7 +88,7 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
     };
     let ids: Vec<Option<String>> = event.records.iter().map(|r| r.message_id.clone()).collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let handled = assessments_resolver::processor::sqs::handle_with_report(
+    let handled = assessment_processor::sqs::handle_with_report(
         &app.stack.processor,
         event,
         "playground",
@@ -100,9 +100,9 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
         .zip(&handled.records)
         .map(|(id, record)| {
             let outcome = match &record.outcome {
-                Outcome::Scored { score } => json!({"outcome": "scored", "score": score}),
-                Outcome::AlreadyScored => json!({"outcome": "alreadyScored"}),
-                Outcome::Failed(error) => {
+                RecordOutcome::Scored { score } => json!({"outcome": "scored", "score": score}),
+                RecordOutcome::AlreadyScored => json!({"outcome": "alreadyScored"}),
+                RecordOutcome::Failed(error) => {
                     json!({"outcome": "failed", "kind": error.kind(), "message": error.to_string()})
                 }
             };

@@ -15,6 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use assessments_common::budget::Budget;
 use tokio::sync::Semaphore;
 
 use super::error::LegacyError;
@@ -24,7 +25,6 @@ use super::isolation::{IsolatedEngine, IsolationStats};
 use super::slots::acquire_slot;
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
 use super::{Isolation, LegacySettings, NativeStats};
-use crate::budget::Budget;
 
 /// The legacy engine, opened once per process and shared by every request.
 ///
@@ -32,11 +32,11 @@ use crate::budget::Budget;
 /// bounded), so one instance serves concurrent invocations.
 #[derive(Debug)]
 pub struct LegacyEngine {
-    mode: Mode,
+    mode: EngineMode,
 }
 
 #[derive(Debug)]
-enum Mode {
+enum EngineMode {
     InProcess(InProcessEngine),
     // Boxed: built once per process, and much larger than the in-process engine.
     Isolated(Box<IsolatedEngine>),
@@ -46,7 +46,7 @@ impl LegacyEngine {
     /// Opens the engine in this process (blocking; call it at init).
     pub fn open(settings: &LegacySettings) -> Result<Self, LegacyError> {
         Ok(LegacyEngine {
-            mode: Mode::InProcess(InProcessEngine::open(settings)?),
+            mode: EngineMode::InProcess(InProcessEngine::open(settings)?),
         })
     }
 
@@ -57,7 +57,7 @@ impl LegacyEngine {
         match &settings.isolation {
             Isolation::InProcess => Self::open(settings),
             Isolation::Process(isolation) => Ok(LegacyEngine {
-                mode: Mode::Isolated(Box::new(
+                mode: EngineMode::Isolated(Box::new(
                     IsolatedEngine::start(settings, isolation.clone()).await?,
                 )),
             }),
@@ -75,23 +75,23 @@ impl LegacyEngine {
         budget: &Budget,
     ) -> Result<Vec<ScoredAssessment>, LegacyError> {
         match &self.mode {
-            Mode::InProcess(engine) => engine.score(context, rows, budget).await,
-            Mode::Isolated(engine) => engine.score(context, rows, budget).await,
+            EngineMode::InProcess(engine) => engine.score(context, rows, budget).await,
+            EngineMode::Isolated(engine) => engine.score(context, rows, budget).await,
         }
     }
 
     /// Calls running now.
     pub fn in_flight(&self) -> usize {
         match &self.mode {
-            Mode::InProcess(engine) => engine.in_flight(),
-            Mode::Isolated(engine) => engine.in_flight(),
+            EngineMode::InProcess(engine) => engine.in_flight(),
+            EngineMode::Isolated(engine) => engine.in_flight(),
         }
     }
 
     pub fn max_concurrency(&self) -> usize {
         match &self.mode {
-            Mode::InProcess(engine) => engine.max_concurrency,
-            Mode::Isolated(engine) => engine.max_concurrency(),
+            EngineMode::InProcess(engine) => engine.max_concurrency,
+            EngineMode::Isolated(engine) => engine.max_concurrency(),
         }
     }
 
@@ -100,24 +100,24 @@ impl LegacyEngine {
     /// with their last replies.
     pub fn native_stats(&self) -> Option<NativeStats> {
         match &self.mode {
-            Mode::InProcess(engine) => engine.native_stats(),
-            Mode::Isolated(engine) => engine.native_stats(),
+            EngineMode::InProcess(engine) => engine.native_stats(),
+            EngineMode::Isolated(engine) => engine.native_stats(),
         }
     }
 
     /// The supervisor's counters, when the component runs in worker processes.
     pub fn isolation_stats(&self) -> Option<IsolationStats> {
         match &self.mode {
-            Mode::InProcess(_) => None,
-            Mode::Isolated(engine) => Some(engine.stats()),
+            EngineMode::InProcess(_) => None,
+            EngineMode::Isolated(engine) => Some(engine.stats()),
         }
     }
 
     /// Isolated: the resident size of the idle workers together (KiB).
     pub fn workers_rss_kib(&self) -> Option<u64> {
         match &self.mode {
-            Mode::InProcess(_) => None,
-            Mode::Isolated(engine) => Some(engine.idle_workers_rss_kib()),
+            EngineMode::InProcess(_) => None,
+            EngineMode::Isolated(engine) => Some(engine.idle_workers_rss_kib()),
         }
     }
 
@@ -125,8 +125,8 @@ impl LegacyEngine {
     /// closes the engine (in process) or stops the workers (isolated).
     pub async fn shutdown(&self, grace: Duration) -> Result<(), LegacyError> {
         match &self.mode {
-            Mode::InProcess(engine) => engine.shutdown(grace).await,
-            Mode::Isolated(engine) => engine.shutdown(grace).await,
+            EngineMode::InProcess(engine) => engine.shutdown(grace).await,
+            EngineMode::Isolated(engine) => engine.shutdown(grace).await,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::ffi::c_int;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::budget::Limit;
+use assessments_common::budget::Limit;
 
 /// A `la_status` value returned by the native component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,7 +95,7 @@ impl EngineHandle {
             .zip(&ids)
             .map(|(row, id)| LaAssessmentRow {
                 id: id.as_ptr(),
-                assessment_type: row.assessment_type.native(),
+                assessment_type: super::types::native_type(row.assessment_type),
                 administered_at_unix_ms: row.administered_at_unix_ms,
                 raw_score: row.raw_score,
                 items_attempted: row.items_attempted,

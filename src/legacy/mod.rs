@@ -24,7 +24,7 @@
 //!     items_correct: 110,
 //!     duration_seconds: 60,
 //! }];
-//! let budget = assessments_resolver::budget::Budget::after(std::time::Duration::from_secs(5));
+//! let budget = assessments_common::budget::Budget::after(std::time::Duration::from_secs(5));
 //! let scored = engine.score(context, rows, &budget).await?;
 //! assert_eq!(scored[0].percentile, 50.0);
 //! engine.shutdown(std::time::Duration::from_secs(5)).await
@@ -44,7 +44,7 @@ pub mod worker;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, Env};
+use assessments_common::config::{ConfigError, Env};
 
 pub use engine::LegacyEngine;
 pub use error::{LegacyError, NativeStatus};

@@ -125,7 +125,7 @@ impl From<WireError> for LegacyError {
 
 /// Why bytes from the other side are not a valid frame or message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
+pub enum WorkerProtocolError {
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
     #[error("frame cut off after {got} of {expected} bytes")]
@@ -137,11 +137,11 @@ pub enum ProtocolError {
 }
 
 /// One frame: length header, then the payload.
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WorkerProtocolError> {
     let payload =
-        postcard::to_allocvec(message).map_err(|e| ProtocolError::Decode(e.to_string()))?;
+        postcard::to_allocvec(message).map_err(|e| WorkerProtocolError::Decode(e.to_string()))?;
     if payload.len() > MAX_FRAME {
-        return Err(ProtocolError::TooLarge(payload.len()));
+        return Err(WorkerProtocolError::TooLarge(payload.len()));
     }
     let mut frame = Vec::with_capacity(4 + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -151,30 +151,30 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
 
 /// The payload length a header announces, checked against the limit before
 /// anyone allocates for it.
-pub fn payload_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
+pub fn payload_len(header: [u8; 4]) -> Result<usize, WorkerProtocolError> {
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_FRAME {
-        return Err(ProtocolError::TooLarge(len));
+        return Err(WorkerProtocolError::TooLarge(len));
     }
     Ok(len)
 }
 
-pub fn decode_request(payload: &[u8]) -> Result<Request, ProtocolError> {
-    postcard::from_bytes(payload).map_err(|e| ProtocolError::Decode(e.to_string()))
+pub fn decode_request(payload: &[u8]) -> Result<Request, WorkerProtocolError> {
+    postcard::from_bytes(payload).map_err(|e| WorkerProtocolError::Decode(e.to_string()))
 }
 
-pub fn decode_reply(payload: &[u8]) -> Result<Reply, ProtocolError> {
-    postcard::from_bytes(payload).map_err(|e| ProtocolError::Decode(e.to_string()))
+pub fn decode_reply(payload: &[u8]) -> Result<Reply, WorkerProtocolError> {
+    postcard::from_bytes(payload).map_err(|e| WorkerProtocolError::Decode(e.to_string()))
 }
 
 /// Splits a byte stream into frames and decodes each as a reply: what the
 /// supervisor does with a worker's output, as one function (the fuzz target).
 /// Stops at the first frame that is too large or cut off.
-pub fn decode_reply_stream(mut stream: &[u8]) -> Vec<Result<Reply, ProtocolError>> {
+pub fn decode_reply_stream(mut stream: &[u8]) -> Vec<Result<Reply, WorkerProtocolError>> {
     let mut replies = Vec::new();
     while !stream.is_empty() {
         let Some((header, rest)) = stream.split_first_chunk::<4>() else {
-            replies.push(Err(ProtocolError::Truncated {
+            replies.push(Err(WorkerProtocolError::Truncated {
                 expected: 4,
                 got: stream.len(),
             }));
@@ -188,7 +188,7 @@ pub fn decode_reply_stream(mut stream: &[u8]) -> Vec<Result<Reply, ProtocolError
             }
         };
         if rest.len() < len {
-            replies.push(Err(ProtocolError::Truncated {
+            replies.push(Err(WorkerProtocolError::Truncated {
                 expected: len,
                 got: rest.len(),
             }));
@@ -208,14 +208,14 @@ pub fn check_scored_reply(
     rows: &[AssessmentRow],
     reply_id: u64,
     results: &[ScoredAssessment],
-) -> Result<(), ProtocolError> {
+) -> Result<(), WorkerProtocolError> {
     if reply_id != request_id {
-        return Err(ProtocolError::Mismatch(format!(
+        return Err(WorkerProtocolError::Mismatch(format!(
             "reply {reply_id} to request {request_id}"
         )));
     }
     if results.len() != rows.len() {
-        return Err(ProtocolError::Mismatch(format!(
+        return Err(WorkerProtocolError::Mismatch(format!(
             "{} results for {} rows",
             results.len(),
             rows.len()
@@ -223,11 +223,11 @@ pub fn check_scored_reply(
     }
     for (index, (result, row)) in results.iter().zip(rows).enumerate() {
         if result.id != row.id {
-            return Err(ProtocolError::Mismatch(format!(
+            return Err(WorkerProtocolError::Mismatch(format!(
                 "entry {index} is for another assessment than row {index}"
             )));
         }
-        check_scored(index, result).map_err(|e| ProtocolError::Mismatch(e.to_string()))?;
+        check_scored(index, result).map_err(|e| WorkerProtocolError::Mismatch(e.to_string()))?;
     }
     Ok(())
 }
@@ -304,7 +304,7 @@ mod tests {
         // Cut anywhere inside the second frame: the first survives, the rest is "truncated".
         let cut = decode_reply_stream(&stream[..stream.len() - 3]);
         assert!(cut[0].is_ok());
-        assert!(matches!(cut[1], Err(ProtocolError::Truncated { .. })));
+        assert!(matches!(cut[1], Err(WorkerProtocolError::Truncated { .. })));
     }
 
     #[test]
@@ -312,12 +312,12 @@ mod tests {
         let header = (MAX_FRAME as u32 + 1).to_le_bytes();
         assert_eq!(
             payload_len(header),
-            Err(ProtocolError::TooLarge(MAX_FRAME + 1))
+            Err(WorkerProtocolError::TooLarge(MAX_FRAME + 1))
         );
         let stream = [255u8, 255, 255, 255, 0];
         assert!(matches!(
             decode_reply_stream(&stream)[0],
-            Err(ProtocolError::TooLarge(_))
+            Err(WorkerProtocolError::TooLarge(_))
         ));
     }
 

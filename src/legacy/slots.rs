@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use assessments_common::budget::Budget;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::LegacyError;
-use crate::budget::Budget;
 
 /// Waits for one of `limit` call slots within `budget`: `Saturated` if none
 /// frees in time, `ShuttingDown` once the slots are closed.

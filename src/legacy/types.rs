@@ -1,10 +1,10 @@
 //! Owned Rust values that cross the legacy boundary: what we send (student
 //! context, raw rows) and what we keep (scored assessments, validated).
 
-use std::fmt;
-
 use super::error::LegacyError;
 use super::ffi::LaScoredAssessment;
+
+pub use assessments_common::rules::AssessmentType;
 
 /// Longest assessment id the ABI accepts, in bytes.
 pub const MAX_ID_LEN: usize = 64;
@@ -13,47 +13,12 @@ pub const MAX_ROWS_PER_CALL: usize = 10_000;
 /// Highest grade (0 is kindergarten).
 pub const MAX_GRADE: u8 = 12;
 
-/// The assessment types the legacy component scores (`la_assessment_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum AssessmentType {
-    OralReadingFluency,
-    ReadingComprehension,
-    PhonologicalAwareness,
-}
-
-impl AssessmentType {
-    pub const ALL: [AssessmentType; 3] = [
-        AssessmentType::OralReadingFluency,
-        AssessmentType::ReadingComprehension,
-        AssessmentType::PhonologicalAwareness,
-    ];
-
-    /// The ABI value.
-    pub fn native(self) -> i32 {
-        match self {
-            AssessmentType::OralReadingFluency => 1,
-            AssessmentType::ReadingComprehension => 2,
-            AssessmentType::PhonologicalAwareness => 3,
-        }
-    }
-
-    /// The stable name used in the database and the GraphQL enum.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AssessmentType::OralReadingFluency => "ORAL_READING_FLUENCY",
-            AssessmentType::ReadingComprehension => "READING_COMPREHENSION",
-            AssessmentType::PhonologicalAwareness => "PHONOLOGICAL_AWARENESS",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-}
-
-impl fmt::Display for AssessmentType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The ABI value of an assessment type (`la_assessment_type`).
+pub(crate) fn native_type(assessment_type: AssessmentType) -> i32 {
+    match assessment_type {
+        AssessmentType::OralReadingFluency => 1,
+        AssessmentType::ReadingComprehension => 2,
+        AssessmentType::PhonologicalAwareness => 3,
     }
 }
 

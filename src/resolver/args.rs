@@ -1,16 +1,15 @@
 //! `getAssessments` arguments: validated from the event's JSON, every
 //! violation a `ValidationError` naming the argument.
 
+use assessments_common::rules::{AssessmentType, STUDENT_ID_RULE, is_valid_student_id, json_kind};
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
 
 use super::error::ResolveError;
-use crate::legacy::AssessmentType;
 use crate::sqlserver::{SQL_MAX_DATE, SQL_MIN_DATE};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
-pub const MAX_STUDENT_ID_LEN: usize = 64;
 /// The widest date range a query may span, in days (inclusive of both ends).
 pub const MAX_RANGE_DAYS: i64 = 366 * 5;
 pub const MAX_NEXT_TOKEN_LEN: usize = 1024;
@@ -27,33 +26,8 @@ pub struct GetAssessmentsArgs {
     pub next_token: Option<String>,
 }
 
-/// A student id: 1 to 64 letters, digits, '-' or '_'. The same rule for
-/// every function that takes one.
-pub fn is_valid_student_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_STUDENT_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// What [`is_valid_student_id`] requires, for messages.
-pub const STUDENT_ID_RULE: &str = "must be 1 to 64 characters of letters, digits, '-' or '_'";
-
 fn invalid(argument: &'static str, message: impl Into<String>) -> ResolveError {
     ResolveError::validation(argument, message)
-}
-
-/// A JSON type's name, for messages.
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn optional<'a>(args: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -101,10 +75,9 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
     let assessment_type = match optional(args, "assessmentType") {
         None => None,
         Some(Value::String(s)) => Some(AssessmentType::parse(s).ok_or_else(|| {
-            let names: Vec<&str> = AssessmentType::ALL.iter().map(|t| t.as_str()).collect();
             invalid(
                 "assessmentType",
-                format!("must be one of {}", names.join(", ")),
+                format!("must be one of {}", AssessmentType::names().join(", ")),
             )
         })?),
         Some(other) => {

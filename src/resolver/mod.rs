@@ -14,19 +14,16 @@ mod token;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use assessments_common::budget::Budget;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::budget::Budget;
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
 use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
 use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
 
-pub use args::{
-    DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, STUDENT_ID_RULE,
-    is_valid_student_id, json_kind, parse_args,
-};
+pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
 pub use error::{ErrorType, ResolveError};
 pub use token::{MIN_KEY_LEN, TokenScope, TokenSigner};
 

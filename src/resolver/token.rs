@@ -4,6 +4,7 @@
 //!
 //! Format: `base64url(payload JSON) "." base64url(HMAC(payload part))`.
 
+use assessments_common::config::ConfigError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate};
@@ -12,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::error::ResolveError;
-use crate::config::ConfigError;
 use crate::legacy::AssessmentType;
 use crate::sqlserver::Cursor;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::budget::Limit;
-use crate::config::ConfigError;
+use assessments_common::budget::Limit;
+use assessments_common::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {

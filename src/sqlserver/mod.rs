@@ -11,7 +11,7 @@ mod query;
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Env};
+use assessments_common::config::{ConfigError, Env};
 
 pub use error::SqlError;
 pub use pool::{PoolStatus, SqlPool};

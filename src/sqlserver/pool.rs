@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use assessments_common::budget::Budget;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
 use tiberius::Client;
 use tokio::net::TcpStream;
@@ -22,7 +23,6 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::SqlSettings;
 use super::error::SqlError;
-use crate::budget::Budget;
 
 /// One login to SQL Server, owned by the pool.
 pub struct SqlConnection {
@@ -43,7 +43,7 @@ impl std::fmt::Debug for SqlConnection {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
+struct PoolCounters {
     in_use: AtomicUsize,
     peak_in_use: AtomicUsize,
     created: AtomicU64,
@@ -54,7 +54,7 @@ struct Counters {
 pub struct SqlManager {
     config: tiberius::Config,
     settings: PoolTimings,
-    counters: Arc<Counters>,
+    counters: Arc<PoolCounters>,
 }
 
 impl std::fmt::Debug for SqlManager {
@@ -152,7 +152,7 @@ pub struct PoolStatus {
 #[derive(Debug, Clone)]
 pub struct SqlPool {
     pool: managed::Pool<SqlManager>,
-    counters: Arc<Counters>,
+    counters: Arc<PoolCounters>,
     pub(super) query_timeout: Duration,
     leak_warn_after: Duration,
     wait_timeout: Duration,
@@ -166,7 +166,7 @@ impl SqlPool {
         config.handshake_timeout(Some(settings.connect_timeout));
         config.command_timeout(Some(settings.query_timeout));
         config.application_name("assessments-resolver");
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(PoolCounters::default());
         let manager = SqlManager {
             config,
             settings: PoolTimings {
@@ -298,7 +298,7 @@ impl SqlPool {
 pub(super) struct Lease {
     object: Option<Object<SqlManager>>,
     checked_out: Instant,
-    counters: Arc<Counters>,
+    counters: Arc<PoolCounters>,
     leak_warn_after: Duration,
 }
 

@@ -1,11 +1,11 @@
 //! The page query: one constant statement, parameters only, keyset pagination.
 
+use assessments_common::budget::Budget;
 use chrono::{NaiveDate, NaiveDateTime};
 use tiberius::{FromSql, Row, ToSql};
 
 use super::error::SqlError;
 use super::pool::{Lease, SqlPool};
-use crate::budget::Budget;
 use crate::legacy::AssessmentType;
 
 /// The statement, byte for byte as `infra/sql/queries/assessments_page.sql`

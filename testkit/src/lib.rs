@@ -1,5 +1,4 @@
-//! Real protocol peers for tests and local runs, shared by the integration
-//! tests and the local playground:
+//! Real protocol peers and test support for tests and local runs:
 //!
 //! * [`tds`]: a TDS (SQL Server wire protocol) server over fixture data, with
 //!   statement recording, connection counting and fault injection;
@@ -10,13 +9,24 @@
 //!   second and fault injection;
 //! * [`sqs`]: SQS events for the assessment processor (the demo's, generated ones);
 //! * [`http`]: serving an axum app on loopback until dropped;
-//! * [`lambda_api`]: a local Lambda Runtime API, to run a function binary as in Lambda.
+//! * [`lambda_api`]: a local Lambda Runtime API, to run a function binary as in Lambda;
+//! * [`function`]: a function binary run as a process against it;
+//! * [`services`]: the peers above started together, and the settings that point a function at them;
+//! * [`appsync`]: AppSync direct-resolver events (single and batched);
+//! * [`procfs`]: memory, descriptors and child processes from `/proc`.
+//!
+//! One place for test support: the tests of both functions, the playground,
+//! the soak and the fuzz targets use these, and nothing here depends on either function.
 
+pub mod appsync;
 pub mod dynamo;
 pub mod faults;
 pub mod fixtures;
+pub mod function;
 pub mod http;
 pub mod lambda_api;
+pub mod procfs;
 pub mod scoring;
+pub mod services;
 pub mod sqs;
 pub mod tds;

@@ -1,8 +1,6 @@
 //! Test support shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-pub mod function;
-
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,8 +38,8 @@ pub fn quiet_injected_panics() {
 
 /// A budget for calls made outside an invocation: generous, so that what a
 /// test sees is the call's own limits.
-pub fn budget() -> assessments_resolver::budget::Budget {
-    assessments_resolver::budget::Budget::after(Duration::from_secs(60))
+pub fn budget() -> assessments_common::budget::Budget {
+    assessments_common::budget::Budget::after(Duration::from_secs(60))
 }
 
 /// Settings for the mocked shim that `cargo build` compiled, with `config`.
@@ -147,6 +145,9 @@ pub fn pool_settings(
     settings
 }
 
+/// The resolver's binary, built for this test run.
+pub const RESOLVER_BINARY: &str = env!("CARGO_BIN_EXE_assessments-resolver");
+
 /// The HMAC key the local stack signs `nextToken` with.
 pub const TEST_TOKEN_KEY: &str = devstack::stack::LOCAL_TOKEN_KEY;
 
@@ -170,7 +171,10 @@ impl Stack {
                 .chain(overrides)
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            scoring_track_ids: true,
+            services: testkit::services::ServicesOptions {
+                scoring_track_ids: true,
+                ..Default::default()
+            },
             ..Default::default()
         };
         Stack {
@@ -182,10 +186,6 @@ impl Stack {
 
     pub fn deps(&self) -> &assessments_resolver::deps::Deps {
         &self.local.deps
-    }
-
-    pub fn processor(&self) -> &assessments_resolver::processor::ProcessorDeps {
-        &self.local.processor
     }
 
     pub fn scoring(&self) -> &testkit::scoring::ScoringStandIn {
@@ -239,23 +239,4 @@ impl Stack {
         );
         assert_eq!(pool.in_use, 0, "{pool:?}");
     }
-}
-
-/// An AppSync direct resolver event for `Query.getAssessments`.
-pub fn appsync_event(arguments: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "arguments": arguments,
-        "identity": null,
-        "source": null,
-        "request": { "headers": { "x-api-key": "***" }, "domainName": null },
-        "prev": null,
-        "info": {
-            "parentTypeName": "Query",
-            "fieldName": "getAssessments",
-            "selectionSetList": ["items", "items/id", "nextToken"],
-            "selectionSetGraphQL": "{ items { id } nextToken }",
-            "variables": {}
-        },
-        "stash": {}
-    })
 }

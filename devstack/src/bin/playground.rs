@@ -11,6 +11,7 @@ use clap::Parser;
 use devstack::gateway::Gateway;
 use devstack::server::{App, router};
 use devstack::stack::{LocalStack, StackOptions};
+use testkit::services::ServicesOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,15 +68,18 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         "starting the local stack (TDS server, DynamoDB via moto, legacy shim, scoring API stand-in)..."
     );
     let stack = LocalStack::start(StackOptions {
-        dynamodb_endpoint: args.dynamodb_endpoint,
-        region: args.region,
-        sql_connection_string: args.sql_connection_string,
+        services: ServicesOptions {
+            dynamodb_endpoint: args.dynamodb_endpoint,
+            region: args.region,
+            sql_connection_string: args.sql_connection_string,
+            students_table: args.students_table,
+            assessments_table: args.assessments_table,
+            scoring_api_url: args.scoring_api_url,
+            scoring_track_ids: false,
+            settings: Vec::new(),
+        },
         legacy_lib_path: args.legacy_lib_path,
         legacy_config: args.legacy_config,
-        students_table: args.students_table,
-        assessments_table: args.assessments_table,
-        scoring_api_url: args.scoring_api_url,
-        scoring_track_ids: false,
         overrides: Vec::new(),
     })
     .await?;

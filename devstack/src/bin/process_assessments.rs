@@ -11,12 +11,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use assessments_resolver::processor::Outcome;
-use assessments_resolver::processor::sqs::handle_with_report;
+use assessment_processor::RecordOutcome;
+use assessment_processor::sqs::handle_with_report;
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use clap::Parser;
 use devstack::stack::{LocalStack, StackOptions};
+use testkit::services::ServicesOptions;
 
 #[derive(Parser, Debug)]
 #[command(about = "Send an SQS event through the assessment processor, locally")]
@@ -50,7 +51,10 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 
     eprintln!("starting the local stack (moto, scoring API stand-in)...");
     let stack = LocalStack::start(StackOptions {
-        scoring_track_ids: true,
+        services: ServicesOptions {
+            scoring_track_ids: true,
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await?;
@@ -70,9 +74,9 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|b| serde_json::from_str(b).ok())
             .unwrap_or_default();
         let outcome = match &report.outcome {
-            Outcome::Scored { score } => format!("scored {score}"),
-            Outcome::AlreadyScored => "already scored".to_owned(),
-            Outcome::Failed(error) => format!("FAILED {}: {error}", error.kind()),
+            RecordOutcome::Scored { score } => format!("scored {score}"),
+            RecordOutcome::AlreadyScored => "already scored".to_owned(),
+            RecordOutcome::Failed(error) => format!("FAILED {}: {error}", error.kind()),
         };
         println!(
             "  {:<38} {:<18} {:<9} {:>7}  {outcome}",

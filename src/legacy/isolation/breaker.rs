@@ -53,7 +53,7 @@ pub enum Admission {
 
 /// What a call (or a worker start) that reached a worker showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CallOutcome {
     /// The worker answered (a result or an error status).
     Healthy,
     /// The worker crashed, hung, failed to start or sent an invalid reply.
@@ -132,8 +132,13 @@ impl Breaker {
 
     /// The outcome of a call that reached a worker, or of a worker start
     /// (`trial` when it was the half-open trial).
-    pub fn record(&mut self, now: Instant, outcome: Outcome, trial: bool) -> Option<Transition> {
-        let died = outcome == Outcome::Death;
+    pub fn record(
+        &mut self,
+        now: Instant,
+        outcome: CallOutcome,
+        trial: bool,
+    ) -> Option<Transition> {
+        let died = outcome == CallOutcome::Death;
         if trial && self.state == BreakerState::HalfOpen {
             self.trial_running = false;
             self.recent.clear();
@@ -177,9 +182,9 @@ mod tests {
 
     fn open(now: Instant) -> Breaker {
         let mut b = breaker(now);
-        assert_eq!(b.record(now, Outcome::Death, false), None);
+        assert_eq!(b.record(now, CallOutcome::Death, false), None);
         assert_eq!(
-            b.record(now, Outcome::Death, false),
+            b.record(now, CallOutcome::Death, false),
             Some(Transition::Opened { deaths: 2 })
         );
         b
@@ -191,14 +196,14 @@ mod tests {
         let mut b = breaker(t0);
         assert_eq!(b.admit(t0), Admission::Go { trial: false });
         // One death, then enough healthy calls to push it out of the window.
-        assert_eq!(b.record(t0, Outcome::Death, false), None);
+        assert_eq!(b.record(t0, CallOutcome::Death, false), None);
         for _ in 0..4 {
-            assert_eq!(b.record(t0, Outcome::Healthy, false), None);
+            assert_eq!(b.record(t0, CallOutcome::Healthy, false), None);
         }
-        assert_eq!(b.record(t0, Outcome::Death, false), None);
+        assert_eq!(b.record(t0, CallOutcome::Death, false), None);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(
-            b.record(t0, Outcome::Death, false),
+            b.record(t0, CallOutcome::Death, false),
             Some(Transition::Opened { deaths: 2 })
         );
         assert_eq!(b.state(), BreakerState::Open);
@@ -224,8 +229,8 @@ mod tests {
             }
         );
         // Late outcomes of calls admitted before it opened change nothing.
-        assert_eq!(b.record(later, Outcome::Death, false), None);
-        assert_eq!(b.record(later, Outcome::Healthy, false), None);
+        assert_eq!(b.record(later, CallOutcome::Death, false), None);
+        assert_eq!(b.record(later, CallOutcome::Healthy, false), None);
         assert_eq!(b.state(), BreakerState::HalfOpen);
     }
 
@@ -236,13 +241,13 @@ mod tests {
         let later = t0 + COOLDOWN;
         assert_eq!(b.admit(later), Admission::Go { trial: true });
         assert_eq!(
-            b.record(later, Outcome::Healthy, true),
+            b.record(later, CallOutcome::Healthy, true),
             Some(Transition::Closed)
         );
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(later), Admission::Go { trial: false });
         // The old deaths are forgotten: one new death does not reopen it.
-        assert_eq!(b.record(later, Outcome::Death, false), None);
+        assert_eq!(b.record(later, CallOutcome::Death, false), None);
     }
 
     #[test]
@@ -252,7 +257,7 @@ mod tests {
         let later = t0 + COOLDOWN;
         assert_eq!(b.admit(later), Admission::Go { trial: true });
         assert_eq!(
-            b.record(later, Outcome::Death, true),
+            b.record(later, CallOutcome::Death, true),
             Some(Transition::Reopened)
         );
         assert_eq!(
@@ -278,7 +283,7 @@ mod tests {
         b.abandon(true);
         assert_eq!(b.admit(later), Admission::Go { trial: true });
         assert_eq!(
-            b.record(later, Outcome::Healthy, true),
+            b.record(later, CallOutcome::Healthy, true),
             Some(Transition::Closed)
         );
         // Abandoning a call that was not the trial changes nothing.
@@ -290,12 +295,12 @@ mod tests {
     fn abandoned_calls_do_not_fill_the_window() {
         let t0 = Instant::now();
         let mut b = breaker(t0);
-        assert_eq!(b.record(t0, Outcome::Death, false), None);
+        assert_eq!(b.record(t0, CallOutcome::Death, false), None);
         for _ in 0..100 {
             b.abandon(false);
         }
         assert_eq!(
-            b.record(t0, Outcome::Death, false),
+            b.record(t0, CallOutcome::Death, false),
             Some(Transition::Opened { deaths: 2 })
         );
     }

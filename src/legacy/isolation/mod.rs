@@ -29,15 +29,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use breaker::BreakerState;
-pub use process::describe_exit;
-pub use stats::IsolationStats;
+use assessments_common::budget::Budget;
 
 use super::error::LegacyError;
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext};
 use super::{LegacySettings, NativeStats};
-use crate::budget::Budget;
 use supervisor::Supervisor;
+
+pub use breaker::BreakerState;
+pub use process::describe_exit;
+pub use stats::IsolationStats;
 
 /// How the supervisor runs workers (`LEGACY_WORKER_*`, `LEGACY_BREAKER_*`).
 #[derive(Debug, Clone, PartialEq)]

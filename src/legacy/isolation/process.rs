@@ -14,7 +14,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::{Instant, timeout_at};
 
 use super::super::NativeStats;
-use super::super::protocol::{self, ProtocolError, Reply};
+use super::super::protocol::{self, Reply, WorkerProtocolError};
 use super::super::worker::{ENV_CONFIG, ENV_LIB, WORKER_ARG};
 
 /// Environment variables a worker inherits (the rest is cleared: a worker
@@ -79,7 +79,7 @@ pub(super) enum Lost {
     /// No reply within the call's own timeout.
     Timeout,
     /// Bytes that are not a valid reply frame.
-    Protocol(ProtocolError),
+    Protocol(WorkerProtocolError),
 }
 
 async fn read_reply(stdout: &mut BufReader<ChildStdout>) -> Result<Reply, Lost> {

@@ -37,7 +37,7 @@ pub struct IsolationStats {
 
 /// The event counters (lock-free).
 #[derive(Debug, Default)]
-pub(super) struct Counters {
+pub(super) struct SupervisorCounters {
     pub workers: AtomicU64,
     pub started: AtomicU64,
     pub crashes: AtomicU64,
@@ -50,7 +50,7 @@ pub(super) struct Counters {
     pub breaker_opened: AtomicU64,
 }
 
-impl Counters {
+impl SupervisorCounters {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -25,27 +25,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use assessments_common::budget::Budget;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use super::super::error::LegacyError;
-use super::super::protocol::{self, ProtocolError, Reply, Request};
+use super::super::protocol::{self, Reply, Request, WorkerProtocolError};
 use super::super::slots::acquire_slot;
 use super::super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
 use super::super::{LegacySettings, NativeStats};
 use super::IsolationSettings;
-use super::breaker::{Admission, Breaker, BreakerState, Outcome, Transition};
+use super::breaker::{Admission, Breaker, BreakerState, CallOutcome, Transition};
 use super::process::{Launch, Lost, Worker, describe_exit};
-use super::stats::{Counters, IsolationStats, NativeTotals};
-use crate::budget::Budget;
+use super::stats::{IsolationStats, NativeTotals, SupervisorCounters};
 
 /// What a call's outcome is, for its caller.
 type CallResult = Result<Vec<ScoredAssessment>, LegacyError>;
 
 /// The counters a worker's guard updates when it ends, however it ends.
 #[derive(Debug, Default)]
-struct Shared {
-    counters: Counters,
+struct SupervisorShared {
+    counters: SupervisorCounters,
     native: NativeTotals,
 }
 
@@ -53,14 +53,14 @@ struct Shared {
 /// with it, after it was reaped: the count covers every process whose pipes
 /// are open, starting ones included.
 struct Alive {
-    shared: Arc<Shared>,
+    shared: Arc<SupervisorShared>,
     /// Known once the worker is ready.
     pid: Option<u32>,
 }
 
 impl Alive {
-    fn new(shared: &Arc<Shared>) -> Self {
-        Counters::add(&shared.counters.workers);
+    fn new(shared: &Arc<SupervisorShared>) -> Self {
+        SupervisorCounters::add(&shared.counters.workers);
         Alive {
             shared: Arc::clone(shared),
             pid: None,
@@ -118,7 +118,7 @@ pub struct Supervisor {
     permits: Arc<Semaphore>,
     next_id: AtomicU64,
     health: Mutex<Health>,
-    shared: Arc<Shared>,
+    shared: Arc<SupervisorShared>,
 }
 
 /// A slot taken for a call: its permit, and its worker if it has one. Given
@@ -187,7 +187,7 @@ impl Supervisor {
                 ),
                 backoff: Backoff::default(),
             }),
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(SupervisorShared::default()),
             settings,
         });
         let first = supervisor.start_worker().await?;
@@ -255,7 +255,7 @@ impl Supervisor {
         let trial = match self.admit() {
             Admission::Go { trial } => trial,
             Admission::Refused { retry_in } => {
-                Counters::add(&self.shared.counters.refused);
+                SupervisorCounters::add(&self.shared.counters.refused);
                 return Err(LegacyError::CircuitOpen { retry_in });
             }
         };
@@ -328,7 +328,7 @@ impl Supervisor {
                         break (Err(e), None);
                     }
                     Err(NoWorker::StartFailed(e)) => {
-                        self.record(Outcome::Death, trial);
+                        self.record(CallOutcome::Death, trial);
                         break (Err(e), None);
                     }
                 },
@@ -347,15 +347,15 @@ impl Supervisor {
                     retried_idle_death = true;
                 }
                 Settled::DiedIdle => {
-                    self.record(Outcome::Death, trial);
+                    self.record(CallOutcome::Death, trial);
                     break (Err(LegacyError::WorkerCrashed), None);
                 }
                 Settled::Healthy(result, worker) => {
-                    self.record(Outcome::Healthy, trial);
+                    self.record(CallOutcome::Healthy, trial);
                     break (result, Some(*worker));
                 }
                 Settled::Died(error) => {
-                    self.record(Outcome::Death, trial);
+                    self.record(CallOutcome::Death, trial);
                     break (Err(error), None);
                 }
             }
@@ -396,7 +396,7 @@ impl Supervisor {
                 self.answered(&mut tracked, native);
                 return Settled::Healthy(Err(error.into()), Box::new(tracked));
             }
-            Ok(other) => ProtocolError::Mismatch(format!(
+            Ok(other) => WorkerProtocolError::Mismatch(format!(
                 "unexpected reply {:?} to request {id}",
                 std::mem::discriminant(&other)
             )),
@@ -412,7 +412,7 @@ impl Supervisor {
             Err(Lost::Timeout) => {
                 let Tracked { worker, _alive } = tracked;
                 worker.end().await;
-                Counters::add(&self.shared.counters.hangs);
+                SupervisorCounters::add(&self.shared.counters.hangs);
                 tracing::error!(
                     pid,
                     timeout_ms = self.call_timeout.as_millis() as u64,
@@ -427,7 +427,7 @@ impl Supervisor {
         // A worker that broke the protocol cannot be trusted with another call.
         let Tracked { worker, _alive } = tracked;
         worker.end().await;
-        Counters::add(&self.shared.counters.invalid_replies);
+        SupervisorCounters::add(&self.shared.counters.invalid_replies);
         tracing::error!(pid, %problem, "legacy worker sent an invalid reply; killed");
         self.note_death();
         Settled::Died(LegacyError::MalformedOutput(format!(
@@ -450,9 +450,9 @@ impl Supervisor {
         let status = worker.reap().await;
         let how = status.map_or_else(|| "unknown".to_owned(), describe_exit);
         if status.is_some_and(|s| std::os::unix::process::ExitStatusExt::signal(&s).is_some()) {
-            Counters::add(&self.shared.counters.crashes);
+            SupervisorCounters::add(&self.shared.counters.crashes);
         } else {
-            Counters::add(&self.shared.counters.exits);
+            SupervisorCounters::add(&self.shared.counters.exits);
         }
         tracing::error!(pid, exit = %how, calls, when, "legacy worker died");
         self.note_death();
@@ -469,7 +469,7 @@ impl Supervisor {
         if !(worn || bloated) {
             return Some(tracked);
         }
-        Counters::add(&self.shared.counters.recycled);
+        SupervisorCounters::add(&self.shared.counters.recycled);
         tracing::info!(
             pid = tracked.worker.pid,
             calls = tracked.worker.calls,
@@ -496,7 +496,7 @@ impl Supervisor {
         match self.start_worker().await {
             Ok(worker) => Some(worker),
             Err(_) => {
-                self.record(Outcome::Death, false);
+                self.record(CallOutcome::Death, false);
                 None
             }
         }
@@ -537,7 +537,7 @@ impl Supervisor {
         let mut alive = Alive::new(&self.shared);
         match Worker::start(&launch, self.settings.start_timeout).await {
             Ok(worker) => {
-                Counters::add(&self.shared.counters.started);
+                SupervisorCounters::add(&self.shared.counters.started);
                 if let Some(native) = worker.native {
                     self.shared.native.report(worker.pid, native);
                 }
@@ -548,7 +548,7 @@ impl Supervisor {
                 })
             }
             Err(failure) => {
-                Counters::add(&self.shared.counters.start_failures);
+                SupervisorCounters::add(&self.shared.counters.start_failures);
                 tracing::error!(%failure, "legacy worker failed to start");
                 self.note_death();
                 Err(LegacyError::WorkerUnavailable(failure.to_string()))
@@ -576,9 +576,9 @@ impl Supervisor {
         backoff.next_start_at = Some(Instant::now() + wait);
     }
 
-    fn record(&self, outcome: Outcome, trial: bool) {
+    fn record(&self, outcome: CallOutcome, trial: bool) {
         let mut health = self.lock_health();
-        if outcome == Outcome::Healthy {
+        if outcome == CallOutcome::Healthy {
             health.backoff = Backoff::default();
         }
         let transition = health.breaker.record(Instant::now(), outcome, trial);
@@ -586,7 +586,7 @@ impl Supervisor {
         let cooldown_ms = self.settings.breaker_cooldown.as_millis() as u64;
         match transition {
             Some(Transition::Opened { deaths }) => {
-                Counters::add(&self.shared.counters.breaker_opened);
+                SupervisorCounters::add(&self.shared.counters.breaker_opened);
                 tracing::error!(
                     deaths,
                     window = self.settings.breaker_window,

@@ -21,7 +21,7 @@ pub const ECHO_SQL: &str = "SELECT @P1 AS value";
 
 /// What a statement produced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum StatementOutcome {
     Rows {
         columns: Vec<Column>,
         rows: Vec<Vec<Value>>,
@@ -33,8 +33,8 @@ pub enum Outcome {
     },
 }
 
-fn error(number: i32, class: u8, message: impl Into<String>) -> Outcome {
-    Outcome::Error {
+fn error(number: i32, class: u8, message: impl Into<String>) -> StatementOutcome {
+    StatementOutcome::Error {
         number,
         class,
         message: message.into(),
@@ -42,13 +42,13 @@ fn error(number: i32, class: u8, message: impl Into<String>) -> Outcome {
 }
 
 /// A SQL batch (no parameters).
-pub fn run_batch(text: &str) -> Outcome {
+pub fn run_batch(text: &str) -> StatementOutcome {
     if text
         .trim()
         .trim_end_matches(';')
         .eq_ignore_ascii_case("select 1")
     {
-        return Outcome::Rows {
+        return StatementOutcome::Rows {
             columns: vec![Column::new("", ColumnType::Int)],
             rows: vec![vec![Value::Int(1)]],
         };
@@ -61,7 +61,7 @@ pub fn run_batch(text: &str) -> Outcome {
 }
 
 /// `sp_executesql` with `statement` and its parameters.
-pub fn run_statement(statement: &str, params: &[Param], fixtures: &Fixtures) -> Outcome {
+pub fn run_statement(statement: &str, params: &[Param], fixtures: &Fixtures) -> StatementOutcome {
     if statement == ASSESSMENTS_PAGE_SQL {
         return match PageQuery::from_params(params) {
             Ok(query) => query.run(fixtures),
@@ -78,7 +78,7 @@ pub fn run_statement(statement: &str, params: &[Param], fixtures: &Fixtures) -> 
     )
 }
 
-fn echo(params: &[Param]) -> Outcome {
+fn echo(params: &[Param]) -> StatementOutcome {
     let Some(param) = params.iter().find(|p| p.name == "@P1") else {
         return error(137, 15, "Must declare the scalar variable \"@P1\".");
     };
@@ -101,7 +101,7 @@ fn echo(params: &[Param]) -> Outcome {
         }
         other => other.clone(),
     };
-    Outcome::Rows {
+    StatementOutcome::Rows {
         columns: vec![Column::new("value", ty)],
         rows: vec![vec![value]],
     }
@@ -127,8 +127,8 @@ fn collation_eq(a: &str, b: &str) -> bool {
 }
 
 impl PageQuery {
-    fn from_params(params: &[Param]) -> Result<Self, Outcome> {
-        let get = |name: &str, accepted: &[WireType]| -> Result<Value, Outcome> {
+    fn from_params(params: &[Param]) -> Result<Self, StatementOutcome> {
+        let get = |name: &str, accepted: &[WireType]| -> Result<Value, StatementOutcome> {
             let Some(param) = params.iter().find(|p| p.name == name) else {
                 return Err(error(
                     137,
@@ -217,7 +217,7 @@ impl PageQuery {
             })
     }
 
-    fn run(&self, fixtures: &Fixtures) -> Outcome {
+    fn run(&self, fixtures: &Fixtures) -> StatementOutcome {
         let mut rows: Vec<&AssessmentFixture> = fixtures
             .assessments
             .iter()
@@ -227,7 +227,7 @@ impl PageQuery {
             (y.administered_at, y.assessment_id).cmp(&(x.administered_at, x.assessment_id))
         });
         rows.truncate(usize::try_from(self.top).unwrap_or(usize::MAX));
-        Outcome::Rows {
+        StatementOutcome::Rows {
             columns: page_columns(),
             rows: rows
                 .into_iter()

@@ -35,12 +35,12 @@ use tokio::sync::watch;
 
 use crate::faults::Trigger;
 use crate::fixtures::Fixtures;
-use catalog::Outcome;
+use catalog::StatementOutcome;
 use request::{Param, Procedure, SP_EXECUTESQL};
 use wire::{
     DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, ENV_DATABASE, ENV_PACKET_SIZE, Message,
-    PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_RPC, PKT_SQL_BATCH, ProtocolError,
-    TOKEN_DONE, TOKEN_DONEINPROC, TOKEN_DONEPROC, TokenWriter, Value, WireType,
+    PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_RPC, PKT_SQL_BATCH, TOKEN_DONE,
+    TOKEN_DONEINPROC, TOKEN_DONEPROC, TokenWriter, Value, WireError, WireType,
 };
 
 const SERVER_NAME: &str = "testkit-tds";
@@ -128,18 +128,18 @@ impl Faults {
         self.set_null_column(None);
     }
 
-    fn corrupt(&self, outcome: Outcome) -> Outcome {
+    fn corrupt(&self, outcome: StatementOutcome) -> StatementOutcome {
         let column = self
             .null_column
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match (outcome, column) {
-            (Outcome::Rows { columns, mut rows }, Some(name)) => {
+            (StatementOutcome::Rows { columns, mut rows }, Some(name)) => {
                 if let Some(index) = columns.iter().position(|c| c.name == name) {
                     rows.iter_mut().for_each(|row| row[index] = Value::Null);
                 }
-                Outcome::Rows { columns, rows }
+                StatementOutcome::Rows { columns, rows }
             }
             (outcome, _) => outcome,
         }
@@ -186,7 +186,7 @@ impl RecordedStatement {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct ServerShared {
     config: TdsServerConfig,
     faults: Faults,
     open: AtomicUsize,
@@ -199,7 +199,7 @@ struct Shared {
     recorded: Mutex<VecDeque<RecordedStatement>>,
 }
 
-impl Shared {
+impl ServerShared {
     fn record(&self, statement: RecordedStatement) {
         let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         if recorded.len() == RECORDED_STATEMENTS_KEPT {
@@ -210,10 +210,10 @@ impl Shared {
 }
 
 /// Counts a connection as open for as long as it lives.
-struct OpenConnection(Arc<Shared>);
+struct OpenConnection(Arc<ServerShared>);
 
 impl OpenConnection {
-    fn new(shared: &Arc<Shared>) -> Self {
+    fn new(shared: &Arc<ServerShared>) -> Self {
         let now = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
         shared.peak.fetch_max(now, Ordering::SeqCst);
         OpenConnection(Arc::clone(shared))
@@ -231,7 +231,7 @@ impl Drop for OpenConnection {
 #[derive(Debug)]
 pub struct TdsServer {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerShared>,
     stop: watch::Sender<bool>,
 }
 
@@ -239,7 +239,7 @@ impl TdsServer {
     pub async fn start(config: TdsServerConfig) -> std::io::Result<TdsServer> {
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerShared {
             config,
             faults: Faults::default(),
             open: AtomicUsize::new(0),
@@ -331,7 +331,7 @@ impl Drop for TdsServer {
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ServerShared>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -366,7 +366,7 @@ async fn accept_loop(
 #[derive(Debug)]
 enum SessionError {
     Io(std::io::Error),
-    Protocol(ProtocolError),
+    Protocol(WireError),
 }
 
 impl std::fmt::Display for SessionError {
@@ -384,8 +384,8 @@ impl From<std::io::Error> for SessionError {
     }
 }
 
-impl From<ProtocolError> for SessionError {
-    fn from(e: ProtocolError) -> Self {
+impl From<WireError> for SessionError {
+    fn from(e: WireError) -> Self {
         SessionError::Protocol(e)
     }
 }
@@ -397,7 +397,7 @@ async fn expect_message(
     match wire::read_message(reader).await? {
         None => Ok(None),
         Some(m) if m.packet_type == packet_type => Ok(Some(m)),
-        Some(m) => Err(ProtocolError(format!(
+        Some(m) => Err(WireError(format!(
             "expected packet type 0x{packet_type:02X}, got 0x{:02X}",
             m.packet_type
         ))
@@ -411,7 +411,7 @@ async fn sleep_ms(ms: u64) {
     }
 }
 
-async fn serve(stream: TcpStream, shared: &Shared) -> Result<(), SessionError> {
+async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionError> {
     stream.set_nodelay(true)?;
     let (read_half, mut writer) = stream.into_split();
     let mut reader = BufReader::new(read_half);
@@ -483,7 +483,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> Result<(), SessionError> {
                     return Ok(()); // closes the socket mid-request
                 }
                 let outcome = if faults.should_error() {
-                    Outcome::Error {
+                    StatementOutcome::Error {
                         number: 50000,
                         class: 16,
                         message: "Injected error from the test TDS server.".into(),
@@ -494,7 +494,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> Result<(), SessionError> {
                 render(outcome, is_rpc)?
             }
             other => {
-                return Err(ProtocolError(format!("unsupported packet type 0x{other:02X}")).into());
+                return Err(WireError(format!("unsupported packet type 0x{other:02X}")).into());
             }
         };
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), packet_size).await?;
@@ -505,7 +505,7 @@ async fn serve(stream: TcpStream, shared: &Shared) -> Result<(), SessionError> {
 fn execute(
     message: &Message,
     fixtures: &Fixtures,
-) -> Result<(RecordedStatement, Outcome), ProtocolError> {
+) -> Result<(RecordedStatement, StatementOutcome), WireError> {
     if message.packet_type == PKT_SQL_BATCH {
         let text = request::parse_sql_batch(&message.payload)?;
         let outcome = catalog::run_batch(&text);
@@ -520,7 +520,7 @@ fn execute(
     }
     let rpc = request::parse_rpc(&message.payload)?;
     if rpc.procedure != Procedure::Id(SP_EXECUTESQL) {
-        let outcome = Outcome::Error {
+        let outcome = StatementOutcome::Error {
             number: 2812,
             class: 16,
             message: "The test TDS server only implements sp_executesql.".into(),
@@ -541,7 +541,7 @@ fn execute(
             wire_type: WireType::NVarChar | WireType::NVarCharMax,
             ..
         }) => text,
-        _ => return Err(ProtocolError("sp_executesql without a statement".into())),
+        _ => return Err(WireError("sp_executesql without a statement".into())),
     };
     let _declarations = params.next();
     let params: Vec<Param> = params.collect();
@@ -558,11 +558,11 @@ fn execute(
 
 /// The reply tokens for an outcome: RPCs end with DONEINPROC, RETURNSTATUS
 /// and DONEPROC, as SQL Server answers sp_executesql; batches with DONE.
-fn render(outcome: Outcome, is_rpc: bool) -> Result<TokenWriter, ProtocolError> {
+fn render(outcome: StatementOutcome, is_rpc: bool) -> Result<TokenWriter, WireError> {
     const SELECT_COMMAND: u16 = 0xC1;
     let mut reply = TokenWriter::new();
     match outcome {
-        Outcome::Rows { columns, rows } => {
+        StatementOutcome::Rows { columns, rows } => {
             reply.col_metadata(&columns);
             for row in &rows {
                 reply.row(&columns, row)?;
@@ -580,7 +580,7 @@ fn render(outcome: Outcome, is_rpc: bool) -> Result<TokenWriter, ProtocolError> 
                 reply.done(TOKEN_DONE, DONE_COUNT, SELECT_COMMAND, rows.len() as u64);
             }
         }
-        Outcome::Error {
+        StatementOutcome::Error {
             number,
             class,
             message,

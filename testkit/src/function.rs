@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::lambda_api::RuntimeApi;
+
+use crate::lambda_api::RuntimeApi;
 
 /// The function process; killed if the test ends early.
 pub struct Function {
@@ -16,11 +17,8 @@ pub struct Function {
 }
 
 impl Function {
-    pub fn spawn(env: Vec<(String, String)>) -> Function {
-        Self::spawn_binary(env!("CARGO_BIN_EXE_assessments-resolver"), env)
-    }
-
-    pub fn spawn_binary(binary: &str, env: Vec<(String, String)>) -> Function {
+    /// Starts `binary` (a test's `env!("CARGO_BIN_EXE_<name>")`) with exactly `env`.
+    pub fn spawn(binary: &str, env: Vec<(String, String)>) -> Function {
         let mut child = Command::new(binary)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -85,13 +83,11 @@ impl Drop for Function {
     }
 }
 
-pub fn lambda_env(api: &RuntimeApi) -> Vec<(String, String)> {
+/// The variables Lambda sets for function `name` served by `api`.
+pub fn lambda_env(api: &RuntimeApi, name: &str) -> Vec<(String, String)> {
     [
         ("AWS_LAMBDA_RUNTIME_API", api.address()),
-        (
-            "AWS_LAMBDA_FUNCTION_NAME",
-            "assessments-resolver".to_owned(),
-        ),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
     ]

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use assessments_resolver::budget::{Budget, Limit};
+//! use assessments_common::budget::{Budget, Limit};
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let budget = Budget::after(Duration::from_millis(50));
 //! // A step with a 5 s timeout of its own gets what is left of the budget...

@@ -12,13 +12,12 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use assessments_common::config::{ConfigError, Env, SecretSetting};
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde_json::{Map, Value};
-
-use crate::config::{ConfigError, Env, SecretSetting};
 
 /// Answers larger than this are refused (they would not fit the item).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use assessments_resolver::config::Env;
-use assessments_resolver::processor::sqs::{self, deadline_from_epoch_ms};
-use assessments_resolver::processor::{ProcessorDeps, ProcessorSettings};
+use assessment_processor::sqs::{self, deadline_from_epoch_ms};
+use assessment_processor::{ProcessorDeps, ProcessorSettings};
+use assessments_common::config::Env;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    assessments_resolver::observability::init_tracing();
+    assessments_common::observability::init_tracing();
     let settings = ProcessorSettings::from_env(&Env::from_process())
         .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
     let deps = Arc::new(

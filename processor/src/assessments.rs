@@ -9,13 +9,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use assessments_common::dynamo::{self, DynamoError, DynamoTimeouts};
+use assessments_common::rules::is_valid_student_id;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value};
 
 use super::message::AssessmentMessage;
-use crate::dynamo::{self, DynamoError, DynamoTimeouts};
-use crate::resolver::is_valid_student_id;
 
 /// How the errors name this data.
 const DATA: &str = "assessments";
@@ -73,7 +73,7 @@ pub enum WriteOutcome {
 
 /// A scored assessment, ready to write.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScoredAssessment<'a> {
+pub struct ScoreWrite<'a> {
     pub message: &'a AssessmentMessage,
     pub message_id: &'a str,
     pub score: f64,
@@ -251,10 +251,7 @@ impl AssessmentStore {
     /// Writes the scored assessment unless it is already scored: a
     /// conditional put, so a redelivered or duplicated message never writes
     /// twice (and never overwrites a result).
-    pub async fn put_scored(
-        &self,
-        scored: &ScoredAssessment<'_>,
-    ) -> Result<WriteOutcome, DynamoError> {
+    pub async fn put_scored(&self, scored: &ScoreWrite<'_>) -> Result<WriteOutcome, DynamoError> {
         let message = scored.message;
         let mut item = key(&message.student_id, &message.assessment_id);
         item.insert(

@@ -13,10 +13,16 @@
 //! * [`message`]: a record body, validated;
 //! * [`assessments`]: the Assessments table (history, idempotent write);
 //! * [`scoring`]: the scoring API client;
-//! * [`sqs`]: the event edge: SQS event in, partial batch response out.
+//! * [`sqs`]: the event edge: SQS event in, partial batch response out;
+//! * [`report`]: what one invocation did, as a log line and EMF metrics.
+//!
+//! Settings, the AWS SDK, DynamoDB error classification, the EMF builder and
+//! the identifier rules come from `assessments-common` (`common/`), shared
+//! with the resolver; nothing of the resolver's is linked here.
 
 pub mod assessments;
 pub mod message;
+pub mod report;
 pub mod scoring;
 pub mod sqs;
 
@@ -24,16 +30,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use assessments_common::aws::{AwsSettings, SecretError, resolve_secret};
+use assessments_common::config::{ConfigError, Env};
+use assessments_common::dynamo::DynamoError;
+use assessments_common::observability::MetricsSettings;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use self::assessments::{AssessmentStore, History, HistoryLimits, ScoredAssessment, WriteOutcome};
+use self::assessments::{AssessmentStore, History, HistoryLimits, ScoreWrite, WriteOutcome};
 use self::message::{AssessmentMessage, InvalidMessage};
+use self::report::BatchReport;
 use self::scoring::{CallStats, ScoringClient, ScoringError, ScoringSettings, ScoringTotals};
-use crate::aws::{AwsSettings, SecretError, resolve_secret};
-use crate::config::{ConfigError, Env};
-use crate::dynamo::DynamoError;
-use crate::observability::{BatchReport, MetricsSettings};
 
 /// Every setting of the processor. See the README's configuration table.
 #[derive(Debug, Clone)]
@@ -117,7 +124,7 @@ impl ProcessError {
 
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum RecordOutcome {
     /// Scored and written now.
     Scored {
         score: f64,
@@ -128,16 +135,16 @@ pub enum Outcome {
     Failed(ProcessError),
 }
 
-impl Outcome {
+impl RecordOutcome {
     pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Failed(_))
+        matches!(self, RecordOutcome::Failed(_))
     }
 }
 
 /// One record's outcome and cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordReport {
-    pub outcome: Outcome,
+    pub outcome: RecordOutcome,
     /// Wall time of the record, and the parts spent waiting on DynamoDB and on
     /// the scoring API (its retries, backoff and rate limiter included).
     pub elapsed: Duration,
@@ -151,7 +158,7 @@ pub struct RecordReport {
 }
 
 impl RecordReport {
-    fn new(outcome: Outcome) -> Self {
+    fn new(outcome: RecordOutcome) -> Self {
         RecordReport {
             outcome,
             elapsed: Duration::ZERO,
@@ -254,18 +261,18 @@ impl Processor {
                 let message_id = records[index].message_id;
                 async move {
                     let report = match message {
-                        Err(invalid) => RecordReport::new(Outcome::Failed(ProcessError::Invalid(
-                            invalid.clone(),
-                        ))),
+                        Err(invalid) => RecordReport::new(RecordOutcome::Failed(
+                            ProcessError::Invalid(invalid.clone()),
+                        )),
                         Ok(message) => {
                             let started = Instant::now();
-                            let mut report = RecordReport::new(Outcome::AlreadyScored);
+                            let mut report = RecordReport::new(RecordOutcome::AlreadyScored);
                             let run = self.process(message, message_id, &mut report);
                             report.outcome =
                                 match tokio::time::timeout_at(stop_at.into(), run).await {
                                     Ok(Ok(outcome)) => outcome,
-                                    Ok(Err(error)) => Outcome::Failed(error),
-                                    Err(_) => Outcome::Failed(ProcessError::Deadline),
+                                    Ok(Err(error)) => RecordOutcome::Failed(error),
+                                    Err(_) => RecordOutcome::Failed(ProcessError::Deadline),
                                 };
                             report.elapsed = started.elapsed();
                             report
@@ -287,13 +294,13 @@ impl Processor {
                 (Some(report), _) => report.clone(),
                 (None, Some(lead)) => {
                     let outcome = match reports[lead].as_ref().map(|r| &r.outcome) {
-                        Some(Outcome::Failed(error)) => Outcome::Failed(error.clone()),
-                        _ => Outcome::AlreadyScored,
+                        Some(RecordOutcome::Failed(error)) => RecordOutcome::Failed(error.clone()),
+                        _ => RecordOutcome::AlreadyScored,
                     };
                     RecordReport::new(outcome)
                 }
                 // Every index either ran or has a leader that ran.
-                (None, None) => RecordReport::new(Outcome::Failed(ProcessError::Deadline)),
+                (None, None) => RecordReport::new(RecordOutcome::Failed(ProcessError::Deadline)),
             })
             .collect()
     }
@@ -303,7 +310,7 @@ impl Processor {
         message: &AssessmentMessage,
         message_id: &str,
         report: &mut RecordReport,
-    ) -> Result<Outcome, ProcessError> {
+    ) -> Result<RecordOutcome, ProcessError> {
         let reading = Instant::now();
         let history = self.store.history(message, self.limits).await;
         report.dynamodb_time += reading.elapsed();
@@ -323,7 +330,7 @@ impl Processor {
             }
         };
         if already_scored {
-            return Ok(Outcome::AlreadyScored);
+            return Ok(RecordOutcome::AlreadyScored);
         }
 
         let body = serde_json::to_vec(&json!({
@@ -344,7 +351,7 @@ impl Processor {
         let writing = Instant::now();
         let written = self
             .store
-            .put_scored(&ScoredAssessment {
+            .put_scored(&ScoreWrite {
                 message,
                 message_id,
                 score: score.score,
@@ -355,8 +362,8 @@ impl Processor {
         report.dynamodb_time += writing.elapsed();
         let written = written.map_err(ProcessError::Write)?;
         Ok(match written {
-            WriteOutcome::Written => Outcome::Scored { score: score.score },
-            WriteOutcome::AlreadyScored => Outcome::AlreadyScored,
+            WriteOutcome::Written => RecordOutcome::Scored { score: score.score },
+            WriteOutcome::AlreadyScored => RecordOutcome::AlreadyScored,
         })
     }
 }

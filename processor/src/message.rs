@@ -2,11 +2,9 @@
 //! record fails alone, with a message naming the field; its content is never
 //! logged (it is student data).
 
+use assessments_common::rules::{AssessmentType, STUDENT_ID_RULE, is_valid_student_id, json_kind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
-
-use crate::legacy::AssessmentType;
-use crate::resolver::{STUDENT_ID_RULE, is_valid_student_id, json_kind};
 
 /// SQS's own limit on a message body (256 KiB); larger bodies are refused.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -103,8 +101,10 @@ impl AssessmentMessage {
         }
         let type_name = string(&body, "type")?;
         let assessment_type = AssessmentType::parse(type_name).ok_or_else(|| {
-            let names: Vec<&str> = AssessmentType::ALL.iter().map(|t| t.as_str()).collect();
-            invalid("type", format!("must be one of {}", names.join(", ")))
+            invalid(
+                "type",
+                format!("must be one of {}", AssessmentType::names().join(", ")),
+            )
         })?;
         let taken_at = DateTime::parse_from_rfc3339(string(&body, "takenAt")?)
             .map_err(|_| invalid("takenAt", "must be an RFC 3339 date-time"))?

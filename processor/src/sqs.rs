@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
-use super::{Outcome, ProcessorDeps, Record, RecordReport};
-use crate::observability::BatchReport;
+use super::{ProcessorDeps, Record, RecordOutcome, RecordReport};
+use crate::report::BatchReport;
 
 /// A handled invocation: the response, its report, and each record's outcome.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub struct Handled {
 }
 
 /// The `Instant` of a Lambda deadline given in milliseconds since the epoch.
-pub use crate::budget::instant_of_epoch_ms as deadline_from_epoch_ms;
+pub use assessments_common::budget::instant_of_epoch_ms as deadline_from_epoch_ms;
 
 /// Handles one invocation.
 pub async fn handle(
@@ -63,7 +63,7 @@ pub async fn handle_with_report(
     let mut report = BatchReport::new(request_id, records.len());
     for (record, outcome) in records.iter().zip(&reports) {
         report.add(outcome);
-        if let Outcome::Failed(error) = &outcome.outcome {
+        if let RecordOutcome::Failed(error) = &outcome.outcome {
             tracing::warn!(
                 request_id,
                 message_id = record.message_id,

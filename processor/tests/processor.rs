@@ -7,16 +7,17 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use assessments_resolver::processor::assessments::HistoryLimits;
-use assessments_resolver::processor::message::AssessmentMessage;
-use assessments_resolver::processor::sqs::{Handled, handle_with_report};
-use assessments_resolver::processor::{Outcome, ProcessError};
+use assessment_processor::assessments::HistoryLimits;
+use assessment_processor::message::AssessmentMessage;
+use assessment_processor::sqs::{Handled, handle_with_report};
+use assessment_processor::{ProcessError, RecordOutcome};
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
-use support::Stack;
 use testkit::dynamo::{history_item, put_items};
 use testkit::sqs::{assessment_body, event};
+
+use support::Stack;
 
 fn sqs_event(records: Vec<(String, String)>) -> SqsEvent {
     serde_json::from_value(event(records)).expect("an SQS event")
@@ -273,11 +274,11 @@ async fn failing_records_are_reported_and_the_others_succeed() {
     assert_eq!(failed, vec!["bad-body".to_owned(), "perm".to_owned()]);
     assert_eq!(handled.report.scored, 8, "{:?}", handled.report);
     match &handled.records[8].outcome {
-        Outcome::Failed(ProcessError::Invalid(invalid)) => assert_eq!(invalid.field, "body"),
+        RecordOutcome::Failed(ProcessError::Invalid(invalid)) => assert_eq!(invalid.field, "body"),
         other => panic!("expected an invalid body, got {other:?}"),
     }
     match &handled.records[9].outcome {
-        Outcome::Failed(error @ ProcessError::Scoring(_)) => {
+        RecordOutcome::Failed(error @ ProcessError::Scoring(_)) => {
             assert_eq!(error.kind(), "ScoringUnavailable");
             assert!(error.to_string().contains("3 attempts"), "{error}");
         }
@@ -401,7 +402,7 @@ async fn records_still_running_near_the_deadline_fail_fast_and_are_redelivered()
         handled
             .records
             .iter()
-            .all(|r| r.outcome == Outcome::Failed(ProcessError::Deadline))
+            .all(|r| r.outcome == RecordOutcome::Failed(ProcessError::Deadline))
     );
     assert!(written(&stack, "stu-0014", "late-0").await.is_none());
 }

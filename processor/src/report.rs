@@ -1,0 +1,117 @@
+//! What one assessment-processor invocation (an SQS batch) did: its
+//! structured log line and its EMF metrics (the document is built by
+//! [`assessments_common::observability`]).
+
+use std::time::Duration;
+
+use assessments_common::observability::{Metric, emf_document, ms};
+use serde_json::{Value, json};
+
+use crate::{RecordOutcome, RecordReport};
+
+/// The CloudWatch namespace of the assessment processor's EMF metrics.
+pub const PROCESSOR_METRICS_NAMESPACE: &str = "AssessmentProcessor";
+
+/// What one assessment-processor invocation (an SQS batch) did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchReport {
+    pub request_id: String,
+    pub records: usize,
+    pub scored: usize,
+    pub already_scored: usize,
+    pub failed: usize,
+    /// Distinct failure kinds (`ProcessError::kind`).
+    pub failure_kinds: Vec<&'static str>,
+    pub duration: Duration,
+    pub scoring_requests: u64,
+    pub scoring_throttled: u64,
+    pub limiter_wait: Duration,
+    pub history_items: u64,
+    pub history_queries: u64,
+    pub history_truncated: u64,
+}
+
+impl BatchReport {
+    pub fn new(request_id: &str, records: usize) -> Self {
+        BatchReport {
+            request_id: request_id.to_owned(),
+            records,
+            scored: 0,
+            already_scored: 0,
+            failed: 0,
+            failure_kinds: Vec::new(),
+            duration: Duration::ZERO,
+            scoring_requests: 0,
+            scoring_throttled: 0,
+            limiter_wait: Duration::ZERO,
+            history_items: 0,
+            history_queries: 0,
+            history_truncated: 0,
+        }
+    }
+
+    /// Adds one record's outcome and cost.
+    pub fn add(&mut self, record: &RecordReport) {
+        match &record.outcome {
+            RecordOutcome::Scored { .. } => self.scored += 1,
+            RecordOutcome::AlreadyScored => self.already_scored += 1,
+            RecordOutcome::Failed(error) => {
+                self.failed += 1;
+                if !self.failure_kinds.contains(&error.kind()) {
+                    self.failure_kinds.push(error.kind());
+                }
+            }
+        }
+        self.scoring_requests += u64::from(record.scoring.requests);
+        self.scoring_throttled += u64::from(record.scoring.throttled);
+        self.limiter_wait += record.scoring.limiter_wait;
+        self.history_items += record.history_items as u64;
+        self.history_queries += record.history_queries as u64;
+        self.history_truncated += u64::from(record.history_truncated);
+    }
+
+    pub fn log(&self) {
+        tracing::info!(
+            request_id = %self.request_id,
+            records = self.records,
+            scored = self.scored,
+            already_scored = self.already_scored,
+            failed = self.failed,
+            failure_kinds = ?self.failure_kinds,
+            duration_ms = ms(self.duration),
+            scoring_requests = self.scoring_requests,
+            scoring_throttled = self.scoring_throttled,
+            limiter_wait_ms = ms(self.limiter_wait),
+            history_items = self.history_items,
+            history_queries = self.history_queries,
+            history_truncated = self.history_truncated,
+            "invocation"
+        );
+    }
+
+    pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
+        let metrics: [Metric; 11] = [
+            ("Records", "Count", self.records as f64),
+            ("Scored", "Count", self.scored as f64),
+            ("AlreadyScored", "Count", self.already_scored as f64),
+            ("Failed", "Count", self.failed as f64),
+            ("DurationMs", "Milliseconds", ms(self.duration)),
+            ("ScoringRequests", "Count", self.scoring_requests as f64),
+            ("ScoringThrottled", "Count", self.scoring_throttled as f64),
+            ("LimiterWaitMs", "Milliseconds", ms(self.limiter_wait)),
+            ("HistoryItems", "Count", self.history_items as f64),
+            ("HistoryQueries", "Count", self.history_queries as f64),
+            ("HistoryTruncated", "Count", self.history_truncated as f64),
+        ];
+        let mut properties = serde_json::Map::new();
+        properties.insert("RequestId".to_owned(), json!(self.request_id));
+        properties.insert("FailureKinds".to_owned(), json!(self.failure_kinds));
+        emf_document(
+            PROCESSOR_METRICS_NAMESPACE,
+            function_name,
+            timestamp_ms,
+            &metrics,
+            properties,
+        )
+    }
+}

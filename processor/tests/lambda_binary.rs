@@ -1,0 +1,74 @@
+//! The built binary (`assessment-processor`), run as a process against a
+//! local Lambda Runtime API: real SQS events, partial batch responses, EMF
+//! lines on stdout, and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::function::{Function, lambda_env};
+use testkit::lambda_api::{InvocationResult, RuntimeApi};
+
+use support::{PROCESSOR_BINARY, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
+    let stack = Stack::start(&[]).await;
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "METRICS_EMF");
+    env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
+    env.extend(lambda_env(&api, "assessment-processor"));
+    let mut function = Function::spawn(PROCESSOR_BINARY, env);
+    let event: Value = serde_json::from_str(testkit::sqs::SAMPLE_EVENT).expect("sample event");
+    let timeout = Duration::from_secs(20);
+
+    let InvocationResult::Response(answer) =
+        api.invoke(event.clone(), timeout).await.expect("invoke")
+    else {
+        panic!("the processor answers every SQS event")
+    };
+    // Record 7 has an unknown type, record 8 raw data the API cannot score.
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [
+            {"itemIdentifier": "00000000-0000-4000-8000-000000000007"},
+            {"itemIdentifier": "00000000-0000-4000-8000-000000000008"},
+        ]})
+    );
+    // The same event again: nothing scored twice, the same two failures.
+    let InvocationResult::Response(again) = api.invoke(event, timeout).await.expect("invoke")
+    else {
+        panic!("the processor answers every SQS event")
+    };
+    assert_eq!(again, answer);
+    assert_eq!(stack.scoring().stats().scored, 6);
+    assert_eq!(stack.scoring().stats().scored_more_than_once, 0);
+
+    let (output, emf) = function.terminate();
+    assert_eq!(emf.len(), 2, "one EMF line per invocation: {output:#?}");
+    assert_eq!(
+        emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "AssessmentProcessor"
+    );
+    assert_eq!(emf[0]["FunctionName"], "assessment-processor");
+    assert_eq!(
+        (
+            emf[0]["Records"].clone(),
+            emf[0]["Scored"].clone(),
+            emf[0]["Failed"].clone()
+        ),
+        (json!(8), json!(6), json!(2))
+    );
+    assert_eq!(
+        (emf[1]["Scored"].clone(), emf[1]["AlreadyScored"].clone()),
+        (json!(0), json!(6))
+    );
+    let logs = output.join("\n");
+    assert!(logs.contains("\"kind\":\"ScoringRejected\""), "{logs}");
+    assert!(
+        !logs.contains(testkit::services::LOCAL_SCORING_KEY),
+        "the API key is never logged"
+    );
+}

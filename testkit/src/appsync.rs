@@ -1,0 +1,118 @@
+//! AppSync direct Lambda resolver events, as AppSync sends them: one event
+//! per field, or a list of them when batching is on. Built here once for the
+//! tests, the playground's gateway and the soak.
+
+use serde_json::{Map, Value, json};
+
+/// The selection most tests and the soak ask for.
+const DEFAULT_SELECTION: [&str; 3] = ["items", "items/id", "nextToken"];
+const DEFAULT_SELECTION_GRAPHQL: &str = "{ items { id } nextToken }";
+
+/// One resolver event, built field by field; [`ResolverEvent::into_json`] gives the payload.
+#[derive(Debug, Clone)]
+pub struct ResolverEvent {
+    field_name: String,
+    arguments: Value,
+    headers: Map<String, Value>,
+    identity: Value,
+    selection_list: Vec<String>,
+    selection_graphql: String,
+    variables: Map<String, Value>,
+}
+
+impl ResolverEvent {
+    /// An event for `Query.<field_name>` with these arguments.
+    pub fn query(field_name: &str, arguments: Value) -> Self {
+        ResolverEvent {
+            field_name: field_name.to_owned(),
+            arguments,
+            headers: Map::new(),
+            identity: Value::Null,
+            selection_list: DEFAULT_SELECTION.iter().map(|s| (*s).to_owned()).collect(),
+            selection_graphql: DEFAULT_SELECTION_GRAPHQL.to_owned(),
+            variables: Map::new(),
+        }
+    }
+
+    /// An event for `Query.getAssessments`.
+    pub fn get_assessments(arguments: Value) -> Self {
+        Self::query("getAssessments", arguments)
+    }
+
+    /// The HTTP headers of the GraphQL request.
+    pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.headers = headers
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        self
+    }
+
+    /// The caller's identity as AppSync's auth mode resolved it (`null` for API keys).
+    pub fn identity(mut self, identity: Value) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// The selection set: its paths (`selectionSetList`) and its text.
+    pub fn selection(mut self, list: Vec<String>, graphql: String) -> Self {
+        self.selection_list = list;
+        self.selection_graphql = graphql;
+        self
+    }
+
+    /// The operation's variables.
+    pub fn variables(mut self, variables: Map<String, Value>) -> Self {
+        self.variables = variables;
+        self
+    }
+
+    pub fn into_json(self) -> Value {
+        json!({
+            "arguments": self.arguments,
+            "identity": self.identity,
+            "source": null,
+            "request": { "headers": self.headers, "domainName": null },
+            "prev": null,
+            "info": {
+                "parentTypeName": "Query",
+                "fieldName": self.field_name,
+                "selectionSetList": self.selection_list,
+                "selectionSetGraphQL": self.selection_graphql,
+                "variables": self.variables,
+            },
+            "stash": {},
+        })
+    }
+}
+
+/// The event for `Query.getAssessments(arguments)` with the default selection.
+pub fn get_assessments(arguments: Value) -> Value {
+    ResolverEvent::get_assessments(arguments).into_json()
+}
+
+/// A batched invocation: the list of events AppSync sends when batching is on.
+pub fn batch(events: impl IntoIterator<Item = Value>) -> Value {
+    Value::Array(events.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_has_the_shape_appsync_sends() {
+        let event = ResolverEvent::get_assessments(json!({"studentId": "stu-0001"}))
+            .headers([("x-api-key".to_owned(), "k".to_owned())])
+            .into_json();
+        assert_eq!(event["arguments"]["studentId"], "stu-0001");
+        assert_eq!(event["info"]["parentTypeName"], "Query");
+        assert_eq!(event["info"]["fieldName"], "getAssessments");
+        assert_eq!(event["request"]["headers"]["x-api-key"], "k");
+        assert!(event["identity"].is_null());
+        assert_eq!(
+            batch([event.clone(), event]).as_array().map(Vec::len),
+            Some(2)
+        );
+    }
+}
