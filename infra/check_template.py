@@ -5,7 +5,8 @@
    resolver in the template names a field that exists in it.
 2. No IAM statement has a wildcard action, and `Resource: '*'` appears only for actions
    that support no resource-level permissions (listed below).
-3. Every function's binary is a [[bin]] of Cargo.toml.
+3. Every function's binary is a [[bin]] of the package its CodeUri points at (each
+   function is its own package of the workspace).
 4. Every SQS event source reports batch item failures and sets its batch size and
    batching window; its queue has a redrive policy to a dead-letter queue in the
    template, a visibility timeout of at least six times the function's timeout, and
@@ -124,14 +125,15 @@ def ref_name(value):
     return None
 
 
-def cargo_bins():
-    text = (INFRA / "../Cargo.toml").read_text()
-    return set(re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', text))
+def cargo_bins(code_uri):
+    manifest = INFRA / str(code_uri) / "Cargo.toml"
+    if not manifest.is_file():
+        return set()
+    return set(re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', manifest.read_text()))
 
 
 def check_functions(resources):
     problems = []
-    bins = cargo_bins()
     alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
 
     def alarmed(queue, metric):
@@ -147,8 +149,12 @@ def check_functions(resources):
         if resource["Type"] != "AWS::Serverless::Function":
             continue
         binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        code_uri = resource["Properties"].get("CodeUri")
+        bins = cargo_bins(code_uri)
         if binary not in bins:
-            problems.append(f"{name}: binary {binary!r} is not a [[bin]] of Cargo.toml ({sorted(bins)})")
+            problems.append(
+                f"{name}: binary {binary!r} is not a [[bin]] of {code_uri}/Cargo.toml ({sorted(bins)})"
+            )
         timeout = resource["Properties"].get("Timeout", 3)
         for event_name, event in resource["Properties"].get("Events", {}).items():
             if event.get("Type") != "SQS":
