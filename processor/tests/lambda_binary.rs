@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use testkit::function::{Function, lambda_env};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
-use support::{PROCESSOR_BINARY, Stack};
+use support::{PROCESSOR_BINARY, ProcessorStack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
-    let stack = Stack::start(&[]).await;
+    let stack = ProcessorStack::start(&[]).await;
     let api = RuntimeApi::start().await.expect("runtime API");
     let mut env = stack.env();
     env.retain(|(k, _)| k != "METRICS_EMF");

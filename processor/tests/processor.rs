@@ -17,13 +17,13 @@ use serde_json::Value;
 use testkit::dynamo::{history_item, put_items};
 use testkit::sqs::{assessment_body, event};
 
-use support::Stack;
+use support::ProcessorStack;
 
 fn sqs_event(records: Vec<(String, String)>) -> SqsEvent {
     serde_json::from_value(event(records)).expect("an SQS event")
 }
 
-async fn deliver(stack: &Stack, event: SqsEvent) -> Handled {
+async fn deliver(stack: &ProcessorStack, event: SqsEvent) -> Handled {
     let deadline = Instant::now() + Duration::from_secs(60);
     handle_with_report(stack.processor(), event, "test-request", deadline).await
 }
@@ -38,7 +38,7 @@ fn failed_ids(handled: &Handled) -> Vec<String> {
 }
 
 /// The item the processor wrote, as JSON.
-async fn written(stack: &Stack, student_id: &str, assessment_id: &str) -> Option<Value> {
+async fn written(stack: &ProcessorStack, student_id: &str, assessment_id: &str) -> Option<Value> {
     let dynamo = stack.dynamo();
     let item = dynamo
         .client()
@@ -56,7 +56,7 @@ async fn written(stack: &Stack, student_id: &str, assessment_id: &str) -> Option
 
 /// `n` history items for each student, `links[i]` on the first item of student `i`.
 async fn seed_history(
-    stack: &Stack,
+    stack: &ProcessorStack,
     students: &[String],
     per_student: usize,
     links: &[Option<String>],
@@ -94,7 +94,7 @@ fn history_ids(items: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_cycle_is_read_once_and_a_deep_chain_stops_at_ten_links() {
-    let stack = Stack::start(&[]).await;
+    let stack = ProcessorStack::start(&[]).await;
     let store = stack.processor().processor.store();
 
     // A cycle: cyc-a -> cyc-b -> cyc-c -> cyc-a, two items each.
@@ -189,7 +189,7 @@ async fn a_history_cycle_is_read_once_and_a_deep_chain_stops_at_ten_links() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_records_are_each_scored_once_within_the_rate_limit() {
     let limit = 40;
-    let stack = Stack::start(&[
+    let stack = ProcessorStack::start(&[
         ("SCORING_RATE_LIMIT", "40"),
         ("PROCESSOR_CONCURRENCY", "10"),
     ])
@@ -240,7 +240,7 @@ async fn a_hundred_records_are_each_scored_once_within_the_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_records_are_reported_and_the_others_succeed() {
-    let stack = Stack::start(&[
+    let stack = ProcessorStack::start(&[
         ("SCORING_MAX_ATTEMPTS", "3"),
         ("SCORING_BACKOFF_BASE_MS", "10"),
         ("SCORING_BACKOFF_MAX_MS", "50"),
@@ -311,7 +311,7 @@ async fn failing_records_are_reported_and_the_others_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_record_is_not_scored_or_written_twice() {
-    let stack = Stack::start(&[]).await;
+    let stack = ProcessorStack::start(&[]).await;
     let records = |prefix: &str| -> Vec<(String, String)> {
         (0..5)
             .map(|i| {
@@ -374,7 +374,7 @@ async fn a_redelivered_record_is_not_scored_or_written_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_still_running_near_the_deadline_fail_fast_and_are_redelivered() {
-    let stack = Stack::start(&[
+    let stack = ProcessorStack::start(&[
         ("DEADLINE_MARGIN_MS", "200"),
         ("SCORING_TIMEOUT_MS", "5000"),
     ])

@@ -12,14 +12,14 @@ use testkit::services::{LocalServices, ServicesOptions};
 pub const PROCESSOR_BINARY: &str = env!("CARGO_BIN_EXE_assessment-processor");
 
 /// The peers, and the processor built over them.
-pub struct Stack {
+pub struct ProcessorStack {
     services: LocalServices,
     processor: ProcessorDeps,
 }
 
-impl Stack {
+impl ProcessorStack {
     /// `overrides` are settings applied on top of the peers' own.
-    pub async fn start(overrides: &[(&str, &str)]) -> Stack {
+    pub async fn start(overrides: &[(&str, &str)]) -> ProcessorStack {
         let services = LocalServices::start(ServicesOptions {
             scoring_track_ids: true,
             settings: overrides
@@ -33,7 +33,7 @@ impl Stack {
         let settings = ProcessorSettings::from_env(&Env::from_pairs(services.process_env()))
             .expect("processor settings");
         let processor = ProcessorDeps::init(settings).await.expect("processor");
-        Stack {
+        ProcessorStack {
             services,
             processor,
         }

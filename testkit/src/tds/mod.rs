@@ -38,9 +38,9 @@ use crate::fixtures::Fixtures;
 use catalog::StatementOutcome;
 use request::{Param, Procedure, SP_EXECUTESQL};
 use wire::{
-    DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, ENV_DATABASE, ENV_PACKET_SIZE, Message,
-    PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_RPC, PKT_SQL_BATCH, TOKEN_DONE,
-    TOKEN_DONEINPROC, TOKEN_DONEPROC, TokenWriter, Value, WireError, WireType,
+    ClientMessageError, DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, ENV_DATABASE,
+    ENV_PACKET_SIZE, Message, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_RPC,
+    PKT_SQL_BATCH, TOKEN_DONE, TOKEN_DONEINPROC, TOKEN_DONEPROC, TokenWriter, Value, WireType,
 };
 
 const SERVER_NAME: &str = "testkit-tds";
@@ -366,7 +366,7 @@ async fn accept_loop(
 #[derive(Debug)]
 enum SessionError {
     Io(std::io::Error),
-    Protocol(WireError),
+    Protocol(ClientMessageError),
 }
 
 impl std::fmt::Display for SessionError {
@@ -384,8 +384,8 @@ impl From<std::io::Error> for SessionError {
     }
 }
 
-impl From<WireError> for SessionError {
-    fn from(e: WireError) -> Self {
+impl From<ClientMessageError> for SessionError {
+    fn from(e: ClientMessageError) -> Self {
         SessionError::Protocol(e)
     }
 }
@@ -397,7 +397,7 @@ async fn expect_message(
     match wire::read_message(reader).await? {
         None => Ok(None),
         Some(m) if m.packet_type == packet_type => Ok(Some(m)),
-        Some(m) => Err(WireError(format!(
+        Some(m) => Err(ClientMessageError(format!(
             "expected packet type 0x{packet_type:02X}, got 0x{:02X}",
             m.packet_type
         ))
@@ -494,7 +494,9 @@ async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionEr
                 render(outcome, is_rpc)?
             }
             other => {
-                return Err(WireError(format!("unsupported packet type 0x{other:02X}")).into());
+                return Err(
+                    ClientMessageError(format!("unsupported packet type 0x{other:02X}")).into(),
+                );
             }
         };
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), packet_size).await?;
@@ -505,7 +507,7 @@ async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionEr
 fn execute(
     message: &Message,
     fixtures: &Fixtures,
-) -> Result<(RecordedStatement, StatementOutcome), WireError> {
+) -> Result<(RecordedStatement, StatementOutcome), ClientMessageError> {
     if message.packet_type == PKT_SQL_BATCH {
         let text = request::parse_sql_batch(&message.payload)?;
         let outcome = catalog::run_batch(&text);
@@ -541,7 +543,11 @@ fn execute(
             wire_type: WireType::NVarChar | WireType::NVarCharMax,
             ..
         }) => text,
-        _ => return Err(WireError("sp_executesql without a statement".into())),
+        _ => {
+            return Err(ClientMessageError(
+                "sp_executesql without a statement".into(),
+            ));
+        }
     };
     let _declarations = params.next();
     let params: Vec<Param> = params.collect();
@@ -558,7 +564,7 @@ fn execute(
 
 /// The reply tokens for an outcome: RPCs end with DONEINPROC, RETURNSTATUS
 /// and DONEPROC, as SQL Server answers sp_executesql; batches with DONE.
-fn render(outcome: StatementOutcome, is_rpc: bool) -> Result<TokenWriter, WireError> {
+fn render(outcome: StatementOutcome, is_rpc: bool) -> Result<TokenWriter, ClientMessageError> {
     const SELECT_COMMAND: u16 = 0xC1;
     let mut reply = TokenWriter::new();
     match outcome {

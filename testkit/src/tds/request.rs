@@ -1,6 +1,6 @@
 //! Client messages, decoded: PRELOGIN, LOGIN7, SQL batch and RPC requests.
 
-use super::wire::{Reader, Value, WireError, WireType, decode_utf16, read_typed_value};
+use super::wire::{ClientMessageError, Reader, Value, WireType, decode_utf16, read_typed_value};
 
 /// PRELOGIN option tokens (MS-TDS 2.2.6.5).
 const PL_VERSION: u8 = 0x00;
@@ -19,7 +19,7 @@ pub struct Prelogin {
     pub encryption: u8,
 }
 
-pub fn parse_prelogin(payload: &[u8]) -> Result<Prelogin, WireError> {
+pub fn parse_prelogin(payload: &[u8]) -> Result<Prelogin, ClientMessageError> {
     let mut r = Reader::new(payload);
     let mut encryption = None;
     loop {
@@ -35,7 +35,7 @@ pub fn parse_prelogin(payload: &[u8]) -> Result<Prelogin, WireError> {
     }
     Ok(Prelogin {
         encryption: encryption
-            .ok_or_else(|| WireError("PRELOGIN has no ENCRYPTION option".into()))?,
+            .ok_or_else(|| ClientMessageError("PRELOGIN has no ENCRYPTION option".into()))?,
     })
 }
 
@@ -83,14 +83,14 @@ impl std::fmt::Debug for Login {
     }
 }
 
-pub fn parse_login7(payload: &[u8]) -> Result<Login, WireError> {
+pub fn parse_login7(payload: &[u8]) -> Result<Login, ClientMessageError> {
     let mut r = Reader::new(payload);
     let _length = r.u32_le()?;
     let _tds_version = r.u32_le()?;
     let packet_size = r.u32_le()?;
     r.bytes(4 + 4 + 4 + 4 + 4 + 4)?; // prog version, pid, connection id, flags, timezone, lcid
     // Offset/length pairs, lengths in UTF-16 code units, offsets from the message start.
-    let mut field = || -> Result<(usize, usize), WireError> {
+    let mut field = || -> Result<(usize, usize), ClientMessageError> {
         Ok((usize::from(r.u16_le()?), usize::from(r.u16_le()?)))
     };
     let _host = field()?;
@@ -118,16 +118,16 @@ pub fn parse_login7(payload: &[u8]) -> Result<Login, WireError> {
 }
 
 /// Skips ALL_HEADERS (MS-TDS 2.2.5.3), present in batch and RPC requests.
-fn skip_all_headers(r: &mut Reader<'_>) -> Result<(), WireError> {
+fn skip_all_headers(r: &mut Reader<'_>) -> Result<(), ClientMessageError> {
     let total = r.u32_le()? as usize;
     if total < 4 {
-        return Err(WireError(format!("ALL_HEADERS length {total}")));
+        return Err(ClientMessageError(format!("ALL_HEADERS length {total}")));
     }
     r.bytes(total - 4)?;
     Ok(())
 }
 
-pub fn parse_sql_batch(payload: &[u8]) -> Result<String, WireError> {
+pub fn parse_sql_batch(payload: &[u8]) -> Result<String, ClientMessageError> {
     let mut r = Reader::new(payload);
     skip_all_headers(&mut r)?;
     decode_utf16(r.bytes(payload.len() - r.position())?)
@@ -156,7 +156,7 @@ pub struct RpcRequest {
     pub params: Vec<Param>,
 }
 
-pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, WireError> {
+pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, ClientMessageError> {
     let mut r = Reader::new(payload);
     skip_all_headers(&mut r)?;
     let name_len = r.u16_le()?;

@@ -65,18 +65,18 @@ const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
 
 /// A malformed or unsupported client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError(pub String);
+pub struct ClientMessageError(pub String);
 
-impl fmt::Display for WireError {
+impl fmt::Display for ClientMessageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for WireError {}
+impl std::error::Error for ClientMessageError {}
 
-fn protocol<T>(message: impl Into<String>) -> Result<T, WireError> {
-    Err(WireError(message.into()))
+fn protocol<T>(message: impl Into<String>) -> Result<T, ClientMessageError> {
+    Err(ClientMessageError(message.into()))
 }
 
 /// One client message, reassembled from its packets.
@@ -176,7 +176,7 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ClientMessageError> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len());
         match end {
             Some(end) => {
@@ -191,45 +191,45 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ClientMessageError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.bytes(N)?);
         Ok(out)
     }
 
-    pub fn u8(&mut self) -> Result<u8, WireError> {
+    pub fn u8(&mut self) -> Result<u8, ClientMessageError> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub fn u16_le(&mut self) -> Result<u16, WireError> {
+    pub fn u16_le(&mut self) -> Result<u16, ClientMessageError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
-    pub fn u16_be(&mut self) -> Result<u16, WireError> {
+    pub fn u16_be(&mut self) -> Result<u16, ClientMessageError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    pub fn u32_le(&mut self) -> Result<u32, WireError> {
+    pub fn u32_le(&mut self) -> Result<u32, ClientMessageError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    pub fn u64_le(&mut self) -> Result<u64, WireError> {
+    pub fn u64_le(&mut self) -> Result<u64, ClientMessageError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// `n` UTF-16LE code units.
-    pub fn utf16(&mut self, n: usize) -> Result<String, WireError> {
+    pub fn utf16(&mut self, n: usize) -> Result<String, ClientMessageError> {
         decode_utf16(self.bytes(n * 2)?)
     }
 
     /// B_VARCHAR: a one-byte character count, then UTF-16LE.
-    pub fn b_varchar(&mut self) -> Result<String, WireError> {
+    pub fn b_varchar(&mut self) -> Result<String, ClientMessageError> {
         let n = usize::from(self.u8()?);
         self.utf16(n)
     }
 }
 
-pub fn decode_utf16(bytes: &[u8]) -> Result<String, WireError> {
+pub fn decode_utf16(bytes: &[u8]) -> Result<String, ClientMessageError> {
     if !bytes.len().is_multiple_of(2) {
         return protocol("odd-length UTF-16 string");
     }
@@ -237,7 +237,7 @@ pub fn decode_utf16(bytes: &[u8]) -> Result<String, WireError> {
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    String::from_utf16(&units).map_err(|_| WireError("invalid UTF-16 string".into()))
+    String::from_utf16(&units).map_err(|_| ClientMessageError("invalid UTF-16 string".into()))
 }
 
 /// A typed SQL value, as a parameter arrives or as a column is sent.
@@ -295,7 +295,7 @@ impl WireType {
     }
 }
 
-fn int_type(len: u8) -> Result<WireType, WireError> {
+fn int_type(len: u8) -> Result<WireType, ClientMessageError> {
     Ok(match len {
         1 => WireType::TinyInt,
         2 => WireType::SmallInt,
@@ -323,11 +323,11 @@ const DAY_ZERO: NaiveDate = match NaiveDate::from_ymd_opt(1, 1, 1) {
     None => panic!("0001-01-01 is a date"),
 };
 
-fn decode_date(bytes: &[u8]) -> Result<NaiveDate, WireError> {
+fn decode_date(bytes: &[u8]) -> Result<NaiveDate, ClientMessageError> {
     let days = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0]);
     DAY_ZERO
         .checked_add_days(chrono::Days::new(u64::from(days)))
-        .ok_or_else(|| WireError(format!("date out of range ({days} days)")))
+        .ok_or_else(|| ClientMessageError(format!("date out of range ({days} days)")))
 }
 
 fn encode_date(date: NaiveDate, out: &mut Vec<u8>) {
@@ -344,14 +344,14 @@ fn time_len(scale: u8) -> usize {
     }
 }
 
-fn decode_time(bytes: &[u8], scale: u8) -> Result<NaiveTime, WireError> {
+fn decode_time(bytes: &[u8], scale: u8) -> Result<NaiveTime, ClientMessageError> {
     let mut b = [0u8; 8];
     b[..bytes.len()].copy_from_slice(bytes);
     let increments = u64::from_le_bytes(b);
     let nanos = increments.saturating_mul(10u64.pow(9 - u32::from(scale.min(7))));
     let secs = u32::try_from(nanos / 1_000_000_000).unwrap_or(u32::MAX);
     NaiveTime::from_num_seconds_from_midnight_opt(secs, (nanos % 1_000_000_000) as u32)
-        .ok_or_else(|| WireError("time of day out of range".into()))
+        .ok_or_else(|| ClientMessageError("time of day out of range".into()))
 }
 
 fn encode_time(time: NaiveTime, scale: u8, out: &mut Vec<u8>) {
@@ -362,7 +362,7 @@ fn encode_time(time: NaiveTime, scale: u8, out: &mut Vec<u8>) {
 }
 
 /// Reads one TYPE_INFO plus its value (an RPC parameter, MS-TDS 2.2.6.6).
-pub fn read_typed_value(r: &mut Reader<'_>) -> Result<(WireType, Value), WireError> {
+pub fn read_typed_value(r: &mut Reader<'_>) -> Result<(WireType, Value), ClientMessageError> {
     let ty = r.u8()?;
     match ty {
         TY_NULL => Ok((WireType::Null, Value::Null)),
@@ -460,7 +460,7 @@ pub fn read_typed_value(r: &mut Reader<'_>) -> Result<(WireType, Value), WireErr
 
 /// A partially length-prefixed (PLP) UTF-16 value: a total length (or
 /// unknown/NULL marker), then chunks, each with a 4-byte length, ending with 0.
-fn read_plp_string(r: &mut Reader<'_>) -> Result<Value, WireError> {
+fn read_plp_string(r: &mut Reader<'_>) -> Result<Value, ClientMessageError> {
     const PLP_NULL: u64 = u64::MAX;
     if r.u64_le()? == PLP_NULL {
         return Ok(Value::Null);
@@ -625,7 +625,7 @@ impl TokenWriter {
     }
 
     /// One ROW; `values` must match the columns of the last COLMETADATA.
-    pub fn row(&mut self, columns: &[Column], values: &[Value]) -> Result<(), WireError> {
+    pub fn row(&mut self, columns: &[Column], values: &[Value]) -> Result<(), ClientMessageError> {
         let b = &mut self.buf;
         b.push(TOKEN_ROW);
         for (column, value) in columns.iter().zip(values) {
@@ -635,8 +635,8 @@ impl TokenWriter {
                 }
                 (_, Value::Null) => b.push(0),
                 (ColumnType::Int, Value::Int(v)) => {
-                    let v =
-                        i32::try_from(*v).map_err(|_| WireError(format!("{v} overflows int")))?;
+                    let v = i32::try_from(*v)
+                        .map_err(|_| ClientMessageError(format!("{v} overflows int")))?;
                     b.push(4);
                     b.extend_from_slice(&v.to_le_bytes());
                 }
@@ -705,7 +705,7 @@ mod tests {
         let mut r = Reader::new(&[0x99]);
         assert_eq!(
             read_typed_value(&mut r),
-            Err(WireError("unsupported parameter type 0x99".into()))
+            Err(ClientMessageError("unsupported parameter type 0x99".into()))
         );
     }
 }
