@@ -15,6 +15,7 @@ fn main() {
     let source = Path::new("legacy-shim/src/legacy_shim.cpp");
     let include = Path::new("legacy-shim/include");
     println!("cargo:rerun-if-changed={}", source.display());
+    println!("cargo:rerun-if-changed=legacy-shim/src/scoring.hpp");
     println!(
         "cargo:rerun-if-changed={}",
         include.join("legacy_assessment.h").display()

@@ -13,20 +13,11 @@
 //     service's "double free or corruption" did.
 //   * Fault injection, chosen by the engine's config string (see parse_config).
 //
-// Scoring model (documented for test authors; the production component's own
-// model differs but has the same shape):
-//   measure    = fluency: words correct per minute = items_correct * 60 / duration_seconds
-//                otherwise: percent correct         = 100 * items_correct / items_attempted
-//   z          = (measure - EXPECTED[type][grade]) / SPREAD[type][grade]
-//   percentile = clamp(round(50 + 34 z), 1, 99)
-//   scaled     = clamp(round(400 + 100 z), 100, 900)
-//   band       = percentile <10 WELL_BELOW, <25 BELOW, <75 AT, else ABOVE
-//   flags      = LOW_ACCURACY if accuracy < 0.9
-//                RAPID_GUESSING if not fluency and duration_seconds < 2 * items_attempted
-//                BELOW_READING_LEVEL if reading_level < grade - 1
+// Scoring model and input checks: scoring.hpp (shared with the .NET component's core).
 
 #define LA_API extern "C" __attribute__((visibility("default")))
 #include "legacy_assessment.h"
+#include "scoring.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -50,20 +41,7 @@
 
 namespace {
 
-// ---------------------------------------------------------------- norm tables
-
-constexpr int kMaxGrade = 12;
-constexpr size_t kMaxRows = 10000;
-constexpr size_t kMaxIdLen = 64;
-
-// Oral reading fluency: expected words correct per minute by grade (K..12).
-constexpr double kFluencyExpected[kMaxGrade + 1] = {20,  50,  90,  110, 125, 140, 150,
-                                                    150, 155, 160, 160, 160, 160};
-constexpr double kFluencySpreadK = 10;
-constexpr double kFluencySpread = 25;
-// Comprehension and phonological awareness: expected percent correct, any grade.
-constexpr double kComprehensionExpected = 70, kComprehensionSpread = 15;
-constexpr double kPhonologicalExpected = 80, kPhonologicalSpread = 10;
+using la_scoring::kMaxRows;
 
 // ---------------------------------------------------------------- errors
 
@@ -229,71 +207,6 @@ double draw_unit(la_engine *e) {
     return static_cast<double>(e->rng() >> 11) * (1.0 / 9007199254740992.0);
 }
 
-double clamp(double v, double lo, double hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
-la_status validate_row(const la_assessment_row &row, size_t i) {
-    if (!row.id) return fail(LA_ERR_INVALID_ARGUMENT, "rows[%zu].id is NULL", i);
-    size_t len = strnlen(row.id, kMaxIdLen + 1);
-    if (len == 0 || len > kMaxIdLen)
-        return fail(LA_ERR_INVALID_ARGUMENT, "rows[%zu].id must be 1..%zu bytes", i, kMaxIdLen);
-    if (row.assessment_type < LA_TYPE_ORAL_READING_FLUENCY ||
-        row.assessment_type > LA_TYPE_PHONOLOGICAL_AWARENESS)
-        return fail(LA_ERR_INVALID_ARGUMENT, "rows[%zu].assessment_type %d is unknown", i,
-                    row.assessment_type);
-    if (!std::isfinite(row.raw_score) || row.raw_score < 0)
-        return fail(LA_ERR_INVALID_ARGUMENT, "rows[%zu].raw_score must be finite and >= 0", i);
-    if (row.items_attempted < 1)
-        return fail(LA_ERR_INVALID_ARGUMENT, "rows[%zu].items_attempted %d must be >= 1", i,
-                    row.items_attempted);
-    if (row.items_correct < 0 || row.items_correct > row.items_attempted)
-        return fail(LA_ERR_INVALID_ARGUMENT,
-                    "rows[%zu].items_correct %d must be within 0..items_attempted (%d)", i,
-                    row.items_correct, row.items_attempted);
-    if (row.duration_seconds < 1)
-        return fail(LA_ERR_INVALID_ARGUMENT, "rows[%zu].duration_seconds %d must be >= 1", i,
-                    row.duration_seconds);
-    return LA_OK;
-}
-
-la_scored_assessment score_row(const la_student_context &ctx, const la_assessment_row &row) {
-    la_scored_assessment out{};
-    const double attempted = row.items_attempted, correct = row.items_correct;
-    out.accuracy = correct / attempted;
-    double measure, expected, spread;
-    switch (row.assessment_type) {
-        case LA_TYPE_ORAL_READING_FLUENCY:
-            measure = correct * 60.0 / row.duration_seconds;
-            expected = kFluencyExpected[ctx.grade];
-            spread = ctx.grade == 0 ? kFluencySpreadK : kFluencySpread;
-            out.has_wcpm = 1;
-            out.wcpm = measure;
-            break;
-        case LA_TYPE_READING_COMPREHENSION:
-            measure = 100.0 * out.accuracy;
-            expected = kComprehensionExpected;
-            spread = kComprehensionSpread;
-            break;
-        default:
-            measure = 100.0 * out.accuracy;
-            expected = kPhonologicalExpected;
-            spread = kPhonologicalSpread;
-            break;
-    }
-    const double z = (measure - expected) / spread;
-    out.percentile = clamp(std::round(50.0 + 34.0 * z), 1, 99);
-    out.scaled_score = clamp(std::round(400.0 + 100.0 * z), 100, 900);
-    out.band = out.percentile < 10   ? LA_BAND_WELL_BELOW
-               : out.percentile < 25 ? LA_BAND_BELOW
-               : out.percentile < 75 ? LA_BAND_AT
-                                     : LA_BAND_ABOVE;
-    if (out.accuracy < 0.9) out.flags |= LA_FLAG_LOW_ACCURACY;
-    if (row.assessment_type != LA_TYPE_ORAL_READING_FLUENCY &&
-        row.duration_seconds < 2 * row.items_attempted)
-        out.flags |= LA_FLAG_RAPID_GUESSING;
-    if (ctx.reading_level < ctx.grade - 1) out.flags |= LA_FLAG_BELOW_READING_LEVEL;
-    return out;
-}
-
 void apply_malformation(Malformed m, la_result *r) {
     if (r->entries.empty()) {
         if (m == Malformed::Count) r->absurd_count = true;
@@ -370,16 +283,12 @@ LA_API la_status la_score(la_engine *engine, const la_student_context *context,
     if (row_count > 0 && !rows) return fail(LA_ERR_INVALID_ARGUMENT, "rows is NULL");
     if (row_count > kMaxRows)
         return fail(LA_ERR_INVALID_ARGUMENT, "row_count %zu exceeds %zu", row_count, kMaxRows);
-    if (context->grade < 0 || context->grade > kMaxGrade)
-        return fail(LA_ERR_INVALID_ARGUMENT, "context.grade %d must be within 0..%d",
-                    context->grade, kMaxGrade);
-    if (!std::isfinite(context->reading_level) || context->reading_level < 0 ||
-        context->reading_level > 13)
-        return fail(LA_ERR_INVALID_ARGUMENT, "context.reading_level must be within 0..13");
-
-    for (size_t i = 0; i < row_count; i++) {
-        la_status st = validate_row(rows[i], i);
-        if (st != LA_OK) return st;
+    la_status checked = la_scoring::check_context(*context, t_error, sizeof t_error);
+    for (size_t i = 0; checked == LA_OK && i < row_count; i++)
+        checked = la_scoring::check_row(rows[i], i, t_error, sizeof t_error);
+    if (checked != LA_OK) {
+        t_error_len = std::strlen(t_error);
+        return checked;
     }
 
     const Config &cfg = engine->cfg;
@@ -421,7 +330,7 @@ LA_API la_status la_score(la_engine *engine, const la_student_context *context,
         la_result *res = new la_result();
         res->entries.reserve(row_count);
         for (size_t i = 0; i < row_count; i++)
-            res->entries.push_back({std::string(rows[i].id), score_row(*context, rows[i])});
+            res->entries.push_back({std::string(rows[i].id), la_scoring::score_row(*context, rows[i])});
         apply_malformation(cfg.malformed, res);
         if (cfg.malformed == Malformed::IdLen && !res->entries.empty())
             res->entries.front().scalars.id_len = std::numeric_limits<size_t>::max() / 2;
