@@ -5,7 +5,13 @@
 //! * `LEGACY_SHIM_ABI_MISMATCH_PATH`: the same code reporting ABI version 99;
 //! * `LEGACY_SHIM_MISSING_SYMBOL_PATH`: the same code without `la_score`.
 //!
-//! The last two exist only for the loader's error tests.
+//! The last two exist only for the loader's error tests. And the legacy
+//! component as .NET (`legacy-shim/dotnet/`, issue #15):
+//!
+//! * `LEGACY_DOTNET_ASSEMBLY`: `LegacyApi.dll` (compiled with `mcs`) beside its
+//!   runtimeconfig and its unmanaged core `libassessment_core.so`; empty when
+//!   `mcs` is not installed (`scripts/test` installs it, and sets
+//!   `LEGACY_DOTNET_REQUIRED=1` so that the .NET tests fail instead of skipping).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,5 +76,62 @@ fn main() {
             .unwrap_or_else(|e| panic!("could not run the C++ compiler ({shown}): {e}"));
         assert!(status.success(), "building the legacy shim failed: {shown}");
         println!("cargo:rustc-env={var}={}", output.display());
+    }
+    build_dotnet(&compiler, &out_dir.join("dotnet"), include);
+}
+
+/// The .NET component: its unmanaged core (g++) and the managed facade (mcs).
+fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
+    let root = Path::new("legacy-shim/dotnet");
+    let core = root.join("core/assessment_core.cpp");
+    let facade = root.join("LegacyApi.cs");
+    let config = root.join("LegacyApi.runtimeconfig.json");
+    for input in [&core, &facade, &config] {
+        println!("cargo:rerun-if-changed={}", input.display());
+    }
+    std::fs::create_dir_all(dir).expect("OUT_DIR/dotnet");
+    let mut cmd: Command = compiler.to_command();
+    cmd.args([
+        "-std=c++17",
+        "-O1",
+        "-g",
+        "-fPIC",
+        "-shared",
+        "-fvisibility=hidden",
+    ])
+    .args(["-Wall", "-Wextra", "-Werror"])
+    .arg("-I")
+    .arg(include)
+    .args(["-I", "legacy-shim/src", "-o"])
+    .arg(dir.join("libassessment_core.so"))
+    .arg(&core);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run the C++ compiler: {e}"));
+    assert!(
+        status.success(),
+        "building the .NET component's core failed"
+    );
+
+    let assembly = dir.join("LegacyApi.dll");
+    let compiled = Command::new("mcs")
+        .args(["-target:library", "-unsafe", "-warnaserror+", "-nologo"])
+        .arg(format!("-out:{}", assembly.display()))
+        .arg(&facade)
+        .status();
+    match compiled {
+        Ok(status) if status.success() => {
+            std::fs::copy(&config, dir.join("LegacyApi.runtimeconfig.json"))
+                .expect("copy the runtimeconfig");
+            println!(
+                "cargo:rustc-env=LEGACY_DOTNET_ASSEMBLY={}",
+                assembly.display()
+            );
+        }
+        Ok(status) => panic!("mcs failed on {} ({status})", facade.display()),
+        Err(e) => {
+            println!("cargo:warning=mcs not found ({e}): the .NET legacy component is not built");
+            println!("cargo:rustc-env=LEGACY_DOTNET_ASSEMBLY=");
+        }
     }
 }

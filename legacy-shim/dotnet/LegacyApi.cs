@@ -217,7 +217,7 @@ namespace Amira.Legacy
         static readonly Dictionary<long, Engine> Engines = new Dictionary<long, Engine>();
         static readonly Dictionary<long, Result> Results = new Dictionary<long, Result>();
         static long next;
-        public static Stats Stats;
+        public static Stats Stats = new Stats();
 
         public static IntPtr AddEngine(Engine e)
         {

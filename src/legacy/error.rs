@@ -76,6 +76,8 @@ pub enum LegacyError {
         #[source]
         source: libloading::Error,
     },
+    #[error("cannot host the .NET legacy component {}: {reason}", path.display())]
+    Hosting { path: PathBuf, reason: String },
     #[error("the legacy library {} does not export `{symbol}`: {source}", path.display())]
     MissingSymbol {
         path: PathBuf,

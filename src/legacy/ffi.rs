@@ -85,21 +85,22 @@ pub struct LaStats {
     pub violations: u64,
 }
 
-type AbiVersionFn = unsafe extern "C" fn() -> u32;
-type EngineOpenFn = unsafe extern "C" fn(*const c_char, *mut *mut LaEngine) -> c_int;
-type EngineCloseFn = unsafe extern "C" fn(*mut LaEngine) -> c_int;
-type ScoreFn = unsafe extern "C" fn(
+pub(super) type AbiVersionFn = unsafe extern "C" fn() -> u32;
+pub(super) type EngineOpenFn = unsafe extern "C" fn(*const c_char, *mut *mut LaEngine) -> c_int;
+pub(super) type EngineCloseFn = unsafe extern "C" fn(*mut LaEngine) -> c_int;
+pub(super) type ScoreFn = unsafe extern "C" fn(
     *mut LaEngine,
     *const LaStudentContext,
     *const LaAssessmentRow,
     usize,
     *mut *mut LaResult,
 ) -> c_int;
-type ResultCountFn = unsafe extern "C" fn(*const LaResult) -> usize;
-type ResultGetFn = unsafe extern "C" fn(*const LaResult, usize, *mut LaScoredAssessment) -> c_int;
-type ResultFreeFn = unsafe extern "C" fn(*mut LaResult) -> c_int;
-type LastErrorFn = unsafe extern "C" fn(*mut c_char, usize) -> usize;
-type StatsFn = unsafe extern "C" fn(*mut LaStats) -> c_int;
+pub(super) type ResultCountFn = unsafe extern "C" fn(*const LaResult) -> usize;
+pub(super) type ResultGetFn =
+    unsafe extern "C" fn(*const LaResult, usize, *mut LaScoredAssessment) -> c_int;
+pub(super) type ResultFreeFn = unsafe extern "C" fn(*mut LaResult) -> c_int;
+pub(super) type LastErrorFn = unsafe extern "C" fn(*mut c_char, usize) -> usize;
+pub(super) type StatsFn = unsafe extern "C" fn(*mut LaStats) -> c_int;
 
 /// The loaded legacy library and its resolved entry points.
 ///
@@ -120,7 +121,15 @@ pub struct NativeLibrary {
     /// Optional: the production component may not export its counters.
     stats: Option<StatsFn>,
     // Declared last so it is dropped last.
-    _library: libloading::Library,
+    _code: LoadedCode,
+}
+
+/// What keeps the entry points valid.
+enum LoadedCode {
+    /// A shared library, unloaded when the last `NativeLibrary` of it drops.
+    Shared(#[allow(dead_code)] libloading::Library),
+    /// A .NET assembly in this process's runtime, which lives as long as the process.
+    Clr,
 }
 
 impl std::fmt::Debug for NativeLibrary {
@@ -156,6 +165,9 @@ impl NativeLibrary {
     /// Loads the library at `path` with every symbol bound now (`RTLD_NOW`),
     /// checks its ABI version and resolves every entry point.
     pub fn load(path: &Path) -> Result<Self, LegacyError> {
+        if path.extension().is_some_and(|e| e == "dll") {
+            return Self::host_assembly(path);
+        }
         use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
         // SAFETY: loading runs the library's initialisers. The legacy component's
         // contract (the header) is that loading has no side effects beyond static
@@ -194,10 +206,37 @@ impl NativeLibrary {
                 result_free: symbol(&library, path, "la_result_free")?,
                 last_error: symbol(&library, path, "la_last_error_message")?,
                 stats: symbol(&library, path, "la_stats_get").ok(),
-                _library: library,
+                _code: LoadedCode::Shared(library),
             }
         };
         Ok(lib)
+    }
+
+    /// The component as a .NET assembly, hosted through hostfxr (see `clr.rs`).
+    fn host_assembly(path: &Path) -> Result<Self, LegacyError> {
+        let entry = super::clr::load(path)?;
+        // SAFETY: `la_abi_version` takes nothing and returns a value; the pointer is
+        // valid for the life of the process (the runtime is never unloaded).
+        let found = unsafe { (entry.abi_version)() };
+        if found != ABI_VERSION {
+            return Err(LegacyError::AbiMismatch {
+                path: path.to_path_buf(),
+                found,
+                expected: ABI_VERSION,
+            });
+        }
+        Ok(NativeLibrary {
+            path: path.to_path_buf(),
+            engine_open: entry.engine_open,
+            engine_close: entry.engine_close,
+            score: entry.score,
+            result_count: entry.result_count,
+            result_get: entry.result_get,
+            result_free: entry.result_free,
+            last_error: entry.last_error,
+            stats: Some(entry.stats),
+            _code: LoadedCode::Clr,
+        })
     }
 
     pub fn path(&self) -> &Path {

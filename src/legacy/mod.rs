@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod clr;
 mod engine;
 mod error;
 mod ffi;
