@@ -18,8 +18,9 @@ use super::super::protocol::{self, Reply, WorkerProtocolError};
 use super::super::worker::{ENV_CONFIG, ENV_LIB, WORKER_ARG};
 
 /// Environment variables a worker inherits (the rest is cleared: a worker
-/// gets none of the function's credentials).
-const INHERITED_ENV: [&str; 3] = ["PATH", "LD_LIBRARY_PATH", "TZ"];
+/// gets none of the function's credentials). `DOTNET_ROOT`: where a .NET
+/// legacy component's runtime is (`clr.rs`).
+const INHERITED_ENV: [&str; 4] = ["PATH", "LD_LIBRARY_PATH", "TZ", "DOTNET_ROOT"];
 
 /// What to start.
 #[derive(Debug, Clone)]
