@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +24,6 @@ use support::*;
 const FLUENCY: AssessmentType = AssessmentType::OralReadingFluency;
 const COMPREHENSION: AssessmentType = AssessmentType::ReadingComprehension;
 const PHONOLOGICAL: AssessmentType = AssessmentType::PhonologicalAwareness;
-
-/// Calls in the mixed-outcome stress tests (the figure).
-const STRESS_CALLS: usize = 10_000;
 
 #[tokio::test]
 async fn scores_follow_the_documented_norm_tables() {
@@ -108,191 +104,26 @@ async fn scores_follow_the_documented_norm_tables() {
     assert_native_clean("norm tables");
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum BridgeOutcome {
-    Scored,
-    ScoringFailed,
-    InvalidArgument,
-    TimedOut,
-    Saturated,
-    FutureDropped,
-    TaskPanicked,
-    /// A slow call that completed before its timeout fired: possible when the
-    /// scheduler runs late (valgrind), and as clean as any other outcome.
-    ScoredLate,
-}
-
-/// One call of the mixed workload; `i` picks the kind.
-async fn mixed_call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) -> BridgeOutcome {
-    match i % 100 {
-        // The slow engine answers after 20 ms; its calls time out after 5 ms.
-        0 | 1 => match slow.score(grade3(), rows(2), &budget()).await {
-            Err(LegacyError::Timeout { .. }) => BridgeOutcome::TimedOut,
-            Err(LegacyError::Saturated { .. }) => BridgeOutcome::Saturated,
-            Ok(_) => BridgeOutcome::ScoredLate,
-            other => panic!("call {i}: expected a timeout, got {other:?}"),
-        },
-        // A future dropped while its native call runs.
-        2 | 3 => {
-            let task = tokio::spawn(async move { slow.score(grade3(), rows(3), &budget()).await });
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            task.abort();
-            match task.await {
-                Err(e) if e.is_cancelled() => BridgeOutcome::FutureDropped,
-                Ok(Err(LegacyError::Timeout { .. })) => BridgeOutcome::TimedOut,
-                Ok(Err(LegacyError::Saturated { .. })) => BridgeOutcome::Saturated,
-                Ok(Ok(_)) => BridgeOutcome::ScoredLate,
-                other => panic!("call {i}: expected a cancelled task, got {other:?}"),
-            }
-        }
-        // The calling task panics while its native call runs.
-        4 if i % 500 == 4 => {
-            let task = tokio::spawn(async move {
-                let budget = budget();
-                tokio::select! {
-                    result = slow.score(grade3(), rows(1), &budget) => result.map(|_| ()),
-                    _ = tokio::time::sleep(Duration::from_millis(2)) => std::panic::panic_any(INJECTED_PANIC),
-                }
-            });
-            match task.await {
-                Err(e) if e.is_panic() => BridgeOutcome::TaskPanicked,
-                Ok(Err(LegacyError::Timeout { .. })) => BridgeOutcome::TimedOut,
-                Ok(Err(LegacyError::Saturated { .. })) => BridgeOutcome::Saturated,
-                Ok(Ok(())) => BridgeOutcome::ScoredLate,
-                other => panic!("call {i}: expected a panic, got {other:?}"),
-            }
-        }
-        // A row the component rejects: items_correct > items_attempted.
-        5..=9 => match fast
-            .score(
-                grade3(),
-                vec![row("bad", COMPREHENSION, 10, 11, 60)],
-                &budget(),
-            )
-            .await
-        {
-            Err(LegacyError::Native {
-                status: NativeStatus::InvalidArgument,
-                message,
-                ..
-            }) => {
-                assert!(message.contains("rows[0].items_correct"), "{message}");
-                BridgeOutcome::InvalidArgument
-            }
-            other => panic!("call {i}: expected an invalid-argument error, got {other:?}"),
-        },
-        // The fast engine fails every 5th call it receives.
-        _ => match fast.score(grade3(), rows(1 + i % 7), &budget()).await {
-            Ok(scored) => {
-                assert_eq!(scored.len(), 1 + i % 7);
-                BridgeOutcome::Scored
-            }
-            Err(LegacyError::Native {
-                status: NativeStatus::Scoring,
-                ..
-            }) => BridgeOutcome::ScoringFailed,
-            Err(other) => panic!("call {i}: unexpected {other:?}"),
-        },
-    }
-}
-
-fn open_mixed_engines() -> (Arc<LegacyEngine>, Arc<LegacyEngine>) {
-    quiet_injected_panics();
-    let fast = LegacyEngine::open(&settings_with("fail_every=5", 4, Duration::from_secs(10)))
-        .expect("fast");
-    let slow = LegacyEngine::open(&settings_with("delay_ms=20", 8, Duration::from_millis(5)))
-        .expect("slow");
-    (Arc::new(fast), Arc::new(slow))
-}
-
-async fn close_mixed_engines(fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) {
-    for engine in [fast, slow] {
-        let engine = Arc::into_inner(engine).expect("no task holds the engine any more");
-        engine
-            .shutdown(Duration::from_secs(10))
-            .await
-            .expect("engine closes once, cleanly");
-    }
-}
-
-fn check_mix(
-    label: &str,
-    tally: &BTreeMap<BridgeOutcome, usize>,
-    before: assessments_resolver::legacy::NativeStats,
-) {
-    assert_eq!(tally.values().sum::<usize>(), STRESS_CALLS, "{tally:?}");
-    for kind in [
-        BridgeOutcome::Scored,
-        BridgeOutcome::ScoringFailed,
-        BridgeOutcome::InvalidArgument,
-        BridgeOutcome::TimedOut,
-        BridgeOutcome::FutureDropped,
-        BridgeOutcome::TaskPanicked,
-    ] {
-        assert!(
-            tally.get(&kind).copied().unwrap_or(0) > 0,
-            "{label}: no {kind:?} in {tally:?}"
-        );
-    }
-    let after = shim_stats();
-    println!(
-        "{label}: outcomes {tally:?}; shim counters delta: engines opened {} closed {}, results opened {} closed {}, score calls {}, live handles {}, violations {}",
-        after.engines_opened - before.engines_opened,
-        after.engines_closed - before.engines_closed,
-        after.results_opened - before.results_opened,
-        after.results_closed - before.results_closed,
-        after.score_calls - before.score_calls,
-        after.live_handles(),
-        after.violations,
-    );
-    assert_eq!(
-        after.engines_closed - before.engines_closed,
-        2,
-        "each engine closed exactly once"
-    );
-    assert!(after.results_opened - before.results_opened >= tally[&BridgeOutcome::Scored] as u64);
-    assert_native_clean(label);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_mixed_calls_release_every_handle() {
     let _lock = native_counters_lock();
-    let before = shim_stats();
-    let (fast, slow) = open_mixed_engines();
-    let mut tally = BTreeMap::new();
-    for i in 0..STRESS_CALLS {
-        let outcome = mixed_call(i, Arc::clone(&fast), Arc::clone(&slow)).await;
-        *tally.entry(outcome).or_insert(0) += 1;
-    }
-    close_mixed_engines(fast, slow).await;
-    check_mix("sequential", &tally, before);
+    let shim = PathBuf::from(assessments_resolver::legacy::DEFAULT_LIB_PATH);
+    let before = mixed::counters(&shim);
+    let (fast, slow) = mixed::open_engines(&shim).await;
+    let tally = mixed::sequential(&fast, &slow).await;
+    mixed::close_engines(fast, slow).await;
+    mixed::check("sequential", &tally, &shim, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_tasks_release_every_handle() {
     let _lock = native_counters_lock();
-    let before = shim_stats();
-    let (fast, slow) = open_mixed_engines();
-    let tasks: Vec<_> = (0..64)
-        .map(|task| {
-            let (fast, slow) = (Arc::clone(&fast), Arc::clone(&slow));
-            tokio::spawn(async move {
-                let mut outcomes = Vec::new();
-                for i in (task..STRESS_CALLS).step_by(64) {
-                    outcomes.push(mixed_call(i, Arc::clone(&fast), Arc::clone(&slow)).await);
-                }
-                outcomes
-            })
-        })
-        .collect();
-    let mut tally = BTreeMap::new();
-    for task in tasks {
-        for outcome in task.await.expect("worker task") {
-            *tally.entry(outcome).or_insert(0) += 1;
-        }
-    }
-    close_mixed_engines(fast, slow).await;
-    check_mix("64 tasks", &tally, before);
+    let shim = PathBuf::from(assessments_resolver::legacy::DEFAULT_LIB_PATH);
+    let before = mixed::counters(&shim);
+    let (fast, slow) = mixed::open_engines(&shim).await;
+    let tally = mixed::concurrent(&fast, &slow, 64).await;
+    mixed::close_engines(fast, slow).await;
+    mixed::check("64 tasks", &tally, &shim, before);
 }
 
 #[tokio::test]

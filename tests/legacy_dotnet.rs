@@ -5,14 +5,16 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use assessments_resolver::legacy::{
     AssessmentRow, AssessmentType, Isolation, IsolationSettings, LegacyEngine, LegacyError,
-    LegacySettings, StudentContext,
+    LegacySettings, NativeStatus, StudentContext,
 };
-use support::{budget, native_counters_lock, rows};
+use support::{INJECTED_PANIC, budget, mixed, native_counters_lock, quiet_injected_panics, rows};
 use testkit::fixtures::Fixtures;
 
 /// The assembly build.rs compiled; `None` (the test returns) only where the
@@ -194,5 +196,132 @@ async fn an_unhandled_exception_or_a_crash_in_a_worker_fails_one_call_and_the_ne
             .shutdown(Duration::from_secs(5))
             .await
             .unwrap_or_else(|e| panic!("{crash}: shutdown: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_mixed_calls_in_process_release_every_dotnet_handle() {
+    let Some(assembly) = assembly() else { return };
+    let _counters = native_counters_lock();
+    let before = mixed::counters(&assembly);
+    let (fast, slow) = mixed::open_engines(&assembly).await;
+    let tally = mixed::sequential(&fast, &slow).await;
+    mixed::close_engines(fast, slow).await;
+    mixed::check(".NET sequential", &tally, &assembly, before);
+
+    let before = mixed::counters(&assembly);
+    let (fast, slow) = mixed::open_engines(&assembly).await;
+    let tally = mixed::concurrent(&fast, &slow, 64).await;
+    mixed::close_engines(fast, slow).await;
+    mixed::check(".NET 64 tasks", &tally, &assembly, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_mixed_calls_in_dotnet_workers_release_every_handle() {
+    let Some(assembly) = assembly() else { return };
+    quiet_injected_panics();
+    let fast = Arc::new(
+        LegacyEngine::start(&isolated(assembly.clone(), "fail_every=5", 2))
+            .await
+            .expect("fast"),
+    );
+    // Its calls outlive their 5 ms: each one is a hung worker, killed and replaced.
+    let mut slow_settings = isolated(assembly.clone(), "delay_ms=50", 1);
+    slow_settings.call_timeout = Duration::from_millis(5);
+    let slow = LegacyEngine::start(&slow_settings).await.expect("slow");
+    let context = StudentContext {
+        grade: 3,
+        reading_level: 3.2,
+    };
+    let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for i in 0..mixed::STRESS_CALLS {
+        let outcome = match i % 100 {
+            0 if i % 1000 == 0 => match slow.score(context, rows(2), &budget()).await {
+                Err(LegacyError::WorkerHung { .. }) => "timed out (worker killed)",
+                other => panic!("call {i}: expected a hung worker, got {other:?}"),
+            },
+            2 | 3 => {
+                let engine = Arc::clone(&fast);
+                let task =
+                    tokio::spawn(async move { engine.score(context, rows(3), &budget()).await });
+                task.abort();
+                match task.await {
+                    Err(e) if e.is_cancelled() => "future dropped",
+                    Ok(_) => "finished before the drop",
+                    Err(e) => panic!("call {i}: {e}"),
+                }
+            }
+            4 if i % 500 == 4 => {
+                let engine = Arc::clone(&fast);
+                let task = tokio::spawn(async move {
+                    let budget = budget();
+                    let _ = engine.score(context, rows(1), &budget).await;
+                    std::panic::panic_any(INJECTED_PANIC)
+                });
+                match task.await {
+                    Err(e) if e.is_panic() => "caller panicked",
+                    other => panic!("call {i}: expected a panic, got {other:?}"),
+                }
+            }
+            5..=9 => {
+                let mut bad = rows(1);
+                bad[0].items_correct = bad[0].items_attempted + 1;
+                match fast.score(context, bad, &budget()).await {
+                    Err(LegacyError::Native {
+                        status: NativeStatus::InvalidArgument,
+                        message,
+                        ..
+                    }) if message.contains("rows[0].items_correct") => "invalid argument",
+                    other => panic!("call {i}: expected an invalid argument, got {other:?}"),
+                }
+            }
+            _ => match fast.score(context, rows(1 + i % 7), &budget()).await {
+                Ok(scored) if scored.len() == 1 + i % 7 => "scored",
+                Err(LegacyError::Native {
+                    status: NativeStatus::Scoring,
+                    ..
+                }) => "scoring failed",
+                other => panic!("call {i}: unexpected {other:?}"),
+            },
+        };
+        *tally.entry(outcome).or_insert(0) += 1;
+    }
+    // Background calls (dropped futures, the panicking callers') finish first.
+    while fast.in_flight() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let native = fast
+        .native_stats()
+        .expect("the workers report their counters");
+    let isolation = fast.isolation_stats().expect("isolated");
+    let slow_isolation = slow.isolation_stats().expect("isolated");
+    println!(
+        ".NET workers: outcomes {tally:?}; counters {native:?}; fast {isolation:?}; slow {slow_isolation:?}"
+    );
+    for kind in [
+        "scored",
+        "scoring failed",
+        "invalid argument",
+        "timed out (worker killed)",
+        "caller panicked",
+    ] {
+        assert!(
+            tally.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind}: {tally:?}"
+        );
+    }
+    assert_eq!(tally.values().sum::<usize>(), mixed::STRESS_CALLS);
+    assert_eq!(native.live_results(), 0, "{native:?}");
+    assert_eq!(native.violations, 0, "{native:?}");
+    assert_eq!(isolation.crashes + isolation.hangs, 0, "{isolation:?}");
+    assert_eq!(
+        slow_isolation.hangs, 10,
+        "each timed-out call: {slow_isolation:?}"
+    );
+    for engine in [Arc::into_inner(fast).expect("no task holds it"), slow] {
+        engine
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
     }
 }

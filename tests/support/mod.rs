@@ -1,6 +1,8 @@
 //! Test support shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod mixed;
+
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
