@@ -325,3 +325,48 @@ async fn ten_thousand_mixed_calls_in_dotnet_workers_release_every_handle() {
             .expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_assembly_runtimeconfig_or_export_is_an_init_error_naming_it() {
+    let Some(assembly) = assembly() else { return };
+    let dir = std::env::temp_dir().join(format!("legacy-dotnet-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let message = |result: Result<LegacyEngine, LegacyError>| match result {
+        Ok(_) => panic!("started"),
+        Err(e) => e.to_string(),
+    };
+
+    let missing = dir.join("Missing.dll");
+    let error = message(LegacyEngine::start(&in_process(missing.clone(), "")).await);
+    assert!(
+        error.contains("Missing.dll") && error.contains("no such assembly"),
+        "{error}"
+    );
+
+    // The assembly alone, without its runtimeconfig.
+    let alone = dir.join("alone");
+    std::fs::create_dir_all(&alone).expect("dir");
+    std::fs::copy(&assembly, alone.join("LegacyApi.dll")).expect("copy");
+    let error = message(LegacyEngine::start(&in_process(alone.join("LegacyApi.dll"), "")).await);
+    assert!(
+        error.contains("LegacyApi.runtimeconfig.json beside it"),
+        "{error}"
+    );
+
+    // An assembly that does not export the header's functions (its name is
+    // not the one `Amira.Legacy.Exports` is found in), in a worker: a fresh
+    // process, whose runtime is not started yet.
+    let renamed = dir.join("Renamed.dll");
+    std::fs::copy(&assembly, &renamed).expect("copy");
+    std::fs::copy(
+        assembly.with_extension("runtimeconfig.json"),
+        renamed.with_extension("runtimeconfig.json"),
+    )
+    .expect("copy");
+    let error = message(LegacyEngine::start(&isolated(renamed, "", 1)).await);
+    assert!(
+        error.contains("Amira.Legacy.Exports.la_abi_version"),
+        "names the missing export: {error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

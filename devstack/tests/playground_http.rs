@@ -275,3 +275,43 @@ async fn an_sqs_event_posted_to_the_playground_goes_through_the_processor() {
     assert_eq!(status, 400);
     assert!(text.contains("not an SQS event"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_runs_the_dotnet_component_and_shows_its_counters() {
+    let assembly = assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH;
+    if assembly.is_empty() {
+        assert!(
+            std::env::var_os("LEGACY_DOTNET_REQUIRED").is_none(),
+            "LEGACY_DOTNET_REQUIRED is set but the .NET component was not built"
+        );
+        return;
+    }
+    // What `cargo run --bin playground -- --dotnet` runs: the assembly in worker processes.
+    let playground = start(
+        StackOptions {
+            legacy_lib_path: Some(assembly.to_owned()),
+            ..StackOptions::default()
+        },
+        10,
+    )
+    .await;
+    let body = playground
+        .graphql(json!({"query": PAGE, "variables": {"id": "stu-0001", "limit": 3}}))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(
+        body["data"]["getAssessments"]["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let stats = playground.stats().await;
+    assert_eq!(stats["native"]["liveResultHandles"], 0, "{stats}");
+    assert_eq!(stats["native"]["violations"], 0, "{stats}");
+    assert!(stats["native"]["scoreCalls"].as_u64() >= Some(1), "{stats}");
+    assert!(stats["isolation"]["workers"].as_u64() >= Some(1), "{stats}");
+    // A worker hosting the CLR: tens of MB (the C++ mock's are ~4 MB).
+    assert!(stats["idleWorkersRssKiB"].as_u64() > Some(10_000), "{stats}");
+    println!("playground with the .NET component: {stats}");
+    playground.assert_clean().await;
+}

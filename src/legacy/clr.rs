@@ -56,6 +56,13 @@ pub(super) fn load(assembly: &Path) -> Result<ClrEntryPoints, LegacyError> {
         path: assembly.to_path_buf(),
         reason,
     };
+    if !assembly.is_file() {
+        return Err(fail("no such assembly".to_owned()));
+    }
+    let runtime_config = assembly.with_extension("runtimeconfig.json");
+    if !runtime_config.is_file() {
+        return Err(fail(format!("no {} beside it", runtime_config.display())));
+    }
     let mut hosted = HOSTED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((path, entry)) = hosted.as_ref() {
         if path == assembly {
@@ -66,9 +73,6 @@ pub(super) fn load(assembly: &Path) -> Result<ClrEntryPoints, LegacyError> {
             path.display()
         )));
     }
-    if !assembly.is_file() {
-        return Err(fail("no such assembly".to_owned()));
-    }
     let dotnet_root = std::env::var_os("DOTNET_ROOT")
         .map(PathBuf::from)
         .ok_or_else(|| fail("DOTNET_ROOT is not set (the .NET runtime's directory)".to_owned()))?;
@@ -78,10 +82,6 @@ pub(super) fn load(assembly: &Path) -> Result<ClrEntryPoints, LegacyError> {
             dotnet_root.display()
         ))
     })?;
-    let runtime_config = assembly.with_extension("runtimeconfig.json");
-    if !runtime_config.is_file() {
-        return Err(fail(format!("no {} beside it", runtime_config.display())));
-    }
     let stem = assembly
         .file_stem()
         .and_then(|s| s.to_str())
@@ -172,4 +172,25 @@ fn resolve(loader: &AssemblyDelegateLoader, stem: &str) -> Result<ClrEntryPoints
         stats: export!(loader, stem, "la_stats_get", "StatsGetFn",
             fn(*mut LaStats) -> c_int => StatsFn),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_hostfxr_under_the_root_is_chosen() {
+        let root = std::env::temp_dir().join(format!("clr-root-{}", std::process::id()));
+        for version in ["3.1.23", "6.0.5", "3.1.9"] {
+            let dir = root.join("host/fxr").join(version);
+            std::fs::create_dir_all(&dir).expect("dir");
+            std::fs::write(dir.join("libhostfxr.so"), b"").expect("file");
+        }
+        std::fs::create_dir_all(root.join("host/fxr/7.0.0"))
+            .expect("a version without the library");
+        let found = hostfxr_in(&root);
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(found, Some(root.join("host/fxr/6.0.5/libhostfxr.so")));
+        assert_eq!(hostfxr_in(Path::new("/nonexistent")), None);
+    }
 }

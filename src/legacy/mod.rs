@@ -62,6 +62,11 @@ pub use worker::run_worker_if_requested;
 /// `LEGACY_LIB_PATH` to the real component (the Lambda layer's `/opt/lib/...`).
 pub const DEFAULT_LIB_PATH: &str = env!("LEGACY_SHIM_PATH");
 
+/// The .NET component (`legacy-shim/dotnet/`) that `cargo build` compiled, for
+/// local runs and tests: `LEGACY_LIB_PATH` set to it hosts it through hostfxr.
+/// Empty when `mcs` was not installed at build time.
+pub const DOTNET_ASSEMBLY_PATH: &str = env!("LEGACY_DOTNET_ASSEMBLY");
+
 /// Most native calls a process allows at once (`LEGACY_MAX_CONCURRENCY` upper bound).
 pub const MAX_CONCURRENCY_LIMIT: usize = 256;
 

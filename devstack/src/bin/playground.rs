@@ -46,9 +46,14 @@ struct Args {
         hide_env_values = true
     )]
     sql_connection_string: Option<String>,
-    /// Load this legacy library instead of the mocked shim.
-    #[arg(long, env = "PLAYGROUND_LEGACY_LIB_PATH")]
+    /// Load this legacy library instead of the mocked shim (a `.dll`: a .NET assembly,
+    /// hosted through hostfxr with the runtime at DOTNET_ROOT).
+    #[arg(long, env = "PLAYGROUND_LEGACY_LIB_PATH", conflicts_with = "dotnet")]
     legacy_lib_path: Option<String>,
+    /// Run the legacy component as .NET: the assembly `cargo build` compiled
+    /// from legacy-shim/dotnet/ (needs mono-mcs at build time; scripts/test installs it).
+    #[arg(long)]
+    dotnet: bool,
     /// The legacy engine's configuration string (e.g. "fail_every=5" with the shim).
     #[arg(long, env = "PLAYGROUND_LEGACY_CONFIG")]
     legacy_config: Option<String>,
@@ -67,6 +72,16 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "starting the local stack (TDS server, DynamoDB via moto, legacy shim, scoring API stand-in)..."
     );
+    let legacy_lib_path = match (args.dotnet, args.legacy_lib_path) {
+        (true, _) if assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH.is_empty() => {
+            return Err(
+                "--dotnet: the .NET component was not built (install mono-mcs, then cargo build)"
+                    .into(),
+            );
+        }
+        (true, _) => Some(assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH.to_owned()),
+        (false, path) => path,
+    };
     let stack = LocalStack::start(StackOptions {
         services: ServicesOptions {
             dynamodb_endpoint: args.dynamodb_endpoint,
@@ -78,7 +93,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
             scoring_track_ids: false,
             settings: Vec::new(),
         },
-        legacy_lib_path: args.legacy_lib_path,
+        legacy_lib_path,
         legacy_config: args.legacy_config,
         overrides: Vec::new(),
     })
