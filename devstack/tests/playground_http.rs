@@ -311,7 +311,10 @@ async fn the_playground_runs_the_dotnet_component_and_shows_its_counters() {
     assert!(stats["native"]["scoreCalls"].as_u64() >= Some(1), "{stats}");
     assert!(stats["isolation"]["workers"].as_u64() >= Some(1), "{stats}");
     // A worker hosting the CLR: tens of MB (the C++ mock's are ~4 MB).
-    assert!(stats["idleWorkersRssKiB"].as_u64() > Some(10_000), "{stats}");
+    assert!(
+        stats["idleWorkersRssKiB"].as_u64() > Some(10_000),
+        "{stats}"
+    );
     println!("playground with the .NET component: {stats}");
     playground.assert_clean().await;
 }
