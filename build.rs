@@ -86,6 +86,7 @@ fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
     let core = root.join("core/assessment_core.cpp");
     let facade = root.join("LegacyApi.cs");
     let config = root.join("LegacyApi.runtimeconfig.json");
+    println!("cargo:rerun-if-env-changed=LEGACY_DOTNET_REQUIRED");
     for input in [&core, &facade, &config] {
         println!("cargo:rerun-if-changed={}", input.display());
     }
@@ -129,6 +130,9 @@ fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
             );
         }
         Ok(status) => panic!("mcs failed on {} ({status})", facade.display()),
+        Err(e) if std::env::var_os("LEGACY_DOTNET_REQUIRED").is_some() => {
+            panic!("LEGACY_DOTNET_REQUIRED is set but mcs cannot run ({e}): install mono-mcs")
+        }
         Err(e) => {
             println!("cargo:warning=mcs not found ({e}): the .NET legacy component is not built");
             println!("cargo:rustc-env=LEGACY_DOTNET_ASSEMBLY=");

@@ -2,6 +2,11 @@
 //! its unmanaged C++ core), hosted through hostfxr, against the same proofs as
 //! the C++ mock. `scripts/test` installs the runtime and `mcs` and sets
 //! `LEGACY_DOTNET_REQUIRED=1`: there, a missing assembly fails these tests.
+#![allow(
+    clippy::await_holding_lock,
+    reason = "the counters lock is held by a test's own block_on thread for the whole test; \
+              no other future on that runtime takes it"
+)]
 
 mod support;
 

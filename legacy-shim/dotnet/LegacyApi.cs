@@ -514,9 +514,10 @@ namespace Amira.Legacy
 
     // ------------------------------------------------------------ the exports
 
-    /// The header's functions as the host gets them from hostfxr
-    /// (load_assembly_and_get_function_pointer with these delegate types).
-    /// Each catches every exception: none may cross into the host.
+    /// The header's functions as the host gets them: from hostfxr
+    /// (load_assembly_and_get_function_pointer with these delegate types), or,
+    /// published with NativeAOT (LegacyApi.csproj), as the shared library's own
+    /// exported symbols. Each catches every exception: none may cross into the host.
     public static unsafe class Exports
     {
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)] public delegate uint AbiVersionFn();
@@ -534,45 +535,72 @@ namespace Amira.Legacy
             return ApiWrapper.Fail(Status.Internal, "managed exception: " + e.GetType().Name + ": " + e.Message);
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_abi_version")]
+#endif
         public static uint la_abi_version() { return ApiWrapper.AbiVersion; }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_engine_open")]
+#endif
         public static int la_engine_open(byte* config, IntPtr* outEngine)
         {
             try { return ApiWrapper.Open(config, outEngine); } catch (Exception e) { return Internal(e); }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_engine_close")]
+#endif
         public static int la_engine_close(IntPtr engine)
         {
             try { return ApiWrapper.Close(engine); } catch (Exception e) { return Internal(e); }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_score")]
+#endif
         public static int la_score(IntPtr engine, StudentContext* context, AssessmentRow* rows, UIntPtr rowCount, IntPtr* outResult)
         {
             try { return ApiWrapper.Score(engine, context, rows, (ulong)rowCount, outResult); }
             catch (Exception e) { return Internal(e); }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_result_count")]
+#endif
         public static UIntPtr la_result_count(IntPtr result)
         {
             try { return new UIntPtr(ApiWrapper.ResultCount(result)); } catch (Exception) { return UIntPtr.Zero; }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_result_get")]
+#endif
         public static int la_result_get(IntPtr result, UIntPtr index, ScoredAssessment* output)
         {
             try { return ApiWrapper.ResultGet(result, (ulong)index, output); } catch (Exception e) { return Internal(e); }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_result_free")]
+#endif
         public static int la_result_free(IntPtr result)
         {
             try { return ApiWrapper.ResultFree(result); } catch (Exception e) { return Internal(e); }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_last_error_message")]
+#endif
         public static UIntPtr la_last_error_message(byte* buf, UIntPtr capacity)
         {
             try { return new UIntPtr((ulong)ApiWrapper.LastErrorMessage(buf, (ulong)capacity)); }
             catch (Exception) { return UIntPtr.Zero; }
         }
 
+#if NATIVEAOT
+        [UnmanagedCallersOnly(EntryPoint = "la_stats_get")]
+#endif
         public static int la_stats_get(Stats* output)
         {
             try { return ApiWrapper.StatsGet(output); } catch (Exception e) { return Internal(e); }

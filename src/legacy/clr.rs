@@ -18,7 +18,7 @@ use std::ffi::{c_char, c_int};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use netcorehost::hostfxr::{AssemblyDelegateLoader, FnPtr, Hostfxr};
+use netcorehost::hostfxr::{AssemblyDelegateLoader, FnPtr, Hostfxr, RawFnPtr};
 use netcorehost::pdcstring::PdCString;
 
 use super::error::LegacyError;
@@ -141,7 +141,7 @@ macro_rules! export {
         // `extern "system"` is the C calling convention on Linux, so the
         // pointer has the type `$native` names. The runtime keeps the delegate
         // alive, and the runtime lives as long as the process.
-        unsafe { std::mem::transmute::<_, $native>(function.as_ptr()) }
+        unsafe { std::mem::transmute::<RawFnPtr, $native>(function.as_ptr()) }
     }};
 }
 
