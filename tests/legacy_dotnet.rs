@@ -375,3 +375,47 @@ async fn a_missing_assembly_runtimeconfig_or_export_is_an_init_error_naming_it()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_output_mode_of_the_dotnet_component_is_a_typed_error() {
+    let Some(assembly) = assembly() else { return };
+    let _counters = native_counters_lock();
+    let context = StudentContext {
+        grade: 3,
+        reading_level: 3.2,
+    };
+    for (mode, expected) in [
+        (
+            "nan",
+            "entry 0: scaled_score is not a number within 100..900",
+        ),
+        ("range", "entry 0: percentile is not a number within 1..99"),
+        ("utf8", "entry 0: id is not valid UTF-8"),
+        ("id_len", "entry 0: id length is outside 1..=64 bytes"),
+        ("count", "result holds 1099511627776 entries for 3 rows"),
+    ] {
+        let broken =
+            LegacyEngine::start(&in_process(assembly.clone(), &format!("malformed={mode}")))
+                .await
+                .expect("open");
+        let error = broken
+            .score(context, rows(3), &budget())
+            .await
+            .expect_err(mode);
+        let LegacyError::MalformedOutput(message) = &error else {
+            panic!("{mode}: {error:?}")
+        };
+        assert_eq!(message, expected, "{mode}");
+        let stats = broken.native_stats().expect("counters");
+        broken
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+        // The malformed result was still freed, once.
+        assert_eq!(
+            (stats.live_results(), stats.violations),
+            (0, 0),
+            "{mode}: {stats:?}"
+        );
+    }
+}
