@@ -21,12 +21,12 @@ use std::sync::Mutex;
 use netcorehost::hostfxr::{AssemblyDelegateLoader, FnPtr, Hostfxr, RawFnPtr};
 use netcorehost::pdcstring::PdCString;
 
-use super::error::LegacyError;
-use super::ffi::{
+use super::abi::{
     AbiVersionFn, EngineCloseFn, EngineOpenFn, LaAssessmentRow, LaEngine, LaResult,
     LaScoredAssessment, LaStats, LaStudentContext, LastErrorFn, ResultCountFn, ResultFreeFn,
     ResultGetFn, ScoreFn, StatsFn,
 };
+use super::error::LegacyError;
 
 /// The entry points of the hosted assembly: function pointers the runtime
 /// keeps valid for the life of the process.

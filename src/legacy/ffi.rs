@@ -1,112 +1,27 @@
-//! The raw C ABI of `legacy-shim/include/legacy_assessment.h`, and the loaded
-//! library: every symbol resolved once, at load, into plain function pointers.
+//! The loaded legacy component: a shared library (every symbol resolved once,
+//! at load, into plain function pointers) or a .NET assembly hosted by
+//! `clr.rs`; either way the same table of the header's entry points (`abi.rs`).
 //!
 //! Nothing outside `legacy` sees these types; `handle.rs` wraps them in owners.
 
 use std::ffi::{c_char, c_int};
-use std::marker::{PhantomData, PhantomPinned};
 use std::path::{Path, PathBuf};
 
+pub use super::abi::{
+    ABI_VERSION, LaAssessmentRow, LaEngine, LaResult, LaScoredAssessment, LaStats, LaStudentContext,
+};
+use super::abi::{
+    AbiVersionFn, EngineCloseFn, EngineOpenFn, LastErrorFn, ResultCountFn, ResultFreeFn,
+    ResultGetFn, ScoreFn, StatsFn,
+};
 use super::error::{LegacyError, NativeStatus};
-
-/// The ABI version this crate is written against (`LA_ABI_VERSION`).
-pub const ABI_VERSION: u32 = 1;
-
-/// Opaque `la_engine` (the Nomicon's pattern: not constructible, not `Send`/`Sync`, `!Unpin`).
-#[repr(C)]
-pub struct LaEngine {
-    _data: [u8; 0],
-    _marker: PhantomData<(*mut u8, PhantomPinned)>,
-}
-
-/// Opaque `la_result`.
-#[repr(C)]
-pub struct LaResult {
-    _data: [u8; 0],
-    _marker: PhantomData<(*mut u8, PhantomPinned)>,
-}
-
-#[repr(C)]
-pub struct LaStudentContext {
-    pub grade: i32,
-    pub reading_level: f64,
-}
-
-#[repr(C)]
-pub struct LaAssessmentRow {
-    /// Borrowed for the call: points into a `CString` the caller keeps alive.
-    pub id: *const c_char,
-    pub assessment_type: i32,
-    pub administered_at_unix_ms: i64,
-    pub raw_score: f64,
-    pub items_attempted: i32,
-    pub items_correct: i32,
-    pub duration_seconds: i32,
-}
-
-#[repr(C)]
-pub struct LaScoredAssessment {
-    /// Borrowed from the result: valid until `la_result_free`.
-    pub id: *const c_char,
-    pub id_len: usize,
-    pub scaled_score: f64,
-    pub percentile: f64,
-    pub band: i32,
-    pub has_wcpm: i32,
-    pub wcpm: f64,
-    pub accuracy: f64,
-    pub flags: u32,
-}
-
-impl LaScoredAssessment {
-    pub fn zeroed() -> Self {
-        LaScoredAssessment {
-            id: std::ptr::null(),
-            id_len: 0,
-            scaled_score: 0.0,
-            percentile: 0.0,
-            band: 0,
-            has_wcpm: 0,
-            wcpm: 0.0,
-            accuracy: 0.0,
-            flags: 0,
-        }
-    }
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LaStats {
-    pub engines_opened: u64,
-    pub engines_closed: u64,
-    pub results_opened: u64,
-    pub results_closed: u64,
-    pub score_calls: u64,
-    pub violations: u64,
-}
-
-pub(super) type AbiVersionFn = unsafe extern "C" fn() -> u32;
-pub(super) type EngineOpenFn = unsafe extern "C" fn(*const c_char, *mut *mut LaEngine) -> c_int;
-pub(super) type EngineCloseFn = unsafe extern "C" fn(*mut LaEngine) -> c_int;
-pub(super) type ScoreFn = unsafe extern "C" fn(
-    *mut LaEngine,
-    *const LaStudentContext,
-    *const LaAssessmentRow,
-    usize,
-    *mut *mut LaResult,
-) -> c_int;
-pub(super) type ResultCountFn = unsafe extern "C" fn(*const LaResult) -> usize;
-pub(super) type ResultGetFn =
-    unsafe extern "C" fn(*const LaResult, usize, *mut LaScoredAssessment) -> c_int;
-pub(super) type ResultFreeFn = unsafe extern "C" fn(*mut LaResult) -> c_int;
-pub(super) type LastErrorFn = unsafe extern "C" fn(*mut c_char, usize) -> usize;
-pub(super) type StatsFn = unsafe extern "C" fn(*mut LaStats) -> c_int;
 
 /// The loaded legacy library and its resolved entry points.
 ///
-/// The function pointers are only valid while `_library` stays loaded; they
+/// The function pointers are only valid while `_code` keeps them loaded; they
 /// are visible only inside `legacy`, and every native handle owner keeps an `Arc` of this
-/// struct, so the library is unloaded only after the last handle is released.
+/// struct, so a shared library is unloaded only after the last handle is released
+/// (a .NET assembly stays for the life of the process).
 pub struct NativeLibrary {
     path: PathBuf,
     // The raw entry points, for `handle.rs` only. Each is `unsafe` to call with
@@ -182,7 +97,7 @@ impl NativeLibrary {
                 })?
                 .into();
 
-        // SAFETY: (this and every `symbol` call below) each type alias above is transcribed
+        // SAFETY: (this and every `symbol` call below) each type alias in abi.rs is transcribed
         // from the declaration of the same name in legacy_assessment.h.
         let abi_version: AbiVersionFn = unsafe { symbol(&library, path, "la_abi_version") }?;
         // SAFETY: `la_abi_version` takes nothing and returns a value; no preconditions.

@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod abi;
 mod clr;
 mod engine;
 mod error;
