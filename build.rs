@@ -48,33 +48,7 @@ fn main() {
     let compiler = cc::Build::new().cpp(true).get_compiler();
     for (var, file, defines) in variants {
         let output = out_dir.join(file);
-        let mut cmd: Command = compiler.to_command();
-        cmd.args([
-            "-std=c++17",
-            "-O1",
-            "-g",
-            "-fPIC",
-            "-shared",
-            "-fvisibility=hidden",
-        ])
-        .args(["-Wall", "-Wextra", "-Werror"])
-        .arg("-I")
-        .arg(include)
-        .args(defines)
-        .arg("-o")
-        .arg(&output)
-        .arg(source)
-        .arg("-lpthread");
-        // Name the command without its environment, which Debug would print whole.
-        let shown = format!(
-            "{:?} {:?}",
-            cmd.get_program(),
-            cmd.get_args().collect::<Vec<_>>()
-        );
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("could not run the C++ compiler ({shown}): {e}"));
-        assert!(status.success(), "building the legacy shim failed: {shown}");
+        compile_shared(&compiler, source, &output, &[include], defines);
         println!("cargo:rustc-env={var}={}", output.display());
     }
     build_dotnet(&compiler, &out_dir.join("dotnet"), include);
@@ -91,27 +65,12 @@ fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
         println!("cargo:rerun-if-changed={}", input.display());
     }
     std::fs::create_dir_all(dir).expect("OUT_DIR/dotnet");
-    let mut cmd: Command = compiler.to_command();
-    cmd.args([
-        "-std=c++17",
-        "-O1",
-        "-g",
-        "-fPIC",
-        "-shared",
-        "-fvisibility=hidden",
-    ])
-    .args(["-Wall", "-Wextra", "-Werror"])
-    .arg("-I")
-    .arg(include)
-    .args(["-I", "legacy-shim/src", "-o"])
-    .arg(dir.join("libassessment_core.so"))
-    .arg(&core);
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("could not run the C++ compiler: {e}"));
-    assert!(
-        status.success(),
-        "building the .NET component's core failed"
+    compile_shared(
+        compiler,
+        &core,
+        &dir.join("libassessment_core.so"),
+        &[include, Path::new("legacy-shim/src")],
+        &[],
     );
 
     let assembly = dir.join("LegacyApi.dll");
@@ -138,4 +97,46 @@ fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
             println!("cargo:rustc-env=LEGACY_DOTNET_ASSEMBLY=");
         }
     }
+}
+
+/// Compiles one C++ source into a shared library, warnings as errors.
+fn compile_shared(
+    compiler: &cc::Tool,
+    source: &Path,
+    output: &Path,
+    includes: &[&Path],
+    extra: &[&str],
+) {
+    let mut cmd: Command = compiler.to_command();
+    cmd.args([
+        "-std=c++17",
+        "-O1",
+        "-g",
+        "-fPIC",
+        "-shared",
+        "-fvisibility=hidden",
+    ])
+    .args(["-Wall", "-Wextra", "-Werror"]);
+    for include in includes {
+        cmd.arg("-I").arg(include);
+    }
+    cmd.args(extra)
+        .arg("-o")
+        .arg(output)
+        .arg(source)
+        .arg("-lpthread");
+    // Name the command without its environment, which Debug would print whole.
+    let shown = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run the C++ compiler ({shown}): {e}"));
+    assert!(
+        status.success(),
+        "building {} failed: {shown}",
+        source.display()
+    );
 }

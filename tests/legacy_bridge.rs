@@ -324,16 +324,7 @@ fn a_bad_engine_config_is_refused_with_the_native_message() {
 async fn every_malformed_output_mode_is_a_typed_error_and_the_engine_keeps_serving() {
     let _lock = native_counters_lock();
     let healthy = LegacyEngine::open(&shim_settings("")).expect("open");
-    for (mode, expected) in [
-        (
-            "nan",
-            "entry 0: scaled_score is not a number within 100..900",
-        ),
-        ("range", "entry 0: percentile is not a number within 1..99"),
-        ("utf8", "entry 0: id is not valid UTF-8"),
-        ("id_len", "entry 0: id length is outside 1..=64 bytes"),
-        ("count", "result holds 1099511627776 entries for 3 rows"),
-    ] {
+    for (mode, expected) in MALFORMED_MODES {
         let broken =
             LegacyEngine::open(&shim_settings(&format!("malformed={mode}"))).expect("open");
         let error = broken

@@ -19,7 +19,10 @@ use assessments_resolver::legacy::{
     AssessmentRow, AssessmentType, Isolation, IsolationSettings, LegacyEngine, LegacyError,
     LegacySettings, NativeStatus, StudentContext,
 };
-use support::{INJECTED_PANIC, budget, mixed, native_counters_lock, quiet_injected_panics, rows};
+use support::{
+    INJECTED_PANIC, MALFORMED_MODES, budget, mixed, native_counters_lock, quiet_injected_panics,
+    rows,
+};
 use testkit::fixtures::Fixtures;
 
 /// The assembly build.rs compiled; `None` (the test returns) only where the
@@ -384,16 +387,7 @@ async fn every_malformed_output_mode_of_the_dotnet_component_is_a_typed_error() 
         grade: 3,
         reading_level: 3.2,
     };
-    for (mode, expected) in [
-        (
-            "nan",
-            "entry 0: scaled_score is not a number within 100..900",
-        ),
-        ("range", "entry 0: percentile is not a number within 1..99"),
-        ("utf8", "entry 0: id is not valid UTF-8"),
-        ("id_len", "entry 0: id length is outside 1..=64 bytes"),
-        ("count", "result holds 1099511627776 entries for 3 rows"),
-    ] {
+    for (mode, expected) in MALFORMED_MODES {
         let broken =
             LegacyEngine::start(&in_process(assembly.clone(), &format!("malformed={mode}")))
                 .await

@@ -210,64 +210,58 @@ namespace Amira.Legacy
         }
     }
 
+    /// Live handles of one kind: opaque ids (never reused, never addresses) to
+    /// their objects. Used under Registry's lock.
+    sealed class HandleTable<T> where T : class
+    {
+        readonly Dictionary<long, T> live = new Dictionary<long, T>();
+
+        public void Add(long id, T item) { live.Add(id, item); }
+
+        public T Find(IntPtr handle)
+        {
+            T item;
+            return live.TryGetValue(handle.ToInt64(), out item) ? item : null;
+        }
+
+        /// The object, no longer live; null for an unknown or released handle.
+        public T Remove(IntPtr handle)
+        {
+            T item = Find(handle);
+            if (item != null) live.Remove(handle.ToInt64());
+            return item;
+        }
+    }
+
     /// The live handles and the counters, behind one lock.
     static class Registry
     {
         static readonly object Lock = new object();
-        static readonly Dictionary<long, Engine> Engines = new Dictionary<long, Engine>();
-        static readonly Dictionary<long, Result> Results = new Dictionary<long, Result>();
+        static readonly HandleTable<Engine> Engines = new HandleTable<Engine>();
+        static readonly HandleTable<Result> Results = new HandleTable<Result>();
         static long next;
-        public static Stats Stats = new Stats();
+        static Stats stats = new Stats();
 
-        public static IntPtr AddEngine(Engine e)
+        static IntPtr Add<T>(HandleTable<T> table, T item) where T : class
         {
-            lock (Lock)
-            {
-                long id = ++next;
-                Engines.Add(id, e);
-                Stats.EnginesOpened++;
-                return new IntPtr(id);
-            }
+            long id = ++next;
+            table.Add(id, item);
+            return new IntPtr(id);
         }
 
-        public static Engine FindEngine(IntPtr handle)
-        {
-            lock (Lock)
-            {
-                Engine e;
-                return Engines.TryGetValue(handle.ToInt64(), out e) ? e : null;
-            }
-        }
+        public static IntPtr AddEngine(Engine e) { lock (Lock) { stats.EnginesOpened++; return Add(Engines, e); } }
+        public static IntPtr AddResult(Result r) { lock (Lock) { stats.ResultsOpened++; return Add(Results, r); } }
+        public static Engine FindEngine(IntPtr handle) { lock (Lock) { return Engines.Find(handle); } }
+        public static Result FindResult(IntPtr handle) { lock (Lock) { return Results.Find(handle); } }
 
+        // A release of an unknown or already-released handle is a violation: counted, nothing touched.
         public static Engine RemoveEngine(IntPtr handle)
         {
             lock (Lock)
             {
-                Engine e;
-                if (!Engines.TryGetValue(handle.ToInt64(), out e)) { Stats.Violations++; return null; }
-                Engines.Remove(handle.ToInt64());
-                Stats.EnginesClosed++;
+                Engine e = Engines.Remove(handle);
+                if (e == null) stats.Violations++; else stats.EnginesClosed++;
                 return e;
-            }
-        }
-
-        public static IntPtr AddResult(Result r)
-        {
-            lock (Lock)
-            {
-                long id = ++next;
-                Results.Add(id, r);
-                Stats.ResultsOpened++;
-                return new IntPtr(id);
-            }
-        }
-
-        public static Result FindResult(IntPtr handle)
-        {
-            lock (Lock)
-            {
-                Result r;
-                return Results.TryGetValue(handle.ToInt64(), out r) ? r : null;
             }
         }
 
@@ -275,16 +269,14 @@ namespace Amira.Legacy
         {
             lock (Lock)
             {
-                Result r;
-                if (!Results.TryGetValue(handle.ToInt64(), out r)) { Stats.Violations++; return null; }
-                Results.Remove(handle.ToInt64());
-                Stats.ResultsClosed++;
+                Result r = Results.Remove(handle);
+                if (r == null) stats.Violations++; else stats.ResultsClosed++;
                 return r;
             }
         }
 
-        public static void CountScoreCall() { lock (Lock) { Stats.ScoreCalls++; } }
-        public static Stats Snapshot() { lock (Lock) { return Stats; } }
+        public static void CountScoreCall() { lock (Lock) { stats.ScoreCalls++; } }
+        public static Stats Snapshot() { lock (Lock) { return stats; } }
     }
 
     // ------------------------------------------------------------ the facade

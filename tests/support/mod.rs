@@ -22,6 +22,19 @@ pub fn native_counters_lock() -> MutexGuard<'static, ()> {
 }
 
 /// The message of panics that tests inject on purpose.
+/// Each `malformed=` mode of the component's config, and the error the bridge
+/// gives for it (three rows scored).
+pub const MALFORMED_MODES: [(&str, &str); 5] = [
+    (
+        "nan",
+        "entry 0: scaled_score is not a number within 100..900",
+    ),
+    ("range", "entry 0: percentile is not a number within 1..99"),
+    ("utf8", "entry 0: id is not valid UTF-8"),
+    ("id_len", "entry 0: id length is outside 1..=64 bytes"),
+    ("count", "result holds 1099511627776 entries for 3 rows"),
+];
+
 pub const INJECTED_PANIC: &str = "injected panic in the calling task";
 
 /// Keeps the panics a test injects on purpose out of the output; every other
