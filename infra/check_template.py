@@ -103,6 +103,7 @@ def main():
         problems.append("no IAM statements found (the check would be vacuous)")
 
     problems += check_functions(resources)
+    problems += check_secrets_stay_out_of_environments(resources)
 
     for problem in problems:
         print(f"infra/template.yaml: {problem}")
@@ -112,6 +113,19 @@ def main():
         f"{found} IAM statement(s), {len(problems)} problem(s)"
     )
     return 1 if problems else 0
+
+
+def check_secrets_stay_out_of_environments(resources):
+    """A secret resolved into a function's environment is plaintext in the Lambda console and
+    GetFunctionConfiguration: functions get the secret's ARN and read it at init."""
+    problems = []
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+        if "{{resolve:secretsmanager" in repr(variables):
+            problems.append(f"{name}: a Secrets Manager value resolved into the environment; pass its ARN")
+    return problems
 
 
 def ref_name(value):

@@ -17,11 +17,12 @@ use std::time::Instant;
 
 use assessments_common::budget::Budget;
 use aws_lambda_events::appsync::AppSyncDirectResolverEvent;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use crate::authz::{Caller, TokenKind};
 use crate::deps::Deps;
 use crate::report::InvocationReport;
-use crate::resolver::{AssessmentPage, ErrorType, GetAssessmentsArgs, ResolveError, parse_args};
+use crate::resolver::{AssessmentPage, ErrorType, ItemRequest, ResolveError, parse_args};
 
 /// The field this function resolves.
 pub const PARENT_TYPE: &str = "Query";
@@ -66,8 +67,14 @@ impl From<AppSyncError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Turns one event object into validated arguments (the fuzzer drives this directly).
-pub fn parse_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
+/// Turns one event object into validated arguments and the caller (the
+/// fuzzer drives this directly).
+pub fn parse_event(mut event: Value) -> Result<ItemRequest, ResolveError> {
+    // The identity is read here, not by `AppSyncDirectResolverEvent`: see [`caller`].
+    let identity = match &mut event {
+        Value::Object(object) => object.remove("identity").unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
     let event: AppSyncDirectResolverEvent<Value> =
         serde_json::from_value(event).map_err(|e| ResolveError::InvalidEvent(e.to_string()))?;
     if event.info.parent_type_name != PARENT_TYPE || event.info.field_name != FIELD_NAME {
@@ -77,7 +84,82 @@ pub fn parse_event(event: Value) -> Result<GetAssessmentsArgs, ResolveError> {
             field: shorten(&event.info.field_name),
         });
     }
-    parse_args(event.arguments.as_ref())
+    Ok(ItemRequest {
+        args: parse_args(event.arguments.as_ref())?,
+        caller: caller(&identity),
+    })
+}
+
+/// The caller from the event's `identity`, by the fields each auth mode sets
+/// ("Identity" in AppSync's resolver context reference):
+/// * API key: `null`;
+/// * Lambda authorizer: `resolverContext`;
+/// * IAM: `accountId`, `userArn`, `cognitoIdentityPoolId`...;
+/// * Cognito user pools: `claims`, with `username`, `groups`, `defaultAuthStrategy`;
+/// * OIDC: `claims`, `issuer` and `sub` only.
+///
+/// Written by hand: `aws_lambda_events`' `AppSyncIdentity` is an untagged
+/// enum whose IAM variant requires nothing but `sourceIp`, so a Cognito
+/// identity deserializes as IAM, and its Cognito variant has no `groups`.
+pub fn caller(identity: &Value) -> Caller {
+    let Value::Object(identity) = identity else {
+        return if identity.is_null() {
+            Caller::ApiKey
+        } else {
+            Caller::Unrecognized
+        };
+    };
+    if let Some(context) = identity.get("resolverContext") {
+        return match context {
+            Value::Object(context) => Caller::LambdaAuthorizer {
+                context: context.clone(),
+            },
+            Value::Null => Caller::LambdaAuthorizer {
+                context: Map::new(),
+            },
+            _ => Caller::Unrecognized,
+        };
+    }
+    if ["accountId", "userArn", "cognitoIdentityPoolId"]
+        .iter()
+        .any(|k| identity.contains_key(*k))
+    {
+        return Caller::Iam {
+            user_arn: identity
+                .get("userArn")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
+    }
+    let Some(Value::Object(claims)) = identity.get("claims") else {
+        return Caller::Unrecognized;
+    };
+    let strings = |value: Option<&Value>| -> Vec<String> {
+        match value {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let cognito = ["username", "groups", "defaultAuthStrategy"]
+        .iter()
+        .any(|k| identity.contains_key(*k));
+    let (kind, groups) = if cognito {
+        let mut groups = strings(identity.get("groups"));
+        groups.extend(strings(claims.get("cognito:groups")));
+        (TokenKind::Cognito, groups)
+    } else {
+        (TokenKind::Oidc, strings(claims.get("groups")))
+    };
+    Caller::Token {
+        kind,
+        groups,
+        claims: claims.clone(),
+    }
 }
 
 /// Handles one Lambda invocation: a single event or a batch, every item's
@@ -210,5 +292,82 @@ fn fit_batch(results: &mut [Result<AssessmentPage, ResolveError>]) {
             total = total - element_len(result) + element_len(&cut);
             *result = cut;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_auth_mode_identity_is_read_as_its_caller() {
+        assert_eq!(caller(&Value::Null), Caller::ApiKey);
+        // As AppSync sends them (the developer guide's examples).
+        let cognito = json!({
+            "sub": "192879fc-a240-4bf1-ab5a-d6a00f3063f9",
+            "issuer": "https://cognito-idp.us-west-2.amazonaws.com/us-west-2_abc",
+            "username": "teacher1",
+            "claims": {"custom:schoolId": "sch-001", "cognito:groups": ["teachers"]},
+            "sourceIp": ["203.0.113.1"],
+            "defaultAuthStrategy": "ALLOW",
+            "groups": ["staff"]
+        });
+        match caller(&cognito) {
+            Caller::Token {
+                kind: TokenKind::Cognito,
+                groups,
+                claims,
+            } => {
+                assert_eq!(groups, ["staff", "teachers"]);
+                assert_eq!(claims["custom:schoolId"], "sch-001");
+            }
+            other => panic!("not Cognito: {other:?}"),
+        }
+        let oidc = json!({
+            "claims": {"groups": ["admins"], "sub": "x"},
+            "issuer": "https://idp.example.com",
+            "sub": "x"
+        });
+        assert!(matches!(
+            caller(&oidc),
+            Caller::Token { kind: TokenKind::Oidc, groups, .. } if groups == ["admins"]
+        ));
+        let iam = json!({
+            "accountId": "111122223333",
+            "cognitoIdentityPoolId": null,
+            "cognitoIdentityId": null,
+            "sourceIp": ["203.0.113.1"],
+            "username": "AROAEXAMPLE:session",
+            "userArn": "arn:aws:sts::111122223333:assumed-role/reports/session"
+        });
+        assert_eq!(
+            caller(&iam),
+            Caller::Iam {
+                user_arn: Some("arn:aws:sts::111122223333:assumed-role/reports/session".into())
+            }
+        );
+        let lambda = json!({"resolverContext": {"schoolId": "sch-002"}});
+        assert!(
+            matches!(caller(&lambda), Caller::LambdaAuthorizer { context } if context["schoolId"] == "sch-002")
+        );
+        for odd in [
+            json!("admin"),
+            json!({}),
+            json!({"claims": "x"}),
+            json!({"resolverContext": 1}),
+        ] {
+            assert_eq!(caller(&odd), Caller::Unrecognized, "{odd}");
+        }
+    }
+
+    #[test]
+    fn the_identity_never_makes_an_event_invalid() {
+        let event =
+            testkit::appsync::ResolverEvent::get_assessments(json!({"studentId": "stu-0001"}))
+                .identity(json!({"claims": null, "weird": true}))
+                .into_json();
+        let item = parse_event(event).expect("a valid event");
+        assert_eq!(item.caller, Caller::Unrecognized);
+        assert_eq!(item.args.student_id, "stu-0001");
     }
 }

@@ -10,10 +10,12 @@ use assessments_common::budget::Budget;
 use assessments_common::config::{ConfigError, Env, SecretSetting};
 use assessments_common::observability::MetricsSettings;
 
+use crate::authz::AuthzPolicy;
 use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
 use crate::profiles::ProfileStore;
 use crate::report::InvocationReport;
-use crate::resolver::{Resolver, TokenSigner};
+use crate::resolver::keys::{self, KeyError};
+use crate::resolver::{Resolver, TokenKeySettings};
 use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
 
 /// The default `DEADLINE_MARGIN_MS`: serializing the largest response Lambda
@@ -34,8 +36,10 @@ pub struct Settings {
     pub legacy: LegacySettings,
     /// Region, credentials, DynamoDB endpoint, timeouts and retries.
     pub aws: AwsSettings,
-    /// `NEXT_TOKEN_KEY`: the key that signs `nextToken` (at least 32 bytes).
-    pub next_token_key: Vec<u8>,
+    /// `NEXT_TOKEN_SECRET_ARN` (or `NEXT_TOKEN_KEY`) and the rotated-out key's grace period.
+    pub next_token: TokenKeySettings,
+    /// `AUTHZ_*`: who may read which student.
+    pub authz: AuthzPolicy,
     /// `METRICS_EMF` and `AWS_LAMBDA_FUNCTION_NAME`.
     pub metrics: MetricsSettings,
     /// `SHUTDOWN_GRACE_MS`: how long shutdown waits for running native calls (default 400).
@@ -58,7 +62,8 @@ impl Settings {
             sql_source,
             legacy: LegacySettings::from_env(env)?,
             aws: AwsSettings::from_env(env)?,
-            next_token_key: env.required("NEXT_TOKEN_KEY")?.into_bytes(),
+            next_token: TokenKeySettings::from_env(env)?,
+            authz: AuthzPolicy::from_env(env)?,
             metrics: MetricsSettings::from_env(env, "assessments-resolver")?,
             shutdown_grace: Duration::from_millis(
                 env.number("SHUTDOWN_GRACE_MS", 0..=10_000)?.unwrap_or(400),
@@ -81,6 +86,8 @@ pub enum InitError {
     Sql(#[from] SqlError),
     #[error("SQL Server connection string: {0}")]
     Secret(#[from] SecretError),
+    #[error("nextToken keys: {0}")]
+    TokenKeys(#[from] KeyError),
 }
 
 /// Counts of invocations and items over the life of the execution environment.
@@ -116,7 +123,7 @@ impl Deps {
         );
         let pool = SqlPool::new(sql)?;
         let legacy = LegacyEngine::start(&settings.legacy).await?;
-        let tokens = TokenSigner::new(&settings.next_token_key)?;
+        let tokens = keys::load(&sdk, &settings.next_token).await?;
         tracing::info!(
             table = %settings.students_table,
             pool_max = settings.sql.max_size,
@@ -124,7 +131,7 @@ impl Deps {
             "dependencies ready"
         );
         Ok(Deps {
-            resolver: Resolver::new(profiles, pool, legacy, tokens),
+            resolver: Resolver::new(profiles, pool, legacy, tokens, settings.authz),
             counters: InvocationCounters::default(),
             metrics: settings.metrics,
             shutdown_grace: settings.shutdown_grace,

@@ -27,9 +27,10 @@ pub fn appsync_event(data: &[u8]) {
         return;
     };
     for event in events {
-        let Ok(args) = parse_event(event) else {
+        let Ok(item) = parse_event(event) else {
             continue;
         };
+        let args = item.args;
         if let Some(token) = &args.next_token {
             let scope = TokenScope {
                 student_id: &args.student_id,

@@ -3,6 +3,7 @@
 //! One module per boundary:
 //! * [`appsync`]: the event format: direct resolver events in, values or errors out;
 //! * [`resolver`]: the business rules (validation, paging, enrichment);
+//! * [`authz`]: who may read which student (the policy over AppSync's `identity`);
 //! * [`profiles`]: student profiles in DynamoDB;
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
 //! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
@@ -15,6 +16,7 @@
 //! (`processor/`) through `assessments-common` (`common/`).
 
 pub mod appsync;
+pub mod authz;
 pub mod deps;
 pub mod fuzzing;
 pub mod legacy;

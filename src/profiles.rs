@@ -30,6 +30,8 @@ pub struct Profile {
     pub grade: u8,
     /// Grade-equivalent, 0.0 ..= 13.0.
     pub reading_level: f64,
+    /// The student's school (`schoolId`), what a school-scoped caller is checked against.
+    pub school_id: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum ProfileError {
 
 /// One student's profile as read: the profile, or why that item is unusable.
 pub type ProfileRead = Result<Profile, ProfileError>;
+
+/// The attributes the resolver reads.
+const PROJECTION: &str = "PK, grade, readingLevel, schoolId";
 
 /// How the errors name this data.
 const DATA: &str = "student profiles";
@@ -97,7 +102,7 @@ impl ProfileStore {
                 .get_item()
                 .table_name(&self.table)
                 .set_key(Some(key(student_id)))
-                .projection_expression("PK, grade, readingLevel")
+                .projection_expression(PROJECTION)
                 .send()
                 .await
                 .map_err(|e| self.classify(e))
@@ -130,7 +135,7 @@ impl ProfileStore {
         for chunk in unique.chunks(BATCH_GET_MAX_KEYS) {
             let keys = KeysAndAttributes::builder()
                 .set_keys(Some(chunk.iter().map(|id| key(id)).collect()))
-                .projection_expression("PK, grade, readingLevel")
+                .projection_expression(PROJECTION)
                 .build()
                 .map_err(|e| {
                     ProfileError::Dynamo(DynamoError::Unavailable {
@@ -210,9 +215,15 @@ fn decode(
     if !(0.0..=13.0).contains(&reading_level) {
         return Err(malformed("readingLevel is not within 0..13"));
     }
+    let school_id = match item.get("schoolId") {
+        None => None,
+        Some(AttributeValue::S(school)) => Some(school.clone()),
+        Some(_) => return Err(malformed("schoolId is not a string attribute")),
+    };
     Ok(Profile {
         student_id: student_id.to_owned(),
         grade: grade as u8,
         reading_level,
+        school_id,
     })
 }

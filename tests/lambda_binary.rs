@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,32 +157,14 @@ async fn with_managed_concurrency_the_binary_serves_invocations_at_once() {
     assert!(stats.peak_connections <= 4, "{stats:?}");
 }
 
-/// Creates a Secrets Manager secret in the local moto (through boto3, which
-/// moto installs), returning its ARN.
-fn create_secret(endpoint: &str, name: &str, value: &str) -> String {
-    let script = "import boto3, sys\n\
-        c = boto3.client('secretsmanager', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-            aws_access_key_id='test', aws_secret_access_key='test')\n\
-        print(c.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])['ARN'])";
-    let output = Command::new(testkit::dynamo::venv_python())
-        .args(["-c", script, endpoint, name, value])
-        .output()
-        .expect("run boto3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_production_mode_the_connection_string_comes_from_secrets_manager() {
     let stack = Stack::start(&[]).await;
     let (tds, dynamo) = (stack.tds(), stack.dynamo());
     let api = RuntimeApi::start().await.expect("runtime API");
     let secret = json!({ "connectionString": tds.connection_string() }).to_string();
-    let arn = create_secret(&dynamo.endpoint(), "assessments/sqlserver", &secret);
+    let arn = testkit::secrets::create_secret(&dynamo.endpoint(), "assessments/sqlserver", &secret)
+        .expect("create the secret");
     let mut env = stack.env();
     env.retain(|(k, _)| k != "SQLSERVER_CONNECTION_STRING");
     env.push(("SQLSERVER_SECRET_ARN".to_owned(), arn));

@@ -29,7 +29,13 @@ fn error_type(result: &Result<Value, assessments_resolver::appsync::AppSyncError
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shaped_event_returns_a_scored_enriched_page() {
     let _lock = native_counters_lock();
-    let stack = Stack::start(&[]).await;
+    // The console's test event comes from an IAM user: trusted here, as a
+    // backend service would be.
+    let stack = Stack::start(&[(
+        "AUTHZ_TRUSTED_ROLE_ARNS",
+        "arn:aws:iam::123456789012:user/appsync",
+    )])
+    .await;
     let event: Value = serde_json::from_str(include_str!("fixtures/appsync-console-event.json"))
         .expect("fixture event");
     let page = stack.invoke(event).await.expect("a page");

@@ -164,6 +164,65 @@ pub async fn read_secret(
     secret_value(value, json_field).map_err(failed)
 }
 
+/// One version of a secret, by staging label.
+#[derive(Clone)]
+pub struct SecretVersion {
+    pub value: String,
+    /// When this version was created (for `AWSCURRENT`: when the secret was last rotated).
+    pub created: Option<std::time::SystemTime>,
+}
+
+impl std::fmt::Debug for SecretVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVersion")
+            .field("value", &"<redacted>")
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+/// The version of a secret with staging label `stage` (`AWSCURRENT`,
+/// `AWSPREVIOUS`), `None` when no version has that label. The value is read
+/// as in [`read_secret`].
+pub async fn read_secret_stage(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+    stage: &str,
+    json_field: &str,
+) -> Result<Option<SecretVersion>, SecretError> {
+    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let failed = |reason: String| SecretError {
+        arn: arn.to_owned(),
+        reason,
+    };
+    let output = match client
+        .get_secret_value()
+        .secret_id(arn)
+        .version_stage(stage)
+        .send()
+        .await
+    {
+        Ok(output) => output,
+        Err(e) if stage != "AWSCURRENT" && e.code() == Some("ResourceNotFoundException") => {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(failed(
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+            ));
+        }
+    };
+    let value = output
+        .secret_string()
+        .ok_or_else(|| failed(format!("the {stage} version has no string value")))?;
+    let value = secret_value(value, json_field).map_err(failed)?;
+    let created = output
+        .created_date()
+        .and_then(|d| std::time::SystemTime::try_from(*d).ok());
+    Ok(Some(SecretVersion { value, created }))
+}
+
 fn secret_value(value: &str, json_field: &str) -> Result<String, String> {
     match serde_json::from_str::<serde_json::Value>(value) {
         Ok(serde_json::Value::Object(json)) => json

@@ -9,8 +9,11 @@ use crate::sqlserver::SqlError;
 pub enum ErrorType {
     /// An argument is invalid; the message names it.
     ValidationError,
-    /// The student has no profile.
+    /// The student has no profile (only for callers entitled to every student).
     NotFound,
+    /// The caller may not read this student's assessments, or (for a caller
+    /// limited to a school) the student does not exist: the two are not told apart.
+    Unauthorized,
     /// The legacy assessment component failed or returned malformed output.
     LegacyComponentError,
     /// A dependency (DynamoDB, SQL Server, the legacy component) did not answer in time.
@@ -32,6 +35,7 @@ impl ErrorType {
         match self {
             ErrorType::ValidationError => "ValidationError",
             ErrorType::NotFound => "NotFound",
+            ErrorType::Unauthorized => "Unauthorized",
             ErrorType::LegacyComponentError => "LegacyComponentError",
             ErrorType::DependencyTimeout => "DependencyTimeout",
             ErrorType::DependencyUnavailable => "DependencyUnavailable",
@@ -58,6 +62,9 @@ pub enum ResolveError {
     },
     #[error("no student profile for studentId {student_id:?}")]
     NotFound { student_id: String },
+    /// One message for "forbidden" and "does not exist".
+    #[error("not authorized to read the assessments of studentId {student_id:?}")]
+    Unauthorized { student_id: String },
     #[error("{0}")]
     Legacy(#[from] LegacyError),
     #[error("SQL Server (assessment records): {0}")]
@@ -88,6 +95,7 @@ impl ResolveError {
         match self {
             ResolveError::Validation { .. } => ErrorType::ValidationError,
             ResolveError::NotFound { .. } => ErrorType::NotFound,
+            ResolveError::Unauthorized { .. } => ErrorType::Unauthorized,
             ResolveError::Legacy(LegacyError::Timeout { .. } | LegacyError::Saturated { .. }) => {
                 ErrorType::DependencyTimeout
             }

@@ -1,6 +1,11 @@
 //! The business rules of `getAssessments`, independent of the event format:
-//! validate, read the profile and the rows (concurrently), score the rows
+//! validate, authorize, read the profile and the rows, score the rows
 //! through the legacy component, enrich, page.
+//!
+//! Authorization ([`crate::authz`]) comes before any SQL or native call: a
+//! caller entitled to every student has its rows read at the same time as the
+//! profiles; a caller limited to a school has them read only once the
+//! profile shows the student is in that school.
 //!
 //! A batch reads each distinct student's profile once and processes its items
 //! concurrently, at most as many at a time as the SQL pool has connections.
@@ -9,6 +14,7 @@
 
 mod args;
 mod error;
+pub mod keys;
 mod token;
 
 use std::collections::HashMap;
@@ -19,13 +25,22 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::authz::{Access, AuthzPolicy, Caller};
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
 use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
-use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
+use crate::sqlserver::{AssessmentRecord, Page, PageRequest, SqlError, SqlPool};
 
 pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
 pub use error::{ErrorType, ResolveError};
-pub use token::{MIN_KEY_LEN, TokenScope, TokenSigner};
+pub use keys::{KeySource, TokenKeySettings};
+pub use token::{MIN_KEY_LEN, SigningKey, TokenKeys, TokenScope, TokenSigner};
+
+/// One item of an invocation: the validated arguments and who asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRequest {
+    pub args: GetAssessmentsArgs,
+    pub caller: Caller,
+}
 
 /// One scored, enriched assessment: the GraphQL `Assessment` type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,13 +90,16 @@ pub struct Resolver {
     sql: SqlPool,
     legacy: LegacyEngine,
     tokens: TokenSigner,
+    key_source: Option<KeySource>,
+    policy: AuthzPolicy,
 }
 
-/// An item that passed validation and token verification.
+/// An item that passed validation, token verification and the caller check.
 struct Planned {
     index: usize,
     args: GetAssessmentsArgs,
     request: PageRequest,
+    access: Access,
 }
 
 fn format_time(t: DateTime<Utc>) -> String {
@@ -93,14 +111,21 @@ impl Resolver {
         profiles: ProfileStore,
         sql: SqlPool,
         legacy: LegacyEngine,
-        tokens: TokenSigner,
+        tokens: (TokenSigner, Option<KeySource>),
+        policy: AuthzPolicy,
     ) -> Self {
         Resolver {
             profiles,
             sql,
             legacy,
-            tokens,
+            tokens: tokens.0,
+            key_source: tokens.1,
+            policy,
         }
+    }
+
+    pub fn policy(&self) -> &AuthzPolicy {
+        &self.policy
     }
 
     pub fn sql(&self) -> &SqlPool {
@@ -122,21 +147,27 @@ impl Resolver {
     /// fails alone with a timeout naming the dependency.
     pub async fn get_assessments(
         &self,
-        items: Vec<Result<GetAssessmentsArgs, ResolveError>>,
+        items: Vec<Result<ItemRequest, ResolveError>>,
         now: DateTime<Utc>,
         budget: &Budget,
     ) -> (Vec<Result<AssessmentPage, ResolveError>>, Timings) {
+        // A token signed with a key this environment has not seen: the keys
+        // may have rotated since init.
+        if let Some(source) = &self.key_source {
+            let unknown = items.iter().flatten().any(|item| {
+                (item.args.next_token.as_deref()).is_some_and(|t| self.tokens.is_unknown_key(t))
+            });
+            if unknown {
+                source.refresh(&self.tokens, budget).await;
+            }
+        }
         let mut results: Vec<Option<Result<AssessmentPage, ResolveError>>> =
             Vec::with_capacity(items.len());
         let mut planned = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
-            match item.and_then(|args| self.plan(args)) {
-                Ok((args, request)) => {
-                    planned.push(Planned {
-                        index,
-                        args,
-                        request,
-                    });
+            match item.and_then(|item| self.plan(index, item)) {
+                Ok(plan) => {
+                    planned.push(plan);
                     results.push(None);
                 }
                 Err(e) => results.push(Some(Err(e))),
@@ -144,7 +175,8 @@ impl Resolver {
         }
         let mut timings = Timings::default();
 
-        // Profiles and rows at the same time; rows at most `max_size` queries at once.
+        // Profiles, and at the same time the rows of the items whose caller may
+        // read any student; rows at most `max_size` queries at once.
         let student_ids: Vec<&str> = planned.iter().map(|p| p.args.student_id.as_str()).collect();
         let concurrency = self.sql.status().max_size.max(1);
         let profiles = async {
@@ -170,41 +202,68 @@ impl Resolver {
             };
             (result, started.elapsed(), distinct.len() as u32)
         };
-        let pages = async {
-            let started = Instant::now();
-            // The futures are built first and then driven `concurrency` at a
-            // time (a closure inside the stream would trip a rustc
-            // higher-ranked-lifetime limitation once the future must be Send).
-            let queries: Vec<_> = planned
-                .iter()
-                .map(|p| self.sql.fetch_page(&p.request, budget))
-                .collect();
-            let pages: Vec<_> = futures_util::stream::iter(queries)
-                .buffered(concurrency)
-                .collect()
-                .await;
-            (pages, started.elapsed())
-        };
-        let ((profiles, profile_time, reads), (pages, sql_time)) = tokio::join!(profiles, pages);
+        let open: Vec<&Planned> = planned.iter().filter(|p| p.access == Access::All).collect();
+        let ((profiles, profile_time, reads), (open_pages, open_time)) =
+            tokio::join!(profiles, self.fetch_pages(&open, concurrency, budget));
         timings.profiles = profile_time;
-        timings.sql = sql_time;
         timings.profiles_requested = reads;
+
+        // Items limited to a school: entitled only if the profile says so. A
+        // missing profile is refused exactly like another school's student.
+        let mut scoped = Vec::new();
+        for plan in planned.iter().filter(|p| p.access != Access::All) {
+            let entitled = match &profiles {
+                // DynamoDB failed: that error (it says nothing about the
+                // student), and no SQL for a caller not known to be entitled.
+                Err(e) => {
+                    results[plan.index] = Some(Err(ResolveError::Profile(e.clone())));
+                    continue;
+                }
+                Ok(found) => match found.get(&plan.args.student_id) {
+                    Some(Ok(profile)) => plan.access.permits(profile.school_id.as_deref()),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "school-scoped caller refused: the profile does not decode");
+                        false
+                    }
+                    None => false,
+                },
+            };
+            if entitled {
+                scoped.push(plan);
+            } else {
+                results[plan.index] = Some(Err(ResolveError::Unauthorized {
+                    student_id: plan.args.student_id.clone(),
+                }));
+            }
+        }
+        let (scoped_pages, scoped_time) = self.fetch_pages(&scoped, concurrency, budget).await;
+        timings.sql = open_time + scoped_time;
 
         let started = Instant::now();
         let processed_at = format_time(now);
-        let finishing: Vec<_> = planned
-            .iter()
-            .zip(pages)
-            .map(|(plan, page)| self.finish(plan, page, &profiles, &processed_at, budget))
+        let (profiles, processed_at) = (&profiles, processed_at.as_str());
+        let ready: Vec<_> = open
+            .into_iter()
+            .zip(open_pages)
+            .chain(scoped.into_iter().zip(scoped_pages))
             .collect();
-        let scored: Vec<Result<AssessmentPage, ResolveError>> =
+        let finishing: Vec<_> = ready
+            .into_iter()
+            .map(|(plan, page)| async move {
+                let result = self
+                    .finish(plan, page, profiles, processed_at, budget)
+                    .await;
+                (plan.index, result)
+            })
+            .collect();
+        let scored: Vec<(usize, Result<AssessmentPage, ResolveError>)> =
             futures_util::stream::iter(finishing)
                 .buffered(concurrency)
                 .collect()
                 .await;
         timings.legacy = started.elapsed();
-        for (plan, result) in planned.iter().zip(scored) {
-            results[plan.index] = Some(result);
+        for (index, result) in scored {
+            results[index] = Some(result);
         }
         let results = results
             .into_iter()
@@ -213,15 +272,43 @@ impl Resolver {
         (results, timings)
     }
 
-    /// Verifies the token and turns the arguments into the page query.
-    fn plan(
+    /// The pages of `plans`, in order, at most `concurrency` queries at once.
+    async fn fetch_pages(
         &self,
-        args: GetAssessmentsArgs,
-    ) -> Result<(GetAssessmentsArgs, PageRequest), ResolveError> {
+        plans: &[&Planned],
+        concurrency: usize,
+        budget: &Budget,
+    ) -> (Vec<Result<Page, SqlError>>, Duration) {
+        let started = Instant::now();
+        // The futures are built first and then driven `concurrency` at a
+        // time (a closure inside the stream would trip a rustc
+        // higher-ranked-lifetime limitation once the future must be Send).
+        let queries: Vec<_> = plans
+            .iter()
+            .map(|p| self.sql.fetch_page(&p.request, budget))
+            .collect();
+        let pages = futures_util::stream::iter(queries)
+            .buffered(concurrency)
+            .collect()
+            .await;
+        (pages, started.elapsed())
+    }
+
+    /// Verifies the token, decides what the caller may read, and turns the
+    /// arguments into the page query.
+    fn plan(&self, index: usize, item: ItemRequest) -> Result<Planned, ResolveError> {
+        let ItemRequest { args, caller } = item;
         let after = match &args.next_token {
             Some(token) => Some(self.tokens.verify(token, &scope(&args))?),
             None => None,
         };
+        let access = self.policy.access(&caller);
+        if let Access::Denied(reason) = access {
+            tracing::info!(caller = caller.kind(), reason, "caller refused");
+            return Err(ResolveError::Unauthorized {
+                student_id: args.student_id,
+            });
+        }
         let request = PageRequest {
             student_id: args.student_id.clone(),
             assessment_type: args.assessment_type,
@@ -230,13 +317,18 @@ impl Resolver {
             after,
             page_size: args.limit,
         };
-        Ok((args, request))
+        Ok(Planned {
+            index,
+            args,
+            request,
+            access,
+        })
     }
 
     async fn finish(
         &self,
         plan: &Planned,
-        page: Result<crate::sqlserver::Page, crate::sqlserver::SqlError>,
+        page: Result<Page, SqlError>,
         profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
         processed_at: &str,
         budget: &Budget,

@@ -2,15 +2,17 @@
 //! belongs to and signed (HMAC-SHA256), so a forged, altered or transplanted
 //! token is refused instead of steering the query.
 //!
-//! Format: `base64url(payload JSON) "." base64url(HMAC(payload part))`.
+//! Format: `key id "." base64url(payload JSON) "." base64url(HMAC(the first two parts))`.
+//! The key id lets keys rotate: tokens signed with the previous key stay
+//! valid for a grace period after the rotation, then are refused.
 
 use assessments_common::config::ConfigError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, NaiveDate, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::error::ResolveError;
 use crate::legacy::AssessmentType;
@@ -42,16 +44,99 @@ struct Payload {
     i: i64,
 }
 
-/// Signs and verifies tokens with one key (`NEXT_TOKEN_KEY`), shared by every
-/// execution environment of the function so any of them accepts any token.
+/// One signing key and its id (carried in every token it signs, so the
+/// verifier picks the key without trying each).
 #[derive(Clone)]
-pub struct TokenSigner {
+pub struct SigningKey {
+    id: String,
     key: Vec<u8>,
 }
 
-impl std::fmt::Debug for TokenSigner {
+impl SigningKey {
+    pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(ConfigError::Invalid {
+                name: "NEXT_TOKEN_KEY",
+                reason: format!("must be at least {MIN_KEY_LEN} bytes"),
+            });
+        }
+        // The id names the key without revealing it: 48 bits of a hash of it.
+        let digest = Sha256::new_with_prefix(b"nextToken key id\0")
+            .chain_update(key)
+            .finalize();
+        Ok(SigningKey {
+            id: URL_SAFE_NO_PAD.encode(&digest[..6]),
+            key: key.to_vec(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length; this cannot fail.
+        HmacSha256::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenSigner(<key redacted>)")
+        write!(f, "SigningKey({}, <key redacted>)", self.id)
+    }
+}
+
+/// The keys in use: the current one signs and verifies; the previous one
+/// (after a rotation) only verifies, until `previous_until`.
+#[derive(Debug, Clone)]
+pub struct TokenKeys {
+    pub current: SigningKey,
+    pub previous: Option<SigningKey>,
+    /// When the previous key stops being accepted: the rotation's time plus
+    /// the grace period (`NEXT_TOKEN_KEY_GRACE_SECONDS`).
+    pub previous_until: DateTime<Utc>,
+}
+
+impl TokenKeys {
+    /// One key, nothing rotated out.
+    pub fn single(current: SigningKey) -> Self {
+        TokenKeys {
+            current,
+            previous: None,
+            previous_until: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+
+    fn find(&self, id: &str, now: DateTime<Utc>) -> Option<&SigningKey> {
+        if self.current.id == id {
+            return Some(&self.current);
+        }
+        self.previous
+            .as_ref()
+            .filter(|k| k.id == id && now < self.previous_until)
+    }
+
+    fn knows(&self, id: &str) -> bool {
+        self.current.id == id || self.previous.as_ref().is_some_and(|k| k.id == id)
+    }
+}
+
+/// Signs and verifies tokens. Every execution environment holds the same keys
+/// (from `NEXT_TOKEN_SECRET_ARN`, or `NEXT_TOKEN_KEY` for local runs), so any
+/// of them accepts any token; an environment started before a rotation meets
+/// tokens signed with a key it has not seen, and re-reads the keys (see
+/// [`Resolver`](super::Resolver)).
+#[derive(Debug)]
+pub struct TokenSigner {
+    keys: std::sync::RwLock<std::sync::Arc<TokenKeys>>,
+}
+
+impl Clone for TokenSigner {
+    fn clone(&self) -> Self {
+        TokenSigner {
+            keys: std::sync::RwLock::new(self.keys()),
+        }
     }
 }
 
@@ -62,26 +147,51 @@ fn refused() -> ResolveError {
     )
 }
 
+/// The key id of a token, if it has the shape of one.
+fn key_id(token: &str) -> Option<&str> {
+    let (id, rest) = token.split_once('.')?;
+    rest.contains('.').then_some(id)
+}
+
 impl TokenSigner {
+    /// A signer with one key (tests, fuzzing, local runs).
     pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
-        if key.len() < MIN_KEY_LEN {
-            return Err(ConfigError::Invalid {
-                name: "NEXT_TOKEN_KEY",
-                reason: format!("must be at least {MIN_KEY_LEN} bytes"),
-            });
-        }
-        Ok(TokenSigner { key: key.to_vec() })
+        Ok(Self::with_keys(TokenKeys::single(SigningKey::new(key)?)))
     }
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; this cannot fail.
-        HmacSha256::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    pub fn with_keys(keys: TokenKeys) -> Self {
+        TokenSigner {
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+        }
+    }
+
+    /// The keys now (a snapshot).
+    pub fn keys(&self) -> std::sync::Arc<TokenKeys> {
+        // A poisoned lock still holds a whole `Arc`: swapping it cannot half-happen.
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the keys (after re-reading them).
+    pub fn replace(&self, keys: TokenKeys) {
+        let keys = std::sync::Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut slot) => *slot = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    /// Whether `token` names a key this signer has never held: a key newer
+    /// than ours (re-read the keys), or no key of ours at all.
+    pub fn is_unknown_key(&self, token: &str) -> bool {
+        key_id(token).is_some_and(|id| !self.keys().knows(id))
     }
 
     pub fn issue(&self, scope: &TokenScope<'_>, cursor: Cursor) -> String {
         let payload = Payload {
-            v: 1,
+            v: 2,
             s: scope.student_id.to_owned(),
             t: scope.assessment_type.map(|t| t.as_str().to_owned()),
             f: scope.from,
@@ -91,23 +201,37 @@ impl TokenSigner {
         };
         // Serializing plain strings, dates and integers cannot fail.
         let json = serde_json::to_vec(&payload).unwrap_or_default();
-        let body = URL_SAFE_NO_PAD.encode(json);
-        let mut mac = self.mac();
-        mac.update(body.as_bytes());
+        let keys = self.keys();
+        let signed = format!("{}.{}", keys.current.id, URL_SAFE_NO_PAD.encode(json));
+        let mut mac = keys.current.mac();
+        mac.update(signed.as_bytes());
         let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{body}.{tag}")
+        format!("{signed}.{tag}")
     }
 
-    /// The cursor in `token`, if this key signed it for exactly `scope`.
+    /// The cursor in `token`, if one of our keys signed it for exactly `scope`
+    /// (a rotated-out key only until its grace period ends).
     pub fn verify(&self, token: &str, scope: &TokenScope<'_>) -> Result<Cursor, ResolveError> {
-        let (body, tag) = token.split_once('.').ok_or_else(refused)?;
+        self.verify_at(token, scope, Utc::now())
+    }
+
+    pub fn verify_at(
+        &self,
+        token: &str,
+        scope: &TokenScope<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Cursor, ResolveError> {
+        let (signed, tag) = token.rsplit_once('.').ok_or_else(refused)?;
+        let (id, body) = signed.split_once('.').ok_or_else(refused)?;
+        let keys = self.keys();
+        let key = keys.find(id, now).ok_or_else(refused)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| refused())?;
-        let mut mac = self.mac();
-        mac.update(body.as_bytes());
+        let mut mac = key.mac();
+        mac.update(signed.as_bytes());
         mac.verify_slice(&tag).map_err(|_| refused())?;
         let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| refused())?;
         let payload: Payload = serde_json::from_slice(&json).map_err(|_| refused())?;
-        if payload.v != 1 {
+        if payload.v != 2 {
             return Err(refused());
         }
         let same_query = payload.s == scope.student_id
@@ -180,5 +304,45 @@ mod tests {
             .issue(&scope("stu-0001"), cursor);
         assert!(signer.verify(&forged, &scope("stu-0001")).is_err());
         assert!(TokenSigner::new(b"short").is_err());
+    }
+    #[test]
+    fn a_rotated_out_key_verifies_only_during_its_grace_period() {
+        let at = NaiveDate::from_ymd_opt(2025, 3, 14)
+            .and_then(|d| d.and_hms_opt(10, 30, 0))
+            .expect("dt");
+        let cursor = Cursor {
+            administered_at: at,
+            assessment_id: 7,
+        };
+        let old = SigningKey::new(&[1u8; 32]).expect("key");
+        let new = SigningKey::new(&[2u8; 32]).expect("key");
+        assert_ne!(old.id(), new.id());
+        let before = TokenSigner::with_keys(TokenKeys::single(old.clone()));
+        let token = before.issue(&scope("stu-0001"), cursor);
+        assert!(token.starts_with(&format!("{}.", old.id())));
+
+        let rotated_at = Utc::now();
+        let grace = chrono::Duration::hours(1);
+        let after = TokenSigner::with_keys(TokenKeys {
+            current: new.clone(),
+            previous: Some(old),
+            previous_until: rotated_at + grace,
+        });
+        let during = rotated_at + chrono::Duration::minutes(59);
+        assert_eq!(
+            after.verify_at(&token, &scope("stu-0001"), during).ok(),
+            Some(cursor)
+        );
+        let past = rotated_at + chrono::Duration::minutes(61);
+        assert!(after.verify_at(&token, &scope("stu-0001"), past).is_err());
+        // New tokens are signed with the new key; the old signer has never seen it.
+        let fresh = after.issue(&scope("stu-0001"), cursor);
+        assert!(fresh.starts_with(&format!("{}.", new.id())));
+        assert!(before.is_unknown_key(&fresh));
+        assert!(!after.is_unknown_key(&token));
+        assert!(!after.is_unknown_key("not a token"));
+        before.replace(TokenKeys::single(new));
+        assert_eq!(before.verify(&fresh, &scope("stu-0001")).ok(), Some(cursor));
+        assert!(!format!("{before:?}").contains("[2, 2"));
     }
 }

@@ -96,6 +96,109 @@ pub fn batch(events: impl IntoIterator<Item = Value>) -> Value {
     Value::Array(events.into_iter().collect())
 }
 
+/// Caller identities as AppSync puts them in `identity`, one builder per auth
+/// mode (the shapes of AppSync's resolver context reference), and the demo
+/// personas the playground lets a person choose from.
+pub mod identity {
+    use serde_json::{Map, Value, json};
+
+    use crate::fixtures::{DEMO_SCHOOL_A, DEMO_SCHOOL_B};
+
+    /// The school claim the resolver reads by default (`AUTHZ_SCHOOL_CLAIM`).
+    pub const SCHOOL_CLAIM: &str = "custom:schoolId";
+
+    fn claims(sub: &str, school: Option<&str>) -> Map<String, Value> {
+        let mut claims = Map::new();
+        claims.insert("sub".to_owned(), json!(sub));
+        if let Some(school) = school {
+            claims.insert(SCHOOL_CLAIM.to_owned(), json!(school));
+        }
+        claims
+    }
+
+    /// API key auth: AppSync sends no identity.
+    pub fn api_key() -> Value {
+        Value::Null
+    }
+
+    /// A Cognito user pools caller in `groups`, with a school claim if any.
+    pub fn cognito(username: &str, groups: &[&str], school: Option<&str>) -> Value {
+        let mut claims = claims(username, school);
+        claims.insert("cognito:groups".to_owned(), json!(groups));
+        claims.insert("cognito:username".to_owned(), json!(username));
+        json!({
+            "sub": username,
+            "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_local",
+            "username": username,
+            "claims": claims,
+            "sourceIp": ["127.0.0.1"],
+            "defaultAuthStrategy": "ALLOW",
+            "groups": groups,
+        })
+    }
+
+    /// An OpenID Connect caller: only `claims`, `issuer` and `sub`; groups in the `groups` claim.
+    pub fn oidc(sub: &str, groups: &[&str], school: Option<&str>) -> Value {
+        let mut claims = claims(sub, school);
+        claims.insert("groups".to_owned(), json!(groups));
+        json!({"claims": claims, "issuer": "https://idp.example.com", "sub": sub})
+    }
+
+    /// An IAM caller (SigV4), e.g. a backend service's assumed role.
+    pub fn iam(user_arn: &str) -> Value {
+        let account = user_arn.split(':').nth(4).unwrap_or("000000000000");
+        json!({
+            "accountId": account,
+            "cognitoIdentityAuthProvider": null,
+            "cognitoIdentityAuthType": null,
+            "cognitoIdentityId": null,
+            "cognitoIdentityPoolId": null,
+            "sourceIp": ["127.0.0.1"],
+            "userArn": user_arn,
+            "username": "AROALOCAL:session",
+        })
+    }
+
+    /// A Lambda authorizer caller: what the authorizer returned as `resolverContext`.
+    pub fn lambda_authorizer(context: Value) -> Value {
+        json!({ "resolverContext": context })
+    }
+
+    /// The playground's "who am I" choices: name, what it shows, identity.
+    pub fn personas() -> Vec<(&'static str, &'static str, Value)> {
+        vec![
+            (
+                "admin",
+                "Cognito user in the admins group: any student",
+                cognito("admin", &["admins"], None),
+            ),
+            (
+                "teacher-a",
+                "Cognito teacher of school A (sch-001): stu-0001 and the odd students from stu-0003",
+                cognito("teacher-a", &["teachers"], Some(DEMO_SCHOOL_A)),
+            ),
+            (
+                "teacher-b",
+                "Cognito teacher of school B (sch-002): stu-0002 and the even students from stu-0004",
+                cognito("teacher-b", &["teachers"], Some(DEMO_SCHOOL_B)),
+            ),
+            (
+                "api-key",
+                "API key (no identity): allowed only where AUTHZ_ALLOW_API_KEY=true",
+                api_key(),
+            ),
+        ]
+    }
+
+    /// The persona called `name`.
+    pub fn persona(name: &str) -> Option<Value> {
+        personas()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, identity)| identity)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

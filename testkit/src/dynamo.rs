@@ -260,7 +260,7 @@ pub async fn seed_students(
         .students
         .iter()
         .map(|s| {
-            HashMap::from([
+            [
                 (
                     "PK".to_owned(),
                     AttributeValue::S(format!("STUDENT#{}", s.student_id)),
@@ -279,7 +279,14 @@ pub async fn seed_students(
                     "readingLevel".to_owned(),
                     AttributeValue::N(s.reading_level.to_string()),
                 ),
-            ])
+            ]
+            .into_iter()
+            .chain(
+                s.school_id
+                    .as_ref()
+                    .map(|school| ("schoolId".to_owned(), AttributeValue::S(school.clone()))),
+            )
+            .collect()
         })
         .collect();
     put_items(client, table, items).await

@@ -31,7 +31,15 @@ pub struct StudentFixture {
     pub last_name: String,
     pub grade: u8,
     pub reading_level: f64,
+    /// The school the student is enrolled in (`schoolId`); `None` writes no attribute.
+    #[serde(default)]
+    pub school_id: Option<String>,
 }
+
+/// The demo's two schools: stu-0001 and the odd students from stu-0003 are in
+/// school A, stu-0002 and the even ones in school B.
+pub const DEMO_SCHOOL_A: &str = "sch-001";
+pub const DEMO_SCHOOL_B: &str = "sch-002";
 
 /// An already-scored item of the Assessments table (the processor's history).
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +189,16 @@ mod tests {
             demo.students.len() >= 31,
             "the batch tests need 30 students with profiles"
         );
+        // The schools the authorization tests and the playground's personas rely on.
+        for s in &demo.students {
+            let n: u32 = s.student_id[4..].parse().expect("stu-NNNN");
+            let school = if n == 1 || (n >= 3 && n % 2 == 1) {
+                DEMO_SCHOOL_A
+            } else {
+                DEMO_SCHOOL_B
+            };
+            assert_eq!(s.school_id.as_deref(), Some(school), "{}", s.student_id);
+        }
         let mut ids: Vec<_> = demo.assessments.iter().map(|a| a.assessment_id).collect();
         ids.sort_unstable();
         ids.dedup();

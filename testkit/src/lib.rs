@@ -12,7 +12,8 @@
 //! * [`lambda_api`]: a local Lambda Runtime API, to run a function binary as in Lambda;
 //! * [`function`]: a function binary run as a process against it;
 //! * [`services`]: the peers above started together, and the settings that point a function at them;
-//! * [`appsync`]: AppSync direct-resolver events (single and batched);
+//! * [`secrets`]: Secrets Manager secrets in the local moto, created and rotated;
+//! * [`appsync`]: AppSync direct-resolver events (single and batched) and caller identities;
 //! * [`procfs`]: memory, descriptors and child processes from `/proc`.
 //!
 //! One place for test support: the tests of both functions, the playground,
@@ -27,6 +28,7 @@ pub mod http;
 pub mod lambda_api;
 pub mod procfs;
 pub mod scoring;
+pub mod secrets;
 pub mod services;
 pub mod sqs;
 pub mod tds;

@@ -1,0 +1,377 @@
+//! Who may read which student's assessments.
+//!
+//! AppSync authenticates the caller (API key, Cognito user pools, OIDC, IAM,
+//! or a Lambda authorizer) and passes who it is in the event's `identity`;
+//! it does not decide which students that caller may read. This module does,
+//! per item, after validation and before any SQL or native call:
+//!
+//! | caller (AppSync auth mode) | may read |
+//! |---|---|
+//! | in a group of `AUTHZ_ADMIN_GROUPS` (Cognito `groups`, or the OIDC `groups` claim; a Lambda authorizer's `groups` context key) | any student |
+//! | with the school claim `AUTHZ_SCHOOL_CLAIM` (Cognito/OIDC claim; a Lambda authorizer's `resolverContext` key of the same name without `custom:`) | the students whose profile's `schoolId` equals it |
+//! | IAM, `userArn` matching one of `AUTHZ_TRUSTED_ROLE_ARNS` | any student (backend services) |
+//! | API key (null identity) | any student if `AUTHZ_ALLOW_API_KEY=true`, else none |
+//! | anything else | none |
+//!
+//! A caller not entitled to a student gets `Unauthorized` whether or not the
+//! student exists: a school-scoped caller is refused for a missing profile
+//! exactly as for another school's student, so ids cannot be enumerated.
+
+use assessments_common::config::{ConfigError, Env};
+use serde_json::{Map, Value};
+
+/// The caller as AppSync's auth mode resolved it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// API key authorization: AppSync sends a null identity.
+    ApiKey,
+    /// IAM (SigV4): the caller's ARN, `arn:aws:sts::<account>:assumed-role/<role>/<session>`
+    /// for a role, `arn:aws:iam::<account>:user/<name>` for a user.
+    Iam { user_arn: Option<String> },
+    /// Cognito user pools or OIDC: the token's claims and the caller's groups.
+    Token {
+        kind: TokenKind,
+        groups: Vec<String>,
+        claims: Map<String, Value>,
+    },
+    /// A Lambda authorizer: the `resolverContext` it returned.
+    LambdaAuthorizer { context: Map<String, Value> },
+    /// An identity of no known shape: refused.
+    Unrecognized,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Cognito,
+    Oidc,
+}
+
+impl Caller {
+    /// How the logs name the caller's kind (never its claims).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Caller::ApiKey => "api_key",
+            Caller::Iam { .. } => "iam",
+            Caller::Token {
+                kind: TokenKind::Cognito,
+                ..
+            } => "cognito",
+            Caller::Token {
+                kind: TokenKind::Oidc,
+                ..
+            } => "oidc",
+            Caller::LambdaAuthorizer { .. } => "lambda_authorizer",
+            Caller::Unrecognized => "unrecognized",
+        }
+    }
+}
+
+/// What a caller may read, before looking at any student.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Any student.
+    All,
+    /// The students of this school (the profile's `schoolId`).
+    School(String),
+    /// No student; the reason is for the logs, never for the client.
+    Denied(&'static str),
+}
+
+impl Access {
+    /// Whether a student with this profile school may be read.
+    pub fn permits(&self, profile_school: Option<&str>) -> bool {
+        match self {
+            Access::All => true,
+            Access::School(school) => profile_school == Some(school.as_str()),
+            Access::Denied(_) => false,
+        }
+    }
+}
+
+/// The policy's settings (`AUTHZ_*`), read at init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzPolicy {
+    /// `AUTHZ_ADMIN_GROUPS`: comma-separated; default `admins`.
+    pub admin_groups: Vec<String>,
+    /// `AUTHZ_SCHOOL_CLAIM`: default `custom:schoolId`.
+    pub school_claim: String,
+    /// `AUTHZ_TRUSTED_ROLE_ARNS`: comma-separated role (or user) ARNs; default none.
+    pub trusted_role_arns: Vec<String>,
+    /// `AUTHZ_ALLOW_API_KEY`: `true` lets API-key callers read any student
+    /// (local and demo APIs only); default `false`.
+    pub allow_api_key: bool,
+}
+
+impl Default for AuthzPolicy {
+    fn default() -> Self {
+        AuthzPolicy {
+            admin_groups: vec!["admins".to_owned()],
+            school_claim: "custom:schoolId".to_owned(),
+            trusted_role_arns: Vec::new(),
+            allow_api_key: false,
+        }
+    }
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl AuthzPolicy {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = AuthzPolicy::default();
+        let allow_api_key = match env.string("AUTHZ_ALLOW_API_KEY")?.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "AUTHZ_ALLOW_API_KEY",
+                    reason: format!("expected true or false, got {other:?}"),
+                });
+            }
+        };
+        let trusted_role_arns = env
+            .string("AUTHZ_TRUSTED_ROLE_ARNS")?
+            .map(|t| list(&t))
+            .unwrap_or_default();
+        if let Some(bad) = trusted_role_arns.iter().find(|a| !a.starts_with("arn:")) {
+            return Err(ConfigError::Invalid {
+                name: "AUTHZ_TRUSTED_ROLE_ARNS",
+                reason: format!("{bad:?} is not an ARN"),
+            });
+        }
+        Ok(AuthzPolicy {
+            admin_groups: env
+                .string("AUTHZ_ADMIN_GROUPS")?
+                .map(|t| list(&t))
+                .unwrap_or(defaults.admin_groups),
+            school_claim: env
+                .string("AUTHZ_SCHOOL_CLAIM")?
+                .unwrap_or(defaults.school_claim),
+            trusted_role_arns,
+            allow_api_key,
+        })
+    }
+
+    /// What `caller` may read.
+    pub fn access(&self, caller: &Caller) -> Access {
+        match caller {
+            Caller::ApiKey if self.allow_api_key => Access::All,
+            Caller::ApiKey => {
+                Access::Denied("API key callers are not allowed (AUTHZ_ALLOW_API_KEY)")
+            }
+            Caller::Iam {
+                user_arn: Some(arn),
+            } if self.trusts(arn) => Access::All,
+            Caller::Iam { .. } => Access::Denied("IAM caller not in AUTHZ_TRUSTED_ROLE_ARNS"),
+            Caller::Token { groups, claims, .. } => {
+                if groups.iter().any(|g| self.admin_groups.contains(g)) {
+                    return Access::All;
+                }
+                match claims.get(&self.school_claim) {
+                    Some(Value::String(school)) if !school.is_empty() => {
+                        Access::School(school.clone())
+                    }
+                    _ => Access::Denied("no admin group and no school claim"),
+                }
+            }
+            Caller::LambdaAuthorizer { context } => {
+                let groups = context.get("groups").and_then(Value::as_str).map(list);
+                if groups.is_some_and(|g| g.iter().any(|g| self.admin_groups.contains(g))) {
+                    return Access::All;
+                }
+                let key = self
+                    .school_claim
+                    .strip_prefix("custom:")
+                    .unwrap_or(&self.school_claim);
+                match context.get(key) {
+                    Some(Value::String(school)) if !school.is_empty() => {
+                        Access::School(school.clone())
+                    }
+                    _ => Access::Denied("Lambda authorizer context has no admin group or school"),
+                }
+            }
+            Caller::Unrecognized => Access::Denied("identity of no known auth mode"),
+        }
+    }
+
+    /// `arn` (AppSync's `userArn`) is one of the trusted ARNs, or the session
+    /// of a trusted role: `arn:aws:sts::A:assumed-role/R/<session>` matches the
+    /// role `arn:aws:iam::A:role/R` (with any path before `R`).
+    fn trusts(&self, arn: &str) -> bool {
+        self.trusted_role_arns.iter().any(|trusted| {
+            if trusted == arn {
+                return true;
+            }
+            let (Some(role), Some(session)) = (role_parts(trusted), assumed_role_parts(arn)) else {
+                return false;
+            };
+            role == session
+        })
+    }
+}
+
+/// `(partition, account, role name)` of `arn:<p>:iam::<account>:role/<path/>name`.
+fn role_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_, partition, service, _, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
+    (service == "iam" && !name.is_empty()).then_some((partition, account, name))
+}
+
+/// `(partition, account, role name)` of `arn:<p>:sts::<account>:assumed-role/<name>/<session>`.
+fn assumed_role_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_, partition, service, _, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let mut resource = resource.strip_prefix("assumed-role/")?.split('/');
+    let name = resource.next()?;
+    resource.next()?;
+    (service == "sts" && !name.is_empty()).then_some((partition, account, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    fn cognito(groups: &[&str], school: Option<&str>) -> Caller {
+        Caller::Token {
+            kind: TokenKind::Cognito,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            claims: claims(school.map_or(json!({}), |s| json!({"custom:schoolId": s}))),
+        }
+    }
+
+    #[test]
+    fn each_caller_kind_gets_what_the_policy_says() {
+        let policy = AuthzPolicy {
+            trusted_role_arns: vec!["arn:aws:iam::111122223333:role/service/reports".to_owned()],
+            ..AuthzPolicy::default()
+        };
+        assert_eq!(policy.access(&cognito(&["admins"], None)), Access::All);
+        assert_eq!(
+            policy.access(&cognito(&["teachers"], Some("sch-001"))),
+            Access::School("sch-001".to_owned())
+        );
+        assert!(matches!(
+            policy.access(&cognito(&["teachers"], None)),
+            Access::Denied(_)
+        ));
+        assert!(matches!(policy.access(&Caller::ApiKey), Access::Denied(_)));
+        let open = AuthzPolicy {
+            allow_api_key: true,
+            ..AuthzPolicy::default()
+        };
+        assert_eq!(open.access(&Caller::ApiKey), Access::All);
+
+        let iam = |arn: &str| Caller::Iam {
+            user_arn: Some(arn.to_owned()),
+        };
+        assert_eq!(
+            policy.access(&iam(
+                "arn:aws:sts::111122223333:assumed-role/reports/session-1"
+            )),
+            Access::All
+        );
+        for refused in [
+            "arn:aws:sts::111122223333:assumed-role/other/session-1",
+            "arn:aws:sts::999999999999:assumed-role/reports/session-1",
+            "arn:aws:sts::111122223333:assumed-role/reports",
+            "arn:aws:iam::111122223333:user/reports",
+        ] {
+            assert!(
+                matches!(policy.access(&iam(refused)), Access::Denied(_)),
+                "{refused}"
+            );
+        }
+        assert!(matches!(
+            policy.access(&Caller::Iam { user_arn: None }),
+            Access::Denied(_)
+        ));
+
+        let lambda = |context: Value| Caller::LambdaAuthorizer {
+            context: claims(context),
+        };
+        assert_eq!(
+            policy.access(&lambda(json!({"schoolId": "sch-002"}))),
+            Access::School("sch-002".to_owned())
+        );
+        assert_eq!(
+            policy.access(&lambda(json!({"groups": "staff, admins"}))),
+            Access::All
+        );
+        assert!(matches!(
+            policy.access(&lambda(json!({"custom:schoolId": "sch-002"}))),
+            Access::Denied(_)
+        ));
+        assert!(matches!(
+            policy.access(&Caller::Unrecognized),
+            Access::Denied(_)
+        ));
+    }
+
+    #[test]
+    fn a_school_scope_permits_only_its_school() {
+        let access = Access::School("sch-001".to_owned());
+        assert!(access.permits(Some("sch-001")));
+        assert!(!access.permits(Some("sch-002")));
+        assert!(!access.permits(None));
+        assert!(Access::All.permits(None));
+        assert!(!Access::Denied("x").permits(Some("sch-001")));
+    }
+
+    #[test]
+    fn settings_parse_and_refuse_nonsense() {
+        let env = Env::from_pairs([
+            ("AUTHZ_ADMIN_GROUPS", "district-admins, admins"),
+            ("AUTHZ_SCHOOL_CLAIM", "school"),
+            ("AUTHZ_ALLOW_API_KEY", "true"),
+        ]);
+        let policy = AuthzPolicy::from_env(&env).expect("valid");
+        assert_eq!(policy.admin_groups, ["district-admins", "admins"]);
+        assert_eq!(policy.school_claim, "school");
+        assert!(policy.allow_api_key);
+        assert_eq!(
+            AuthzPolicy::from_env(&Env::default()),
+            Ok(AuthzPolicy::default())
+        );
+        let bad = AuthzPolicy::from_env(&Env::from_pairs([("AUTHZ_ALLOW_API_KEY", "yes")]));
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "AUTHZ_ALLOW_API_KEY",
+                ..
+            })
+        ));
+        let bad = AuthzPolicy::from_env(&Env::from_pairs([("AUTHZ_TRUSTED_ROLE_ARNS", "reports")]));
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "AUTHZ_TRUSTED_ROLE_ARNS",
+                ..
+            })
+        ));
+    }
+}
