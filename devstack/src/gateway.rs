@@ -5,6 +5,11 @@
 //! through the same `appsync::handle` the Lambda runs (batched when the
 //! resolver batches), and each result is projected onto its selection set.
 //!
+//! Introspection (`__schema`, `__type`) is answered by apollo-compiler from the
+//! same schema, so GraphQL clients can load it as from AppSync. The caller's
+//! `identity` is what AppSync's auth mode would have put in the event (the
+//! playground lets a person choose it).
+//!
 //! The event building and the projection are written here by hand: no GraphQL
 //! library executes fields by invoking a Lambda handler with AppSync's event
 //! shape, and the projection is a walk over apollo-compiler's selection sets.
@@ -16,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use apollo_compiler::ast::{OperationType, Value as AstValue};
 use apollo_compiler::executable::{Field, Selection, SelectionSet};
 use apollo_compiler::response::JsonMap;
+use apollo_compiler::schema::Implementers;
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Schema};
 use assessments_resolver::appsync;
@@ -42,6 +48,8 @@ pub struct GraphQLRequest {
 /// Executes GraphQL requests against the resolver.
 pub struct Gateway {
     schema: Valid<Schema>,
+    /// For introspection, computed once.
+    implementers: apollo_compiler::collections::HashMap<apollo_compiler::Name, Implementers>,
     deps: Arc<Deps>,
     max_batch: usize,
     requests: AtomicU64,
@@ -72,6 +80,7 @@ impl Gateway {
         let schema = Schema::parse_and_validate(source, "schema.graphql")
             .map_err(|e| e.errors.to_string())?;
         Ok(Gateway {
+            implementers: schema.implementers_map(),
             schema,
             deps,
             max_batch: max_batch.max(1),
@@ -102,10 +111,13 @@ impl Gateway {
             .collect()
     }
 
+    /// Executes `request` as AppSync would for a caller with `identity`
+    /// (`null`: an API key).
     pub async fn execute(
         &self,
         request: GraphQLRequest,
         headers: HashMap<String, String>,
+        identity: Value,
     ) -> Value {
         let document = match ExecutableDocument::parse_and_validate(
             &self.schema,
@@ -177,6 +189,45 @@ impl Gateway {
                 );
             }
         };
+        // Introspection, answered from the schema; the concrete fields are
+        // resolved below and merged in.
+        let introspection = operation
+            .root_fields(&document)
+            .any(|f| matches!(f.name.as_str(), "__schema" | "__type"));
+        let mut data = Map::new();
+        let mut errors = Vec::new();
+        if introspection {
+            let executed = apollo_compiler::introspection::check_max_depth(&document, operation)
+                .and_then(|()| {
+                    apollo_compiler::introspection::partial_execute(
+                        &self.schema,
+                        &self.implementers,
+                        &document,
+                        operation,
+                        &variables,
+                    )
+                });
+            match executed {
+                Ok(executed) => {
+                    errors.extend(
+                        executed
+                            .errors
+                            .iter()
+                            .filter_map(|e| serde_json::to_value(e).ok()),
+                    );
+                    if let Some(Value::Object(partial)) =
+                        executed.data.and_then(|d| serde_json::to_value(d).ok())
+                    {
+                        data.extend(partial);
+                    }
+                }
+                Err(e) => {
+                    // A request error: no `data` at all.
+                    let e = e.to_graphql_error(&document.sources);
+                    return json!({"errors": [error_entry(e.message, json!(e.locations), Value::Null)]});
+                }
+            }
+        }
         let variables: Map<String, Value> = serde_json::to_value(variables.into_inner())
             .ok()
             .and_then(|v| v.as_object().cloned())
@@ -184,24 +235,17 @@ impl Gateway {
 
         let mut roots = Vec::new();
         collect_fields(&document, &operation.selection_set, &mut roots);
-        let mut data = Map::new();
-        let mut errors = Vec::new();
         let mut calls = Vec::new();
         for field in &roots {
             match field.name.as_str() {
                 "__typename" => {
                     data.insert(field.response_key().to_string(), json!("Query"));
                 }
-                name if name.starts_with("__") => {
-                    errors.push(self.field_error(
-                        &document,
-                        field,
-                        "introspection is not served here: GET /schema.graphql",
-                    ));
-                }
+                // Answered above.
+                "__schema" | "__type" => {}
                 _ => calls.push(RootCall {
                     field,
-                    event: self.event(&document, field, &variables, &headers),
+                    event: self.event(&document, field, &variables, &headers, &identity),
                 }),
             }
         }
@@ -298,6 +342,7 @@ impl Gateway {
         field: &Field,
         variables: &Map<String, Value>,
         headers: &HashMap<String, String>,
+        identity: &Value,
     ) -> Value {
         let arguments: Map<String, Value> = field
             .arguments
@@ -308,6 +353,7 @@ impl Gateway {
         selection_paths(document, &field.selection_set, "", &mut selection_list);
         ResolverEvent::query(field.name.as_str(), Value::Object(arguments))
             .headers(headers.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .identity(identity.clone())
             .selection(selection_list, field.selection_set.to_string())
             .variables(variables.clone())
             .into_json()

@@ -61,6 +61,10 @@ async fn graphql(
             );
         }
     };
+    let identity = match identity(&headers) {
+        Ok(identity) => identity,
+        Err(message) => return Json(json!({"errors": [{"message": message}]})),
+    };
     let headers: HashMap<String, String> = headers
         .iter()
         .filter_map(|(k, v)| {
@@ -69,7 +73,35 @@ async fn graphql(
                 .map(|v| (k.as_str().to_owned(), v.to_owned()))
         })
         .collect();
-    Json(app.gateway.execute(request, headers).await)
+    Json(app.gateway.execute(request, headers, identity).await)
+}
+
+/// The header that says who the caller is: a persona of
+/// [`testkit::appsync::identity::personas`] or an identity in JSON as AppSync
+/// would send it. Without it the caller is an API key (`null` identity).
+pub const IDENTITY_HEADER: &str = "x-playground-identity";
+
+fn identity(headers: &HeaderMap) -> Result<Value, String> {
+    let Some(value) = headers.get(IDENTITY_HEADER) else {
+        return Ok(Value::Null);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| format!("{IDENTITY_HEADER}: not text"))?
+        .trim();
+    if text.starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| format!("{IDENTITY_HEADER}: {e}"));
+    }
+    testkit::appsync::identity::persona(text).ok_or_else(|| {
+        let names: Vec<&str> = testkit::appsync::identity::personas()
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
+        format!(
+            "{IDENTITY_HEADER}: no identity {text:?}; one of {} or an identity in JSON",
+            names.join(", ")
+        )
+    })
 }
 
 /// The processor's answer to Lambda (`batchItemFailures`), plus each

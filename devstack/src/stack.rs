@@ -60,6 +60,10 @@ impl LocalStack {
                     .unwrap_or_else(|| assessments_resolver::legacy::DEFAULT_LIB_PATH.to_owned()),
             ),
             ("NEXT_TOKEN_KEY".to_owned(), LOCAL_TOKEN_KEY.to_owned()),
+            // Local runs answer API-key (null identity) callers like an
+            // admin, as a demo API with API-key auth would; a deployed API
+            // gets this only when its auth mode is API key (infra/template.yaml).
+            ("AUTHZ_ALLOW_API_KEY".to_owned(), "true".to_owned()),
         ];
         if let Some(config) = &options.legacy_config {
             settings.push(("LEGACY_CONFIG".to_owned(), config.clone()));
@@ -115,6 +119,7 @@ impl LocalStack {
             "SQLSERVER_CONNECTION_STRING",
             "LEGACY_LIB_PATH",
             "NEXT_TOKEN_KEY",
+            "AUTHZ_ALLOW_API_KEY",
             "ASSESSMENTS_TABLE",
             "SCORING_API_URL",
             "SCORING_API_KEY",

@@ -137,14 +137,174 @@ async fn invalid_documents_get_graphql_errors_without_invoking_anything() {
     );
 }
 
+/// The error of a query whose one root field fails: that field is null
+/// (the root field is nullable), the error beside it.
 async fn error_of(playground: &support::Playground, query: &str) -> Value {
     let body = playground.graphql(json!({"query": query})).await;
-    assert_eq!(
-        body["data"],
-        Value::Null,
-        "a failed non-null root field nulls data: {body}"
+    let fields = body["data"].as_object().expect("data is an object");
+    assert!(
+        fields.len() == 1 && fields.values().all(Value::is_null),
+        "the failed field is null: {body}"
     );
     body["errors"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_field_leaves_the_others_their_data() {
+    let playground = start(StackOptions::default(), 10).await;
+    let query = "{ a: getAssessments(studentId: \"stu-0001\", limit: 2) { items { id } }
+                   b: getAssessments(studentId: \"stu-9999\") { items { id } } }";
+    let body = playground.graphql(json!({ "query": query })).await;
+    assert_eq!(
+        body["data"]["a"]["items"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    assert_eq!(body["data"]["b"], Value::Null, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["path"], json!(["b"]));
+    assert_eq!(errors[0]["errorType"], "NotFound");
+
+    // As a teacher of school A: stu-0002 (school B) and stu-9999 (no such
+    // student) are refused alike, stu-0001 (school A) answered.
+    let query = "{ a: getAssessments(studentId: \"stu-0001\", limit: 1) { items { id } }
+                   b: getAssessments(studentId: \"stu-0002\") { items { id } }
+                   c: getAssessments(studentId: \"stu-9999\") { items { id } } }";
+    let body = playground
+        .graphql_as(Some("teacher-a"), json!({ "query": query }))
+        .await;
+    assert_eq!(
+        body["data"]["a"]["items"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(body["data"]["b"], Value::Null);
+    assert_eq!(body["data"]["c"], Value::Null);
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 2, "{body}");
+    for (error, student) in errors.iter().zip(["stu-0002", "stu-9999"]) {
+        assert_eq!(error["errorType"], "Unauthorized", "{body}");
+        assert_eq!(
+            error["message"],
+            format!("not authorized to read the assessments of studentId \"{student}\"")
+        );
+    }
+    // Teacher B reads stu-0002; an admin reads both schools.
+    for (who, student) in [
+        ("teacher-b", "stu-0002"),
+        ("admin", "stu-0001"),
+        ("admin", "stu-0002"),
+    ] {
+        let query = format!("{{ getAssessments(studentId: \"{student}\") {{ nextToken }} }}");
+        let body = playground
+            .graphql_as(Some(who), json!({ "query": query }))
+            .await;
+        assert!(body.get("errors").is_none(), "{who} {student}: {body}");
+    }
+    // An identity in JSON, as AppSync would send it; an unknown persona is refused.
+    let lambda = json!({"resolverContext": {"schoolId": "sch-002"}}).to_string();
+    let body = playground
+        .graphql_as(
+            Some(&lambda),
+            json!({"query": "{ getAssessments(studentId: \"stu-0004\") { nextToken } }"}),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let body = playground
+        .graphql_as(Some("principal"), json!({"query": "{ __typename }"}))
+        .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("admin, teacher-a, teacher-b, api-key")),
+        "{body}"
+    );
+    playground.assert_clean().await;
+}
+
+/// The query GraphiQL sends to load a schema (abridged to what it reads).
+const INTROSPECTION: &str = "query IntrospectionQuery {
+  __schema {
+    queryType { name }
+    types { kind name description
+      fields(includeDeprecated: true) { name args { name type { kind name ofType { kind name ofType { kind name } } } } type { kind name ofType { kind name } } }
+      inputFields { name type { kind name } }
+      enumValues(includeDeprecated: true) { name } }
+    directives { name locations }
+  }
+}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_serves_the_schema_without_invoking_the_resolver() {
+    let playground = start(StackOptions::default(), 10).await;
+    let body = playground.graphql(json!({ "query": INTROSPECTION })).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let schema = &body["data"]["__schema"];
+    assert_eq!(schema["queryType"]["name"], "Query");
+    let types = schema["types"].as_array().expect("types");
+    let named = |name: &str| types.iter().find(|t| t["name"] == name).cloned();
+    let query = named("Query").expect("Query");
+    let field = &query["fields"][0];
+    assert_eq!(field["name"], "getAssessments");
+    assert_eq!(
+        field["type"],
+        json!({"kind": "OBJECT", "name": "AssessmentPage", "ofType": null})
+    );
+    let args: Vec<&str> = field["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "studentId",
+            "assessmentType",
+            "dateRange",
+            "limit",
+            "nextToken"
+        ]
+    );
+    let kinds = named("AssessmentType").expect("enum")["enumValues"].clone();
+    let kinds: Vec<&str> = kinds
+        .as_array()
+        .expect("values")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ORAL_READING_FLUENCY",
+            "READING_COMPREHENSION",
+            "PHONOLOGICAL_AWARENESS"
+        ]
+    );
+    for scalar in ["AWSDate", "AWSDateTime"] {
+        assert_eq!(named(scalar).expect(scalar)["kind"], "SCALAR");
+    }
+
+    // __type, and introspection beside a concrete field.
+    let body = playground
+        .graphql(json!({"query": "{ __type(name: \"DateRangeInput\") { kind inputFields { name } }
+                                    page: getAssessments(studentId: \"stu-0002\") { nextToken } }"}))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["__type"]["kind"], "INPUT_OBJECT");
+    assert_eq!(
+        body["data"]["__type"]["inputFields"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(body["data"]["page"], json!({"nextToken": null}));
+    assert_eq!(
+        playground.stats().await["invocations"],
+        1,
+        "only the concrete field invoked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

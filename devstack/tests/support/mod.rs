@@ -59,11 +59,19 @@ async fn send(request: axum::http::Request<Body>) -> (u16, String) {
 
 impl Playground {
     pub async fn graphql(&self, body: Value) -> Value {
-        let request = axum::http::Request::post(format!("{}/graphql", self.url))
+        self.graphql_as(None, body).await
+    }
+
+    /// A GraphQL request as the caller `identity` (a persona name or JSON;
+    /// `None`: the API key).
+    pub async fn graphql_as(&self, identity: Option<&str>, body: Value) -> Value {
+        let mut request = axum::http::Request::post(format!("{}/graphql", self.url))
             .header("content-type", "application/json")
-            .header("x-api-key", "test")
-            .body(Body::from(body.to_string()))
-            .expect("request");
+            .header("x-api-key", "test");
+        if let Some(identity) = identity {
+            request = request.header(devstack::server::IDENTITY_HEADER, identity);
+        }
+        let request = request.body(Body::from(body.to_string())).expect("request");
         let (status, text) = send(request).await;
         assert_eq!(status, 200, "{text}");
         serde_json::from_str(&text).expect("JSON response")
