@@ -53,6 +53,8 @@ pub struct Gateway {
     deps: Arc<Deps>,
     max_batch: usize,
     requests: AtomicU64,
+    /// Where the last invocation spent its time, for the console's panel.
+    last: std::sync::Mutex<Option<Value>>,
 }
 
 /// One root field to resolve through the Lambda handler.
@@ -85,6 +87,7 @@ impl Gateway {
             deps,
             max_batch: max_batch.max(1),
             requests: AtomicU64::new(0),
+            last: std::sync::Mutex::new(None),
         })
     }
 
@@ -258,15 +261,12 @@ impl Gateway {
                 self.requests.fetch_add(1, Ordering::Relaxed) + 1
             );
             if self.max_batch == 1 {
-                let budget = crate::stack::invocation_budget(&self.deps);
-                let outcome =
-                    appsync::handle(&self.deps, chunk[0].event.clone(), &request_id, budget).await;
+                let outcome = self.invoke(chunk[0].event.clone(), &request_id).await;
                 results.push(outcome.map_err(|e| (e.error_type.as_str().to_owned(), e.message)));
                 continue;
             }
             let batch = Value::Array(chunk.iter().map(|c| c.event.clone()).collect());
-            let budget = crate::stack::invocation_budget(&self.deps);
-            match appsync::handle(&self.deps, batch, &request_id, budget).await {
+            match self.invoke(batch, &request_id).await {
                 Ok(Value::Array(items)) => {
                     for item in items {
                         match item.get("errorType").and_then(Value::as_str) {
@@ -313,6 +313,40 @@ impl Gateway {
             Value::Object(data)
         };
         response(data, errors)
+    }
+
+    /// One Lambda invocation through the handler, as AppSync makes it.
+    async fn invoke(
+        &self,
+        payload: Value,
+        request_id: &str,
+    ) -> Result<Value, appsync::AppSyncError> {
+        let budget = crate::stack::invocation_budget(&self.deps);
+        let (outcome, report) =
+            appsync::handle_with_report(&self.deps, payload, request_id, budget).await;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let last = json!({
+            "requestId": report.request_id,
+            "durationMs": ms(report.duration),
+            "dynamodbMs": ms(report.timings.profiles),
+            "sqlMs": ms(report.timings.sql),
+            "legacyMs": ms(report.timings.legacy),
+            "items": report.items,
+            "errors": report.errors,
+        });
+        if let Ok(mut slot) = self.last.lock() {
+            *slot = Some(last);
+        }
+        outcome
+    }
+
+    /// Where the last invocation spent its time (`null` before the first).
+    pub fn last_invocation(&self) -> Value {
+        self.last
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone())
+            .unwrap_or(Value::Null)
     }
 
     fn field_error(

@@ -4,9 +4,11 @@
 //!   stand-in on 127.0.0.1, and both functions' dependencies built from them;
 //! * [`gateway`]: GraphQL requests executed the way AppSync calls a direct
 //!   Lambda resolver;
-//! * [`server`]: the HTTP endpoints and the query console;
+//! * [`server`]: the HTTP endpoints;
+//! * [`console`]: the query console's files (GraphiQL from npm, our page and panel);
 //! * [`import_graph`]: the workspace's module import graph, checked for cycles.
 
+pub mod console;
 pub mod gateway;
 pub mod import_graph;
 pub mod server;

@@ -1,6 +1,8 @@
-//! The playground's HTTP server: `GET /` (the query console), `POST /graphql`,
-//! `GET /stats`, `GET /schema.graphql`, and `POST /sqs` (an SQS event through
-//! the assessment processor, as Lambda would deliver it).
+//! The playground's HTTP server: `GET /` (the query console: GraphiQL, the
+//! identity chooser and the live panel; `/basic` without npm packages),
+//! `GET /assets/{name}`, `POST /graphql`, `GET /stats`, `GET /schema.graphql`,
+//! and `POST /sqs` (an SQS event through the assessment processor, as Lambda
+//! would deliver it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use serde_json::{Value, json};
 use crate::gateway::{Gateway, GraphQLRequest};
 use crate::stack::LocalStack;
 
-/// The console page: no CDN, everything inline.
-const CONSOLE_HTML: &str = include_str!("../static/console.html");
+/// The basic console: no npm packages, everything inline.
+const BASIC_CONSOLE_HTML: &str = include_str!("../static/console.html");
 
 pub struct App {
     pub gateway: Gateway,
@@ -27,6 +29,8 @@ pub struct App {
 pub fn router(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/", get(console))
+        .route("/basic", get(basic_console))
+        .route("/assets/{name}", get(asset))
         .route("/graphql", post(graphql))
         .route("/stats", get(stats))
         .route("/schema.graphql", get(schema))
@@ -34,18 +38,41 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .with_state(app)
 }
 
+/// GraphiQL when its npm packages are installed, the basic console otherwise.
 async fn console(State(app): State<Arc<App>>) -> Html<String> {
+    if crate::console::installed() {
+        return Html(crate::console::page());
+    }
+    Html(basic_page(
+        &app,
+        " &middot; the full editor needs <code>npm ci --prefix devstack/console</code>",
+    ))
+}
+
+async fn basic_console(State(app): State<Arc<App>>) -> Html<String> {
+    Html(basic_page(&app, ""))
+}
+
+async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> axum::response::Response {
+    match crate::console::asset(&name) {
+        Some((content_type, bytes)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        None => (axum::http::StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+fn basic_page(app: &App, notice: &str) -> String {
     let fields: Vec<String> = app
         .gateway
         .query_fields()
         .iter()
         .map(|f| format!("<li><code>{}</code></li>", escape(f)))
         .collect();
-    Html(
-        CONSOLE_HTML
-            .replace("{{FIELDS}}", &fields.join("\n"))
-            .replace("{{SCHEMA}}", &escape(&app.schema_sdl)),
-    )
+    BASIC_CONSOLE_HTML
+        .replace("{{FIELDS}}", &fields.join("\n"))
+        .replace("{{SCHEMA}}", &escape(&app.schema_sdl))
+        .replace("{{NOTICE}}", notice)
 }
 
 async fn graphql(
@@ -151,17 +178,19 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(stats_json(&app.stack))
+    Json(stats_json(&app.stack, &app.gateway))
 }
 
 /// The figures `/stats` serves.
-pub fn stats_json(stack: &LocalStack) -> Value {
+pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let deps = &stack.deps;
     let native = deps.resolver.legacy().native_stats();
     let pool = deps.resolver.sql().status();
     json!({
         "invocations": deps.counters.invocations.load(Relaxed),
+        // Where the last invocation through the gateway spent its time.
+        "lastInvocation": gateway.last_invocation(),
         "items": deps.counters.items.load(Relaxed),
         "itemErrors": deps.counters.item_errors.load(Relaxed),
         // Result handles live only during a call: 0 whenever the stack is idle.

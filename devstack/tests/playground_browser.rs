@@ -1,7 +1,11 @@
-//! The console in a real browser: headless Chromium (Debian's `chromium`,
-//! installed by the test command) loads a query into the page, runs it, and
-//! the result pane shows the data. A screenshot is kept as an artifact at
-//! `target/artifacts/playground.png`.
+//! The consoles in a real browser, headless Chromium (Debian's `chromium`,
+//! installed by the test command):
+//! * GraphiQL at `/`, driven by `devstack/console/browser-test.mjs`
+//!   (playwright-core): a query typed with a completion accepted, run as two
+//!   identities, inline validation, the live panel; screenshot at
+//!   `target/artifacts/console.png`;
+//! * the basic console at `/basic` (no npm packages): a linked query run,
+//!   the result pane read from the DOM; screenshot at `target/artifacts/playground.png`.
 
 mod support;
 
@@ -9,6 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use devstack::stack::StackOptions;
+use serde_json::Value;
 
 fn chromium() -> PathBuf {
     for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
@@ -61,11 +66,11 @@ fn encode(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_runs_a_query_and_shows_the_result() {
+async fn the_basic_console_runs_a_query_and_shows_the_result() {
     let playground = support::start(StackOptions::default(), 10).await;
     let query = "query($s: ID!) { getAssessments(studentId: $s, limit: 2) { items { id studentId benchmarkBand } nextToken } }";
     let url = format!(
-        "{}/?query={}&variables={}&run=1",
+        "{}/basic?query={}&variables={}&run=1",
         playground.url,
         encode(query),
         encode(r#"{"s": "stu-0001"}"#)
@@ -95,5 +100,107 @@ async fn the_console_runs_a_query_and_shows_the_result() {
         .expect("task");
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "a screenshot was written ({size} bytes)");
+    playground.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_completes_validates_runs_as_each_identity_and_shows_the_lifecycle() {
+    devstack::console::ensure_installed().expect("the console's npm packages");
+    let playground = support::start(StackOptions::default(), 10).await;
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let shot = artifacts.join("console.png");
+    let _ = std::fs::remove_file(&shot);
+    let script = devstack::console::dir().join("browser-test.mjs");
+    let (url, shot_arg) = (playground.url.clone(), shot.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(url)
+            .arg(shot_arg)
+            .env("CHROMIUM", chromium())
+            .output()
+            .expect("run node")
+    })
+    .await
+    .expect("task");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no report from the browser: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    assert!(
+        output.status.success() && seen.get("error").is_none(),
+        "{seen:#}"
+    );
+    assert_eq!(seen["consoleErrors"], serde_json::json!([]), "{seen:#}");
+
+    // Typing "{ getAs" offered the field; Enter accepted it.
+    assert!(
+        seen["completions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|h| h == "getAssessments")),
+        "{seen:#}"
+    );
+    assert_eq!(seen["afterCompletion"], "{ getAssessments}", "{seen:#}");
+
+    // As a teacher of school A, stu-0001 (school A): two scored items.
+    let page = &seen["asTeacherA"]["data"]["getAssessments"];
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{seen:#}");
+    assert!(items.iter().all(|i| i["benchmarkBand"].is_string()));
+    assert!(page["nextToken"].is_string());
+    // As a teacher of school B: refused, the field null beside its error.
+    let refused = &seen["asTeacherB"];
+    assert_eq!(refused["data"]["getAssessments"], Value::Null, "{seen:#}");
+    assert_eq!(refused["errors"][0]["errorType"], "Unauthorized");
+
+    // The panel after the run: no handle alive, the pool idle, the last
+    // invocation's time per dependency.
+    let panel = &seen["panel"];
+    assert_eq!(panel["panel-live-handles"], "0", "{seen:#}");
+    assert_eq!(panel["panel-violations"], "0");
+    assert_eq!(panel["panel-crashes"], "0 / 0");
+    assert!(
+        panel["panel-pool"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("0 / ") && p.ends_with(" / 4")),
+        "{seen:#}"
+    );
+    for key in [
+        "panel-last-total",
+        "panel-last-dynamodb",
+        "panel-last-sql",
+        "panel-last-legacy",
+    ] {
+        assert!(
+            panel[key].as_str().is_some_and(|t| t.ends_with(" ms")),
+            "{key}: {seen:#}"
+        );
+    }
+    assert_eq!(panel["panel-last-items"], "1 / 0");
+
+    // Links carry the query and the identity; validation marks the editor.
+    let link = seen["link"].as_str().unwrap_or_default();
+    assert!(
+        link.contains("identity=teacher-a") && link.contains("query=%7B+getAssessments"),
+        "{link}"
+    );
+    assert!(
+        seen["linkAfterIdentity"]
+            .as_str()
+            .is_some_and(|l| l.contains("identity=teacher-b"))
+    );
+    assert!(seen["lintMarks"].as_u64() >= Some(1), "{seen:#}");
+
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "a screenshot was written ({size} bytes)");
+    println!("console screenshot: {}", shot.display());
     playground.assert_clean().await;
 }

@@ -382,7 +382,7 @@ async fn resolver_errors_come_back_as_appsync_shows_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_page_and_the_schema_are_served_offline() {
     let playground = start(StackOptions::default(), 10).await;
-    let (status, page) = playground.get("/").await;
+    let (status, page) = playground.get("/basic").await;
     assert_eq!(status, 200);
     assert!(
         page.contains("getAssessments(studentId: ID!"),
@@ -392,6 +392,23 @@ async fn the_console_page_and_the_schema_are_served_offline() {
         !page.contains("http://") && !page.contains("https://"),
         "no CDN or remote asset"
     );
+    // GraphiQL's page: every script and style from /assets, served here.
+    if devstack::console::installed() {
+        let (status, page) = playground.get("/").await;
+        assert_eq!(status, 200);
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no CDN or remote asset"
+        );
+        assert!(page.contains("\"name\":\"teacher-a\""), "the personas");
+        for (name, _, _) in devstack::console::ASSETS {
+            assert!(page.contains(&format!("/assets/{name}")), "{name}");
+            let (status, body) = playground.get(&format!("/assets/{name}")).await;
+            assert_eq!(status, 200, "{name}");
+            assert!(body.len() > 1000, "{name}");
+        }
+        assert_eq!(playground.get("/assets/../Cargo.toml").await.0, 404);
+    }
     let (status, schema) = playground.get("/schema.graphql").await;
     assert_eq!((status, schema.as_str()), (200, devstack::SCHEMA_SDL));
 }

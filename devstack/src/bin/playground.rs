@@ -82,6 +82,12 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         (true, _) => Some(assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH.to_owned()),
         (false, path) => path,
     };
+    let console = if devstack::console::installed() {
+        Ok(())
+    } else {
+        eprintln!("installing the console's editor (npm ci in devstack/console, once)...");
+        devstack::console::ensure_installed()
+    };
     let stack = LocalStack::start(StackOptions {
         services: ServicesOptions {
             dynamodb_endpoint: args.dynamodb_endpoint,
@@ -114,11 +120,17 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("http://{}", listener.local_addr()?);
 
     println!("playground: {url}   (POST {url}/graphql, GET {url}/stats)");
+    if let Err(error) = console {
+        println!("console: the basic one ({error}); GraphiQL once npm ci has run");
+    }
+    println!(
+        "who you are: choose in the console, or the x-playground-identity header: admin, teacher-a (school sch-001), teacher-b (sch-002), api-key (the default)"
+    );
     println!(
         "assessment processor: POST an SQS event to {url}/sqs, e.g. curl -s {url}/sqs -d @testkit/fixtures/sqs-event.json"
     );
     println!(
-        "demo students: stu-0001 (74 assessments), stu-0002 (none), stu-0003..stu-0040, stu-9999 (no profile)"
+        "demo students: stu-0001 (74 assessments, sch-001), stu-0002 (none, sch-002), stu-0003..stu-0040 (odd: sch-001, even: sch-002), stu-9999 (no profile)"
     );
     println!(
         "settings for the real assessments-resolver binary (under a Lambda Runtime API, e.g. cargo lambda watch):"
