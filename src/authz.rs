@@ -215,32 +215,32 @@ impl AuthzPolicy {
     }
 }
 
-/// `(partition, account, role name)` of `arn:<p>:iam::<account>:role/<path/>name`.
-fn role_parts(arn: &str) -> Option<(&str, &str, &str)> {
+/// `(partition, service, account, resource)` of `arn:<partition>:<service>:<region>:<account>:<resource>`.
+fn arn_parts(arn: &str) -> Option<(&str, &str, &str, &str)> {
     let mut parts = arn.splitn(6, ':');
-    let (_, partition, service, _, account, resource) = (
-        parts.next()?,
+    if parts.next()? != "arn" {
+        return None;
+    }
+    let (partition, service, _region, account, resource) = (
         parts.next()?,
         parts.next()?,
         parts.next()?,
         parts.next()?,
         parts.next()?,
     );
+    Some((partition, service, account, resource))
+}
+
+/// `(partition, account, role name)` of `arn:<p>:iam::<account>:role/<path/>name`.
+fn role_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let (partition, service, account, resource) = arn_parts(arn)?;
     let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
     (service == "iam" && !name.is_empty()).then_some((partition, account, name))
 }
 
 /// `(partition, account, role name)` of `arn:<p>:sts::<account>:assumed-role/<name>/<session>`.
 fn assumed_role_parts(arn: &str) -> Option<(&str, &str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (_, partition, service, _, account, resource) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
+    let (partition, service, account, resource) = arn_parts(arn)?;
     let mut resource = resource.strip_prefix("assumed-role/")?.split('/');
     let name = resource.next()?;
     resource.next()?;

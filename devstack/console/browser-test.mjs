@@ -5,6 +5,7 @@
 // devstack/tests/playground_browser.rs asserts on it.
 //
 //   node devstack/console/browser-test.mjs http://127.0.0.1:4000 target/artifacts/console.png
+//   (run by devstack/tests/playground_browser.rs, which passes CHROMIUM and CHROMIUM_FLAGS)
 
 import { chromium } from "playwright-core";
 
@@ -14,17 +15,10 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 
+// The test passes the browser and its flags (CHROMIUM, CHROMIUM_FLAGS).
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
+  args: (process.env.CHROMIUM_FLAGS || "--no-sandbox").split(" ").filter(Boolean),
 });
 const seen = { consoleErrors: [] };
 try {

@@ -24,22 +24,25 @@ fn chromium() -> PathBuf {
     panic!("Chromium is not installed: scripts/test installs Debian's chromium package");
 }
 
+/// Chromium as root on a machine with no outside network: no sandbox, and no
+/// background connections (refused here, many at a time).
+const CHROMIUM_FLAGS: [&str; 7] = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// Runs headless Chromium on `url` with `extra` flags; returns its stdout.
 fn headless(url: &str, extra: &[&str]) -> String {
     let profile = std::env::temp_dir().join(format!("playground-chromium-{}", std::process::id()));
     let output = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1400,900",
-            "--virtual-time-budget=15000",
-        ])
+        .arg("--headless")
+        .args(CHROMIUM_FLAGS)
+        .args(["--window-size=1400,900", "--virtual-time-budget=15000"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
@@ -119,6 +122,7 @@ async fn graphiql_completes_validates_runs_as_each_identity_and_shows_the_lifecy
             .arg(url)
             .arg(shot_arg)
             .env("CHROMIUM", chromium())
+            .env("CHROMIUM_FLAGS", CHROMIUM_FLAGS.join(" "))
             .output()
             .expect("run node")
     })
