@@ -145,9 +145,18 @@ async fn a_crash_every_fifty_calls_fails_only_those_calls_over_five_thousand() {
         stats.started >= crashed,
         "each crashed worker replaced: {stats:?}"
     );
-    let (low, high) = (baseline.iter().min(), baseline.iter().max());
+    // A sample can catch a worker counted before its pipes are open, or dead
+    // and not yet buried (±3 descriptors, seen under load); a leak would move
+    // every later sample up by ~10 per 500 calls (a crash every 50 calls).
+    // So compare the halves' medians.
+    let median = |samples: &[i64]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+    };
+    let (first, last) = baseline.split_at(baseline.len() / 2);
     assert!(
-        high.zip(low).is_some_and(|(h, l)| h - l <= 3),
+        (median(last) - median(first)).abs() <= 1,
         "no descriptor growth: {baseline:?}"
     );
 
@@ -161,7 +170,7 @@ async fn a_crash_every_fifty_calls_fails_only_those_calls_over_five_thousand() {
     // workers' descriptors all closed.
     let after = open_fds() as i64;
     assert!(
-        low.is_some_and(|l| after <= *l),
+        after <= median(&baseline),
         "descriptors after shutdown {after}, before the run {fds_before}, baseline {baseline:?}"
     );
 }
@@ -386,7 +395,8 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
         100,
         "{outcomes:?}"
     );
-    // The EMF line of an invocation carries the supervisor's counters.
+    // The invocations' reports took the crashes as they happened: the
+    // running total is in the log fields, and nothing is left to report.
     let report = assessments_resolver::report::InvocationReport::new(
         "r",
         false,
@@ -394,8 +404,11 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
         Duration::from_millis(1),
         Default::default(),
     );
-    let emf = stack.deps().with_resource_state(&report).emf("fn", 0);
-    assert_eq!(emf["LegacyWorkerCrashes"], crashed);
+    let report = stack.deps().with_resource_state(&report);
+    let resources = report.resources.expect("resource state");
+    assert_eq!(resources.isolation_total.map(|t| t.crashes), Some(crashed));
+    let emf = &report.emf("fn", 0)[0];
+    assert_eq!(emf["LegacyWorkerCrashes"], 0, "already reported: {emf}");
     assert_eq!(emf["LegacyBreakerOpen"], 0);
     stack.deps().shutdown().await;
     assert!(zombies().is_empty());
