@@ -13,7 +13,7 @@ use assessments_common::observability::MetricsSettings;
 use crate::authz::AuthzPolicy;
 use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
 use crate::profiles::ProfileStore;
-use crate::report::InvocationReport;
+use crate::report::{InvocationReport, ReportedTotals, ResourceState};
 use crate::resolver::keys::{self, KeyError};
 use crate::resolver::{Resolver, TokenKeySettings};
 use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
@@ -103,6 +103,8 @@ pub struct InvocationCounters {
 pub struct Deps {
     pub resolver: Resolver,
     pub counters: InvocationCounters,
+    /// The running counters' values the metrics have reported.
+    reported: ReportedTotals,
     metrics: MetricsSettings,
     shutdown_grace: Duration,
     deadline_margin: Duration,
@@ -133,6 +135,7 @@ impl Deps {
         Ok(Deps {
             resolver: Resolver::new(profiles, pool, legacy, tokens, settings.authz),
             counters: InvocationCounters::default(),
+            reported: ReportedTotals::default(),
             metrics: settings.metrics,
             shutdown_grace: settings.shutdown_grace,
             deadline_margin: settings.deadline_margin,
@@ -146,19 +149,27 @@ impl Deps {
     }
 
     /// The report with the state of the environment's resources added: the
-    /// pool, the native handles (in process) or the workers (isolated).
+    /// pool, the native handles (in process) or the workers (isolated); the
+    /// running counters' increase since the last report is taken here, so
+    /// call this once per invocation.
     pub fn with_resource_state(&self, report: &InvocationReport) -> InvocationReport {
         let mut report = report.clone();
-        report.pool = Some(self.resolver.sql().status());
-        if let Some(native) = self.resolver.legacy().native_stats() {
-            report.native_live_handles = Some(native.live_results());
-            report.native_violations = Some(native.violations);
-        }
-        report.isolation = self.resolver.legacy().isolation_stats();
+        let legacy = self.resolver.legacy();
+        let native = legacy.native_stats();
+        let isolation_total = legacy.isolation_stats();
+        report.resources = Some(ResourceState {
+            pool: self.resolver.sql().status(),
+            pool_peak: self.resolver.sql().take_recent_peak(),
+            native_live_handles: native.map(|n| n.live_results()),
+            native_violations_total: native.map(|n| n.violations),
+            native_violations: native.map(|n| self.reported.new_violations(n.violations)),
+            isolation_total,
+            isolation: isolation_total.map(|t| self.reported.isolation_increase(&t)),
+        });
         report
     }
 
-    /// Logs the invocation and prints its EMF line; updates the counters.
+    /// Logs the invocation and prints its EMF lines; updates the counters.
     pub fn record(&self, report: &InvocationReport) {
         let report = self.with_resource_state(report);
         self.counters.invocations.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,16 @@
 //! What one resolver invocation did: its structured log line and its EMF
-//! metrics (the document is built by [`assessments_common::observability`]).
+//! metrics (the documents are built by [`assessments_common::observability`]).
+//!
+//! The metrics are per invocation: values of this invocation (its items, its
+//! time), gauges read at its end (workers alive, handles alive), and for the
+//! execution environment's running counters (worker crashes, violations...)
+//! the increase since the previous invocation's report ([`ReportedTotals`]),
+//! so CloudWatch's Sum over any period counts each event once, across
+//! sandboxes. The running totals themselves are in the log line only.
+//! [`METRICS`] documents each one; `infra/check_template.py` checks that every
+//! alarmed metric is in it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use assessments_common::observability::{Metric, emf_document, ms};
@@ -13,6 +23,176 @@ use crate::sqlserver::PoolStatus;
 /// The CloudWatch namespace of the resolver's EMF metrics.
 pub const METRICS_NAMESPACE: &str = "AssessmentsResolver";
 
+/// The metric of the per-error-type documents (dimensions `FunctionName`, `ErrorType`).
+pub const ITEM_ERRORS_METRIC: &str = "ItemErrors";
+
+/// Every metric the resolver emits (dimension `FunctionName`): name, unit,
+/// what it means and what normal looks like. The README's runbook and the
+/// template's alarms use these names.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    (
+        "Items",
+        "Count",
+        "fields resolved (1 per single invoke; the batch's length)",
+    ),
+    (
+        "Errors",
+        "Count",
+        "items that failed, any type (per type: ItemErrors by ErrorType)",
+    ),
+    (
+        "DurationMs",
+        "Milliseconds",
+        "the handler's time, from event to answer",
+    ),
+    (
+        "ProfilesMs",
+        "Milliseconds",
+        "waiting for DynamoDB (the profiles)",
+    ),
+    (
+        "SqlMs",
+        "Milliseconds",
+        "waiting for SQL Server (pool, connect, page queries)",
+    ),
+    (
+        "LegacyMs",
+        "Milliseconds",
+        "scoring through the legacy component (slot wait and calls)",
+    ),
+    (
+        "ProfilesRequested",
+        "Count",
+        "distinct student profiles read from DynamoDB",
+    ),
+    (
+        "PoolInUse",
+        "Count",
+        "SQL connections still checked out when the invocation answered: 0 normally",
+    ),
+    (
+        "PoolPeak",
+        "Count",
+        "most SQL connections in use at once during the invocation (at most SQL_POOL_MAX_SIZE)",
+    ),
+    (
+        "NativeLiveHandles",
+        "Count",
+        "legacy result handles alive when the invocation answered: 0 normally (a leak otherwise)",
+    ),
+    (
+        "NativeViolations",
+        "Count",
+        "new double or foreign releases seen by the legacy component: 0 always (a bug otherwise)",
+    ),
+    (
+        "LegacyWorkers",
+        "Count",
+        "legacy worker processes alive at the end (isolation)",
+    ),
+    (
+        "LegacyWorkersStarted",
+        "Count",
+        "worker processes started during the invocation",
+    ),
+    (
+        "LegacyWorkerCrashes",
+        "Count",
+        "workers that died by a signal (SIGSEGV, SIGABRT...) during the invocation",
+    ),
+    (
+        "LegacyWorkerHangs",
+        "Count",
+        "workers killed for a call past LEGACY_CALL_TIMEOUT_MS during the invocation",
+    ),
+    (
+        "LegacyWorkersRecycled",
+        "Count",
+        "workers replaced after LEGACY_WORKER_MAX_CALLS or past their RSS limit",
+    ),
+    (
+        "LegacyWorkerStartFailures",
+        "Count",
+        "worker starts that failed during the invocation",
+    ),
+    (
+        "LegacyBreakerOpened",
+        "Count",
+        "times the breaker opened during the invocation",
+    ),
+    (
+        "LegacyBreakerOpen",
+        "Count",
+        "1 while the breaker refuses calls, 0 when closed",
+    ),
+];
+
+/// The running counters' values already reported: each increase is reported
+/// once, by the first invocation that sees it (also when invocations run
+/// concurrently: `fetch_max` hands each unit to one of them).
+#[derive(Debug, Default)]
+pub struct ReportedTotals {
+    violations: AtomicU64,
+    started: AtomicU64,
+    crashes: AtomicU64,
+    exits: AtomicU64,
+    hangs: AtomicU64,
+    invalid_replies: AtomicU64,
+    recycled: AtomicU64,
+    start_failures: AtomicU64,
+    refused: AtomicU64,
+    breaker_opened: AtomicU64,
+}
+
+fn newly(reported: &AtomicU64, total: u64) -> u64 {
+    total.saturating_sub(reported.fetch_max(total, Ordering::Relaxed))
+}
+
+impl ReportedTotals {
+    /// New native violations since the last report.
+    pub fn new_violations(&self, total: u64) -> u64 {
+        newly(&self.violations, total)
+    }
+
+    /// The supervisor's counters as increases since the last report; the
+    /// gauges (`workers`, `max_workers`, `breaker`) as they are.
+    pub fn isolation_increase(&self, total: &IsolationStats) -> IsolationStats {
+        IsolationStats {
+            workers: total.workers,
+            max_workers: total.max_workers,
+            started: newly(&self.started, total.started),
+            crashes: newly(&self.crashes, total.crashes),
+            exits: newly(&self.exits, total.exits),
+            hangs: newly(&self.hangs, total.hangs),
+            invalid_replies: newly(&self.invalid_replies, total.invalid_replies),
+            recycled: newly(&self.recycled, total.recycled),
+            start_failures: newly(&self.start_failures, total.start_failures),
+            refused: newly(&self.refused, total.refused),
+            breaker_opened: newly(&self.breaker_opened, total.breaker_opened),
+            breaker: total.breaker,
+        }
+    }
+}
+
+/// What the execution environment's resources looked like when the
+/// invocation answered (filled in by `Deps::record`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResourceState {
+    /// The pool, with its running totals (logs).
+    pub pool: PoolStatus,
+    /// The most connections in use at once during this invocation.
+    pub pool_peak: usize,
+    pub native_live_handles: Option<u64>,
+    /// Since the environment started (logs).
+    pub native_violations_total: Option<u64>,
+    /// New during this invocation (metrics).
+    pub native_violations: Option<u64>,
+    /// With `LEGACY_ISOLATION=process`: the supervisor's running totals (logs).
+    pub isolation_total: Option<IsolationStats>,
+    /// Their increase during this invocation, gauges as they are (metrics).
+    pub isolation: Option<IsolationStats>,
+}
+
 /// What one invocation did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvocationReport {
@@ -20,15 +200,12 @@ pub struct InvocationReport {
     pub batch: bool,
     pub items: usize,
     pub errors: usize,
-    pub error_types: Vec<ErrorType>,
+    /// Each error type that occurred, with its count.
+    pub error_types: Vec<(ErrorType, usize)>,
     pub duration: Duration,
     pub timings: Timings,
     /// Filled in by `Deps::record`.
-    pub pool: Option<PoolStatus>,
-    pub native_live_handles: Option<u64>,
-    pub native_violations: Option<u64>,
-    /// With `LEGACY_ISOLATION=process`: the supervisor's counters.
-    pub isolation: Option<IsolationStats>,
+    pub resources: Option<ResourceState>,
 }
 
 impl InvocationReport {
@@ -47,10 +224,7 @@ impl InvocationReport {
             error_types: Vec::new(),
             duration,
             timings,
-            pool: None,
-            native_live_handles: None,
-            native_violations: None,
-            isolation: None,
+            resources: None,
         }
     }
 
@@ -63,20 +237,25 @@ impl InvocationReport {
 
     pub fn count_error(&mut self, error_type: ErrorType) {
         self.errors += 1;
-        if !self.error_types.contains(&error_type) {
-            self.error_types.push(error_type);
+        match self.error_types.iter_mut().find(|(t, _)| *t == error_type) {
+            Some((_, count)) => *count += 1,
+            None => self.error_types.push((error_type, 1)),
         }
     }
 
-    /// The structured log line's fields.
+    /// The structured log line's fields: this invocation's figures and the
+    /// environment's running totals.
     pub fn log(&self) {
-        let pool = self.pool.unwrap_or_default();
+        let resources = self.resources.unwrap_or_default();
+        let pool = resources.pool;
+        let totals = resources.isolation_total;
         tracing::info!(
             request_id = %self.request_id,
             field = "Query.getAssessments",
             batch = self.batch,
             items = self.items,
             errors = self.errors,
+            error_types = ?self.error_types.iter().map(|(t, n)| format!("{}={n}", t.as_str())).collect::<Vec<_>>(),
             duration_ms = ms(self.duration),
             profiles_ms = ms(self.timings.profiles),
             sql_ms = ms(self.timings.sql),
@@ -84,23 +263,27 @@ impl InvocationReport {
             profiles_requested = self.timings.profiles_requested,
             pool_size = pool.size,
             pool_in_use = pool.in_use,
-            pool_peak = pool.peak_in_use,
+            pool_peak_invocation = resources.pool_peak,
+            pool_peak_total = pool.peak_in_use,
             pool_max = pool.max_size,
-            native_live_handles = self.native_live_handles.unwrap_or(0),
-            native_violations = self.native_violations.unwrap_or(0),
-            legacy_workers = self.isolation.map(|i| i.workers),
-            legacy_worker_crashes = self.isolation.map(|i| i.crashes),
-            legacy_worker_hangs = self.isolation.map(|i| i.hangs),
-            legacy_workers_started = self.isolation.map(|i| i.started),
-            legacy_worker_start_failures = self.isolation.map(|i| i.start_failures),
-            legacy_breaker = self.isolation.and_then(|i| i.breaker).map(|b| b.as_str()),
+            native_live_handles = resources.native_live_handles.unwrap_or(0),
+            native_violations_total = resources.native_violations_total.unwrap_or(0),
+            legacy_workers = totals.map(|i| i.workers),
+            legacy_worker_crashes_total = totals.map(|i| i.crashes),
+            legacy_worker_hangs_total = totals.map(|i| i.hangs),
+            legacy_workers_started_total = totals.map(|i| i.started),
+            legacy_worker_start_failures_total = totals.map(|i| i.start_failures),
+            legacy_breaker_opened_total = totals.map(|i| i.breaker_opened),
+            legacy_breaker = totals.and_then(|i| i.breaker).map(|b| b.as_str()),
             "invocation"
         );
     }
 
-    /// One EMF document: metrics CloudWatch extracts from the log line.
-    pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
-        let pool = self.pool.unwrap_or_default();
+    /// The EMF documents: one with this invocation's metrics, and one per
+    /// error type that occurred (`ItemErrors` under the `ErrorType` dimension,
+    /// whose values are the bounded set of [`ErrorType`]).
+    pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Vec<Value> {
+        let resources = self.resources.unwrap_or_default();
         let mut metrics: Vec<Metric> = vec![
             ("Items", "Count", self.items as f64),
             ("Errors", "Count", self.errors as f64),
@@ -113,23 +296,20 @@ impl InvocationReport {
                 "Count",
                 self.timings.profiles_requested as f64,
             ),
-            ("PoolInUse", "Count", pool.in_use as f64),
-            ("PoolPeak", "Count", pool.peak_in_use as f64),
-            ("PoolSize", "Count", pool.size as f64),
+            ("PoolInUse", "Count", resources.pool.in_use as f64),
+            ("PoolPeak", "Count", resources.pool_peak as f64),
             (
                 "NativeLiveHandles",
                 "Count",
-                self.native_live_handles.unwrap_or(0) as f64,
+                resources.native_live_handles.unwrap_or(0) as f64,
             ),
             (
                 "NativeViolations",
                 "Count",
-                self.native_violations.unwrap_or(0) as f64,
+                resources.native_violations.unwrap_or(0) as f64,
             ),
         ];
-        if let Some(isolation) = self.isolation {
-            // Counters since the environment started; CloudWatch's Maximum over a
-            // period shows their growth, LegacyBreakerOpen is 1 while refusing.
+        if let Some(isolation) = resources.isolation {
             let open = isolation.breaker != Some(BreakerState::Closed);
             metrics.extend([
                 ("LegacyWorkers", "Count", isolation.workers as f64),
@@ -142,28 +322,39 @@ impl InvocationReport {
                     "Count",
                     isolation.start_failures as f64,
                 ),
+                (
+                    "LegacyBreakerOpened",
+                    "Count",
+                    isolation.breaker_opened as f64,
+                ),
                 ("LegacyBreakerOpen", "Count", f64::from(u8::from(open))),
             ]);
         }
         let mut properties = serde_json::Map::new();
         properties.insert("RequestId".to_owned(), json!(self.request_id));
         properties.insert("Batch".to_owned(), json!(self.batch));
-        properties.insert(
-            "ErrorTypes".to_owned(),
-            json!(
-                self.error_types
-                    .iter()
-                    .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-            ),
-        );
-        emf_document(
+        let mut documents = vec![emf_document(
             METRICS_NAMESPACE,
+            &[&["FunctionName"]],
             function_name,
             timestamp_ms,
             &metrics,
             properties,
-        )
+        )];
+        for (error_type, count) in &self.error_types {
+            let mut properties = serde_json::Map::new();
+            properties.insert("RequestId".to_owned(), json!(self.request_id));
+            properties.insert("ErrorType".to_owned(), json!(error_type.as_str()));
+            documents.push(emf_document(
+                METRICS_NAMESPACE,
+                &[&["FunctionName", "ErrorType"]],
+                function_name,
+                timestamp_ms,
+                &[(ITEM_ERRORS_METRIC, "Count", *count as f64)],
+                properties,
+            ));
+        }
+        documents
     }
 }
 
@@ -171,8 +362,7 @@ impl InvocationReport {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_emf_document_declares_every_metric_it_carries() {
+    fn report_with_errors() -> InvocationReport {
         let mut report = InvocationReport::new(
             "req-1",
             true,
@@ -181,19 +371,80 @@ mod tests {
             Timings::default(),
         );
         report.count_error(ErrorType::NotFound);
-        let doc = report.emf("fn", 1_700_000_000_000);
-        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-            .as_array()
-            .expect("metrics");
-        for metric in declared {
-            let name = metric["Name"].as_str().expect("name");
-            assert!(
-                doc.get(name).is_some_and(Value::is_number),
-                "{name} has no numeric value"
-            );
+        report.count_error(ErrorType::Unauthorized);
+        report.count_error(ErrorType::NotFound);
+        report
+    }
+
+    #[test]
+    fn every_metric_is_documented_declared_and_numeric() {
+        let mut report = report_with_errors();
+        report.resources = Some(ResourceState {
+            isolation: Some(IsolationStats {
+                breaker: Some(BreakerState::Closed),
+                ..IsolationStats::default()
+            }),
+            ..ResourceState::default()
+        });
+        let documents = report.emf("fn", 1_700_000_000_000);
+        let doc = &documents[0];
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        let declared = directive["Metrics"].as_array().expect("metrics");
+        assert_eq!(
+            declared.len(),
+            METRICS.len(),
+            "every metric, with isolation"
+        );
+        for (metric, (name, unit, _)) in declared.iter().zip(METRICS) {
+            assert_eq!(metric, &json!({"Name": name, "Unit": unit}));
+            assert!(doc[*name].is_number(), "{name} has no numeric value");
         }
-        assert_eq!(doc["Errors"], 1);
-        assert_eq!(doc["ErrorTypes"], json!(["NotFound"]));
+        assert_eq!(doc["Errors"], 3);
         assert_eq!(doc["DurationMs"], 12.0);
+    }
+
+    #[test]
+    fn each_error_type_has_its_own_document_under_the_error_type_dimension() {
+        let documents = report_with_errors().emf("fn", 0);
+        assert_eq!(documents.len(), 3);
+        for (doc, (error_type, count)) in documents[1..]
+            .iter()
+            .zip([("NotFound", 2), ("Unauthorized", 1)])
+        {
+            let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(
+                directive["Dimensions"],
+                json!([["FunctionName", "ErrorType"]])
+            );
+            assert_eq!(
+                directive["Metrics"],
+                json!([{"Name": ITEM_ERRORS_METRIC, "Unit": "Count"}])
+            );
+            assert_eq!(doc["ErrorType"], error_type);
+            assert_eq!(doc[ITEM_ERRORS_METRIC], count);
+        }
+    }
+
+    #[test]
+    fn running_totals_are_reported_once_as_increases() {
+        let reported = ReportedTotals::default();
+        let total = |crashes, started| IsolationStats {
+            workers: 2,
+            crashes,
+            started,
+            ..IsolationStats::default()
+        };
+        let first = reported.isolation_increase(&total(1, 2));
+        assert_eq!((first.crashes, first.started, first.workers), (1, 2, 2));
+        let same = reported.isolation_increase(&total(1, 2));
+        assert_eq!((same.crashes, same.started, same.workers), (0, 0, 2));
+        let later = reported.isolation_increase(&total(4, 2));
+        assert_eq!(later.crashes, 3);
+        // A report that read older totals (a concurrent invocation) adds nothing.
+        assert_eq!(reported.isolation_increase(&total(2, 1)).crashes, 0);
+        assert_eq!(reported.new_violations(0), 0);
+        assert_eq!(reported.new_violations(2), 2);
+        assert_eq!(reported.new_violations(2), 0);
     }
 }

@@ -88,6 +88,18 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
         "isolated by default, the workers counted: {emf:#?}"
     );
     assert!(emf.iter().all(|doc| doc["LegacyWorkerCrashes"] == 0));
+    // The failed items, by error type, one document per type and invocation.
+    let by_type: Vec<(Value, Value)> = testkit::function::error_type_documents(&output)
+        .iter()
+        .map(|doc| (doc["ErrorType"].clone(), doc["ItemErrors"].clone()))
+        .collect();
+    assert_eq!(
+        by_type,
+        [
+            (json!("NotFound"), json!(1)),
+            (json!("ValidationError"), json!(1))
+        ]
+    );
     let logs = output.join("\n");
     assert!(logs.contains("legacy engine closed"), "{logs}");
     assert!(logs.contains("SQL Server pool closed"), "{logs}");
@@ -191,4 +203,64 @@ async fn in_production_mode_the_connection_string_comes_from_secrets_manager() {
         1,
         "connected with the secret's connection string"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invocation_reports_its_own_worker_crashes_and_the_logs_keep_the_totals() {
+    let stack = Stack::start(&[]).await;
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = stack.env();
+    env.retain(|(k, _)| !matches!(k.as_str(), "LEGACY_ISOLATION" | "LEGACY_CONFIG"));
+    env.extend([
+        ("METRICS_EMF".to_owned(), "true".to_owned()),
+        ("LEGACY_MAX_CONCURRENCY".to_owned(), "1".to_owned()),
+        // The worker's fifth call kills it (SIGSEGV).
+        (
+            "LEGACY_CONFIG".to_owned(),
+            "crash=segv;crash_every=5".to_owned(),
+        ),
+    ]);
+    env.extend(lambda_env(&api, "assessments-resolver"));
+    let mut function = Function::spawn(RESOLVER_BINARY, env);
+    let mut outcomes = Vec::new();
+    for _ in 0..7 {
+        let result = api
+            .invoke(
+                get_assessments(json!({"studentId": "stu-0001", "limit": 1})),
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("invoke");
+        outcomes.push(match result {
+            InvocationResult::Response(_) => "ok".to_owned(),
+            InvocationResult::Error(e) => e["errorType"].as_str().unwrap_or("?").to_owned(),
+        });
+    }
+    assert_eq!(outcomes[4], "LegacyComponentError", "{outcomes:?}");
+    let (output, emf) = function.terminate();
+    assert_eq!(emf.len(), 7, "{output:#?}");
+    let crashes: Vec<u64> = emf
+        .iter()
+        .map(|doc| doc["LegacyWorkerCrashes"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(
+        crashes,
+        [0, 0, 0, 0, 1, 0, 0],
+        "the crash in invocation 5 only"
+    );
+    // Started: the first worker in invocation 1, its replacement once (in the
+    // background after invocation 5 answered, so reported by 5 or 6).
+    assert_eq!(
+        testkit::function::emf_sum(&emf, "LegacyWorkersStarted"),
+        2,
+        "{emf:#?}"
+    );
+    // The running totals are in the log lines, not in the metrics.
+    let last_log = output
+        .iter()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "invocation")
+        .expect("an invocation log line");
+    assert_eq!(last_log["legacy_worker_crashes_total"], 1, "{last_log}");
 }

@@ -37,12 +37,14 @@ impl MetricsSettings {
         })
     }
 
-    /// Prints the EMF document `build(function_name, now_ms)` makes, when enabled.
-    /// Lambda sends stdout, line by line, to CloudWatch Logs.
-    pub fn print(&self, build: impl FnOnce(&str, i64) -> Value) {
+    /// Prints the EMF documents `build(function_name, now_ms)` makes, one
+    /// line each, when enabled. Lambda sends stdout, line by line, to CloudWatch Logs.
+    pub fn print<D: IntoIterator<Item = Value>>(&self, build: impl FnOnce(&str, i64) -> D) {
         if self.emit {
-            let line = build(&self.function_name, chrono::Utc::now().timestamp_millis());
-            println!("{line}");
+            let documents = build(&self.function_name, chrono::Utc::now().timestamp_millis());
+            for document in documents {
+                println!("{document}");
+            }
         }
     }
 }
@@ -50,11 +52,13 @@ impl MetricsSettings {
 /// A metric's value and CloudWatch unit.
 pub type Metric = (&'static str, &'static str, f64);
 
-/// One EMF document: `metrics` declared under `namespace` with the
-/// `FunctionName` dimension, plus `properties` (searchable, not metrics).
+/// One EMF document: `metrics` declared under `namespace` with `dimensions`
+/// (sets of property names; `FunctionName` is set here, any other dimension
+/// must be among `properties`), plus `properties` (searchable, not metrics).
 /// The format: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>.
 pub fn emf_document(
     namespace: &str,
+    dimensions: &[&[&str]],
     function_name: &str,
     timestamp_ms: i64,
     metrics: &[Metric],
@@ -67,7 +71,7 @@ pub fn emf_document(
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["FunctionName"]],
+                "Dimensions": dimensions,
                 "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
             }],
         }),
@@ -115,6 +119,7 @@ mod tests {
         properties.insert("RequestId".to_owned(), json!("req-1"));
         let doc = emf_document(
             "Namespace",
+            &[&["FunctionName"]],
             "fn",
             1_700_000_000_000,
             &[("Items", "Count", 3.0), ("DurationMs", "Milliseconds", 1.5)],

@@ -430,6 +430,6 @@ impl ProcessorDeps {
             .fetch_add(report.failed as u64, Ordering::Relaxed);
         report.log();
         self.metrics
-            .print(|function_name, now_ms| report.emf(function_name, now_ms));
+            .print(|function_name, now_ms| [report.emf(function_name, now_ms)]);
     }
 }

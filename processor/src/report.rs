@@ -108,6 +108,7 @@ impl BatchReport {
         properties.insert("FailureKinds".to_owned(), json!(self.failure_kinds));
         emf_document(
             PROCESSOR_METRICS_NAMESPACE,
+            &[&["FunctionName"]],
             function_name,
             timestamp_ms,
             &metrics,

@@ -46,6 +46,8 @@ impl std::fmt::Debug for SqlConnection {
 struct PoolCounters {
     in_use: AtomicUsize,
     peak_in_use: AtomicUsize,
+    /// The most in use since [`SqlPool::take_recent_peak`] last read it.
+    recent_peak: AtomicUsize,
     created: AtomicU64,
     retired: AtomicU64,
 }
@@ -212,6 +214,17 @@ impl SqlPool {
         }
     }
 
+    /// The most connections in use at once since the last call (an
+    /// invocation's own peak, for its metrics); starts the next period at
+    /// what is in use now.
+    pub fn take_recent_peak(&self) -> usize {
+        let now = self.counters.in_use.load(Ordering::Relaxed);
+        self.counters
+            .recent_peak
+            .swap(now, Ordering::Relaxed)
+            .max(now)
+    }
+
     /// Closes the pool: waiting and future checkouts fail, idle connections close.
     pub fn close(&self) {
         self.pool.close();
@@ -265,6 +278,7 @@ impl SqlPool {
         })?;
         let now = self.counters.in_use.fetch_add(1, Ordering::Relaxed) + 1;
         self.counters.peak_in_use.fetch_max(now, Ordering::Relaxed);
+        self.counters.recent_peak.fetch_max(now, Ordering::Relaxed);
         Ok(Lease {
             object: Some(object),
             checked_out: Instant::now(),

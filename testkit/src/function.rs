@@ -96,11 +96,30 @@ pub fn lambda_env(api: &RuntimeApi, name: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The EMF documents among a function's stdout lines.
-pub fn emf_documents(lines: &[String]) -> Vec<Value> {
+fn all_emf_documents(lines: &[String]) -> impl Iterator<Item = Value> + '_ {
     lines
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|doc| doc.get("_aws").is_some())
+}
+
+/// The invocations' EMF documents among a function's stdout lines (one per
+/// invocation, in order; the per-error-type documents are left out).
+pub fn emf_documents(lines: &[String]) -> Vec<Value> {
+    all_emf_documents(lines)
+        .filter(|doc| doc.get("ErrorType").is_none())
         .collect()
+}
+
+/// The per-error-type EMF documents (`ErrorType` dimension) among a function's stdout lines.
+pub fn error_type_documents(lines: &[String]) -> Vec<Value> {
+    all_emf_documents(lines)
+        .filter(|doc| doc.get("ErrorType").is_some())
+        .collect()
+}
+
+/// A per-invocation counter summed over the invocations' EMF documents: the
+/// environment's total, as CloudWatch's Sum over the whole run shows it.
+pub fn emf_sum(documents: &[Value], metric: &str) -> u64 {
+    documents.iter().filter_map(|d| d[metric].as_u64()).sum()
 }

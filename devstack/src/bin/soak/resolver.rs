@@ -45,7 +45,9 @@ pub async fn invoke(deps: &Arc<Deps>, i: u64, batch: usize) -> Sample {
         errors.push(e.error_type.as_str().to_owned());
     }
     if batch > 1 {
-        errors.extend(report.error_types.iter().map(|t| t.as_str().to_owned()));
+        for (error_type, count) in &report.error_types {
+            errors.extend(std::iter::repeat_n(error_type.as_str().to_owned(), *count));
+        }
     }
     Sample {
         elapsed,
