@@ -17,6 +17,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct AwsSettings {
     /// `AWS_ENDPOINT_URL_DYNAMODB`: the SDK's standard endpoint override.
     pub dynamodb_endpoint: Option<String>,
+    /// `AWS_ENDPOINT_URL_SQS` (the processor's dead-letter queue), read here
+    /// like DynamoDB's so that settings given as an `Env` apply too.
+    pub sqs_endpoint: Option<String>,
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`).
     pub region: Option<String>,
     /// `DYNAMODB_TIMEOUT_MS`: one DynamoDB operation, retries included (default 2000).
@@ -32,6 +35,7 @@ impl std::fmt::Debug for AwsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsSettings")
             .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field("sqs_endpoint", &self.sqs_endpoint)
             .field("region", &self.region)
             .field("dynamodb_timeout", &self.dynamodb_timeout)
             .field("dynamodb_max_attempts", &self.dynamodb_max_attempts)
@@ -51,6 +55,7 @@ impl AwsSettings {
         };
         Ok(AwsSettings {
             dynamodb_endpoint: env.string("AWS_ENDPOINT_URL_DYNAMODB")?,
+            sqs_endpoint: env.string("AWS_ENDPOINT_URL_SQS")?,
             region: env
                 .string("AWS_REGION")?
                 .or(env.string("AWS_DEFAULT_REGION")?),

@@ -165,7 +165,8 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
                     json!({"outcome": "failed", "kind": error.kind(), "message": error.to_string()})
                 }
             };
-            json!({"messageId": id, "historyItems": record.history_items, "result": outcome})
+            json!({"messageId": id, "historyItems": record.history_items, "result": outcome,
+                   "deadLettered": record.dead_lettered})
         })
         .collect();
     (
@@ -219,6 +220,7 @@ pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
             "invocations": stack.processor.counters.invocations.load(Relaxed),
             "records": stack.processor.counters.records.load(Relaxed),
             "failedRecords": stack.processor.counters.failures.load(Relaxed),
+            "deadLetteredRecords": stack.processor.counters.dead_lettered.load(Relaxed),
             "scoring": stack.processor.scoring_totals(),
         },
         "scoringStandIn": stack.scoring().map(|s| {

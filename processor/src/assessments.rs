@@ -88,6 +88,44 @@ pub struct AssessmentStore {
     timeouts: DynamoTimeouts,
 }
 
+/// DynamoDB's number range: a magnitude from 1E-130 up to, not including,
+/// 1E+126 (or zero). Numbers outside it fail the write with a ValidationException.
+const DYNAMO_MIN_MAGNITUDE: f64 = 1e-130;
+const DYNAMO_MAGNITUDE_BOUND: f64 = 1e126;
+
+fn storable_number(x: f64) -> bool {
+    x == 0.0 || (x.abs() >= DYNAMO_MIN_MAGNITUDE && x.abs() < DYNAMO_MAGNITUDE_BOUND)
+}
+
+/// Whether the score and every number of the answer fit DynamoDB's number
+/// type; the error names the first that does not.
+pub fn check_storable(score: f64, result: &Map<String, Value>) -> Result<(), String> {
+    fn walk(path: &str, value: &Value) -> Result<(), String> {
+        match value {
+            Value::Number(n) => match n.as_f64() {
+                Some(x) if storable_number(x) => Ok(()),
+                _ => Err(format!(
+                    "{path} = {n} is outside DynamoDB's number range (1E-130 to 1E+126)"
+                )),
+            },
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| walk(&format!("{path}[{i}]"), v)),
+            Value::Object(map) => map
+                .iter()
+                .try_for_each(|(k, v)| walk(&format!("{path}.{k}"), v)),
+            _ => Ok(()),
+        }
+    }
+    if !storable_number(score) {
+        return Err(format!(
+            "score = {score:e} is outside DynamoDB's number range (1E-130 to 1E+126)"
+        ));
+    }
+    result.iter().try_for_each(|(k, v)| walk(k, v))
+}
+
 fn key(student_id: &str, assessment_id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
@@ -302,4 +340,28 @@ fn to_attribute(map: &Map<String, Value>) -> Result<AttributeValue, DynamoError>
         table: DATA,
         reason: format!("cannot encode the item: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_outside_dynamodbs_range_are_not_storable() {
+        let ok: Map<String, Value> = serde_json::from_str(
+            r#"{"score": 512.5, "bands": [0, -1e-100, 9e125], "n": {"x": 12}}"#,
+        )
+        .expect("json");
+        assert_eq!(check_storable(512.5, &ok), Ok(()));
+        let err = check_storable(1e200, &ok).unwrap_err();
+        assert!(err.starts_with("score = 1e200"), "{err}");
+        let deep: Map<String, Value> =
+            serde_json::from_str(r#"{"n": {"x": [1, 1e-300]}}"#).expect("json");
+        assert_eq!(
+            check_storable(1.0, &deep),
+            Err("n.x[1] = 1e-300 is outside DynamoDB's number range (1E-130 to 1E+126)".to_owned())
+        );
+        assert!(check_storable(-1e126, &Map::new()).is_err());
+        assert!(check_storable(0.0, &Map::new()).is_ok());
+    }
 }

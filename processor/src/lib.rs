@@ -14,6 +14,7 @@
 //! * [`assessments`]: the Assessments table (history, idempotent write);
 //! * [`scoring`]: the scoring API client;
 //! * [`sqs`]: the event edge: SQS event in, partial batch response out;
+//! * [`dead_letters`]: poison records sent straight to the dead-letter queue;
 //! * [`report`]: what one invocation did, as a log line and EMF metrics.
 //!
 //! Settings, the AWS SDK, DynamoDB error classification, the EMF builder and
@@ -21,6 +22,7 @@
 //! with the resolver; nothing of the resolver's is linked here.
 
 pub mod assessments;
+pub mod dead_letters;
 pub mod message;
 pub mod report;
 pub mod scoring;
@@ -38,6 +40,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use self::assessments::{AssessmentStore, History, HistoryLimits, ScoreWrite, WriteOutcome};
+use self::dead_letters::DeadLetters;
 use self::message::{AssessmentMessage, InvalidMessage};
 use self::report::BatchReport;
 use self::scoring::{CallStats, ScoringClient, ScoringError, ScoringSettings, ScoringTotals};
@@ -58,6 +61,8 @@ pub struct ProcessorSettings {
     /// invocation's deadline are stopped and reported failed (default 1000).
     pub deadline_margin: Duration,
     pub metrics: MetricsSettings,
+    /// `DEAD_LETTER_QUEUE_URL`: where poison records go at once (see [`dead_letters`]).
+    pub dead_letter_queue_url: Option<String>,
 }
 
 impl ProcessorSettings {
@@ -77,6 +82,7 @@ impl ProcessorSettings {
                     .unwrap_or(1000),
             ),
             metrics: MetricsSettings::from_env(env, "assessment-processor")?,
+            dead_letter_queue_url: env.string("DEAD_LETTER_QUEUE_URL")?,
         })
     }
 }
@@ -91,8 +97,10 @@ pub enum ProcessorInitError {
     Scoring(String),
 }
 
-/// Why a record failed. Every failure is reported to SQS, which redelivers
-/// the record until its receive count sends it to the dead-letter queue.
+/// Why a record failed. A failure worth retrying is reported to SQS, which
+/// redelivers the record until its receive count sends it to the dead-letter
+/// queue; a permanent one ([`ProcessError::is_permanent`]) goes to the
+/// dead-letter queue at once.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProcessError {
     #[error("invalid message: {0}")]
@@ -103,6 +111,10 @@ pub enum ProcessError {
     Scoring(#[from] ScoringError),
     #[error("writing the result: {0}")]
     Write(DynamoError),
+    /// The answer holds a number outside DynamoDB's range: the write would
+    /// fail on every delivery.
+    #[error("the scoring API's answer cannot be stored: {0}")]
+    Unstorable(String),
     #[error("not finished before the invocation's deadline")]
     Deadline,
 }
@@ -117,8 +129,21 @@ impl ProcessError {
             ProcessError::Scoring(ScoringError::Exhausted { .. }) => "ScoringUnavailable",
             ProcessError::Scoring(ScoringError::Malformed(_)) => "ScoringMalformed",
             ProcessError::Write(_) => "DynamoDBWriteFailed",
+            ProcessError::Unstorable(_) => "ScoreUnstorable",
             ProcessError::Deadline => "DeadlineExceeded",
         }
+    }
+
+    /// Failures no redelivery can mend: the body is invalid, the scoring API
+    /// refused the assessment itself (4xx other than 408 and 429), or its
+    /// answer cannot be stored.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::Invalid(_)
+                | ProcessError::Scoring(ScoringError::Rejected { .. })
+                | ProcessError::Unstorable(_)
+        )
     }
 }
 
@@ -155,6 +180,8 @@ pub struct RecordReport {
     pub history_students: usize,
     pub history_queries: usize,
     pub history_truncated: bool,
+    /// A permanent failure sent to the dead-letter queue (not redelivered).
+    pub dead_lettered: bool,
 }
 
 impl RecordReport {
@@ -169,6 +196,7 @@ impl RecordReport {
             history_students: 0,
             history_queries: 0,
             history_truncated: false,
+            dead_lettered: false,
         }
     }
 
@@ -267,7 +295,7 @@ impl Processor {
                         Ok(message) => {
                             let started = Instant::now();
                             let mut report = RecordReport::new(RecordOutcome::AlreadyScored);
-                            let run = self.process(message, message_id, &mut report);
+                            let run = self.process(message, message_id, stop_at, &mut report);
                             report.outcome =
                                 match tokio::time::timeout_at(stop_at.into(), run).await {
                                     Ok(Ok(outcome)) => outcome,
@@ -309,6 +337,7 @@ impl Processor {
         &self,
         message: &AssessmentMessage,
         message_id: &str,
+        stop_at: Instant,
         report: &mut RecordReport,
     ) -> Result<RecordOutcome, ProcessError> {
         let reading = Instant::now();
@@ -341,12 +370,22 @@ impl Processor {
         .map_err(|e| ScoringError::Malformed(format!("request not encodable: {e}")))?;
         drop(history);
         let scoring = Instant::now();
+        // Stable per assessment: the API can recognise retries and redeliveries.
+        let idempotency_key = format!("{}:{}", message.student_id, message.assessment_id);
         let score = self
             .scoring
-            .score(&message.student_id, body, &mut report.scoring)
+            .score(
+                &message.student_id,
+                &idempotency_key,
+                body,
+                stop_at,
+                &mut report.scoring,
+            )
             .await;
         report.scoring_time = scoring.elapsed();
         let score = score?;
+        assessments::check_storable(score.score, &score.result)
+            .map_err(ProcessError::Unstorable)?;
         let scored_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let writing = Instant::now();
         let written = self
@@ -373,7 +412,10 @@ impl Processor {
 pub struct ProcessorCounters {
     pub invocations: AtomicU64,
     pub records: AtomicU64,
+    /// Records returned to the queue.
     pub failures: AtomicU64,
+    /// Records sent to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
 }
 
 /// What the handler needs, built once per execution environment.
@@ -381,6 +423,8 @@ pub struct ProcessorCounters {
 pub struct ProcessorDeps {
     pub processor: Processor,
     pub counters: ProcessorCounters,
+    /// Where poison records go (`DEAD_LETTER_QUEUE_URL`).
+    pub dead_letters: Option<DeadLetters>,
     metrics: MetricsSettings,
 }
 
@@ -411,6 +455,13 @@ impl ProcessorDeps {
                 settings.deadline_margin,
             ),
             counters: ProcessorCounters::default(),
+            dead_letters: settings.dead_letter_queue_url.map(|url| {
+                let mut config = aws_sdk_sqs::config::Builder::from(&sdk);
+                if let Some(endpoint) = &settings.aws.sqs_endpoint {
+                    config = config.endpoint_url(endpoint);
+                }
+                DeadLetters::new(aws_sdk_sqs::Client::from_conf(config.build()), url)
+            }),
             metrics: settings.metrics,
         })
     }
@@ -428,6 +479,9 @@ impl ProcessorDeps {
         self.counters
             .failures
             .fetch_add(report.failed as u64, Ordering::Relaxed);
+        self.counters
+            .dead_lettered
+            .fetch_add(report.dead_lettered as u64, Ordering::Relaxed);
         report.log();
         self.metrics
             .print(|function_name, now_ms| [report.emf(function_name, now_ms)]);

@@ -12,6 +12,60 @@ use crate::{RecordOutcome, RecordReport};
 /// The CloudWatch namespace of the assessment processor's EMF metrics.
 pub const PROCESSOR_METRICS_NAMESPACE: &str = "AssessmentProcessor";
 
+/// Every metric the processor emits per invocation (dimension
+/// `FunctionName`): name, unit, meaning. The template's alarms and the
+/// README's runbook use these names.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    ("Records", "Count", "records in the SQS batch"),
+    ("Scored", "Count", "records scored and written now"),
+    (
+        "AlreadyScored",
+        "Count",
+        "redeliveries and duplicates: not scored again",
+    ),
+    (
+        "Failed",
+        "Count",
+        "records worth retrying, returned to the queue (batchItemFailures)",
+    ),
+    (
+        "PoisonRecords",
+        "Count",
+        "records that can never succeed, sent to the dead-letter queue at once",
+    ),
+    (
+        "DurationMs",
+        "Milliseconds",
+        "the handler's time for the batch",
+    ),
+    (
+        "ScoringRequests",
+        "Count",
+        "requests sent to the scoring API, retries included",
+    ),
+    ("ScoringThrottled", "Count", "scoring API answers 429"),
+    (
+        "LimiterWaitMs",
+        "Milliseconds",
+        "time records waited for the rate limiter, summed",
+    ),
+    (
+        "HistoryItems",
+        "Count",
+        "history items read from the Assessments table",
+    ),
+    (
+        "HistoryQueries",
+        "Count",
+        "history queries sent to DynamoDB",
+    ),
+    (
+        "HistoryTruncated",
+        "Count",
+        "records whose history hit a limit (HISTORY_MAX_*)",
+    ),
+];
+
 /// What one assessment-processor invocation (an SQS batch) did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchReport {
@@ -19,7 +73,10 @@ pub struct BatchReport {
     pub records: usize,
     pub scored: usize,
     pub already_scored: usize,
+    /// Failed and returned to the queue.
     pub failed: usize,
+    /// Failed for good and sent to the dead-letter queue.
+    pub dead_lettered: usize,
     /// Distinct failure kinds (`ProcessError::kind`).
     pub failure_kinds: Vec<&'static str>,
     pub duration: Duration,
@@ -39,6 +96,7 @@ impl BatchReport {
             scored: 0,
             already_scored: 0,
             failed: 0,
+            dead_lettered: 0,
             failure_kinds: Vec::new(),
             duration: Duration::ZERO,
             scoring_requests: 0,
@@ -56,7 +114,11 @@ impl BatchReport {
             RecordOutcome::Scored { .. } => self.scored += 1,
             RecordOutcome::AlreadyScored => self.already_scored += 1,
             RecordOutcome::Failed(error) => {
-                self.failed += 1;
+                if record.dead_lettered {
+                    self.dead_lettered += 1;
+                } else {
+                    self.failed += 1;
+                }
                 if !self.failure_kinds.contains(&error.kind()) {
                     self.failure_kinds.push(error.kind());
                 }
@@ -77,6 +139,7 @@ impl BatchReport {
             scored = self.scored,
             already_scored = self.already_scored,
             failed = self.failed,
+            dead_lettered = self.dead_lettered,
             failure_kinds = ?self.failure_kinds,
             duration_ms = ms(self.duration),
             scoring_requests = self.scoring_requests,
@@ -90,11 +153,12 @@ impl BatchReport {
     }
 
     pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
-        let metrics: [Metric; 11] = [
+        let metrics: [Metric; 12] = [
             ("Records", "Count", self.records as f64),
             ("Scored", "Count", self.scored as f64),
             ("AlreadyScored", "Count", self.already_scored as f64),
             ("Failed", "Count", self.failed as f64),
+            ("PoisonRecords", "Count", self.dead_lettered as f64),
             ("DurationMs", "Milliseconds", ms(self.duration)),
             ("ScoringRequests", "Count", self.scoring_requests as f64),
             ("ScoringThrottled", "Count", self.scoring_throttled as f64),
@@ -114,5 +178,24 @@ impl BatchReport {
             &metrics,
             properties,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_documented_declared_and_numeric() {
+        let doc = BatchReport::new("req-1", 3).emf("fn", 1_700_000_000_000);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        let declared = directive["Metrics"].as_array().expect("metrics");
+        assert_eq!(declared.len(), METRICS.len());
+        for (metric, (name, unit, _)) in declared.iter().zip(METRICS) {
+            assert_eq!(metric, &json!({"Name": name, "Unit": unit}));
+            assert!(doc[*name].is_number(), "{name}");
+        }
+        assert_eq!(doc["Records"], 3);
     }
 }

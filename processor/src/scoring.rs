@@ -5,8 +5,11 @@
 //! One HTTP client for the execution environment (built at init, its
 //! connection pool bounded), one rate limiter shared by every concurrent
 //! task, a timeout per request, and retries with exponential backoff and
-//! full jitter on 429, 408, 5xx, timeouts and connection failures. Other 4xx
-//! answers are not retried: the record fails.
+//! full jitter on 429, 408, 5xx, timeouts and connection failures, waiting
+//! at least what `Retry-After` asks (seconds or an HTTP date) when that fits
+//! before the record's deadline. Other 4xx answers are not retried: the
+//! record fails. Every request carries an `Idempotency-Key` stable per
+//! assessment, so retries and redeliveries can be recognised by the API.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -209,12 +212,16 @@ impl ScoringClient {
         }
     }
 
-    /// Scores one assessment. `body` is the serialized request; `stats`
+    /// Scores one assessment. `idempotency_key` is the same for every
+    /// request about this assessment; `body` is the serialized request;
+    /// retries stop when their wait would end past `stop_at`; `stats`
     /// collects what it cost, whatever the outcome.
     pub async fn score(
         &self,
         student_id: &str,
+        idempotency_key: &str,
         body: Vec<u8>,
+        stop_at: Instant,
         stats: &mut CallStats,
     ) -> Result<Score, ScoringError> {
         let body = Bytes::from(body);
@@ -226,7 +233,10 @@ impl ScoringClient {
             stats.limiter_wait += waited.elapsed();
             stats.requests += 1;
             self.totals.requests.fetch_add(1, Ordering::Relaxed);
-            let failure = match self.attempt(student_id, body.clone(), stats).await {
+            let failure = match self
+                .attempt(student_id, idempotency_key, body.clone(), stats)
+                .await
+            {
                 Ok(score) => return Ok(score),
                 Err(failure) => failure,
             };
@@ -244,6 +254,23 @@ impl ScoringClient {
                 }
                 Attempt::Retry { reason, after } => {
                     let delay = self.backoff(attempt, after);
+                    if Instant::now() + delay >= stop_at {
+                        // The wait would outlive the record: give up now; SQS
+                        // redelivers it after the visibility timeout.
+                        self.totals.failures.fetch_add(1, Ordering::Relaxed);
+                        return Err(ScoringError::Exhausted {
+                            attempts: attempt,
+                            last: format!(
+                                "{reason}; the next try, {}ms later{}, would end past the invocation's deadline",
+                                delay.as_millis(),
+                                if after.is_some() {
+                                    " (Retry-After)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        });
+                    }
                     tracing::debug!(attempt, %reason, delay_ms = delay.as_millis() as u64, "scoring retry");
                     self.totals.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(delay).await;
@@ -253,7 +280,7 @@ impl ScoringClient {
     }
 
     /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], and at
-    /// least what a `Retry-After` asked (capped at the maximum backoff).
+    /// least what a `Retry-After` asked (the caller checks it against the deadline).
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let ceiling = self
             .settings
@@ -262,7 +289,7 @@ impl ScoringClient {
             .min(self.settings.backoff_max);
         let jittered = ceiling.mul_f64(fastrand::f64());
         match retry_after {
-            Some(asked) => jittered.max(asked.min(self.settings.backoff_max)),
+            Some(asked) => jittered.max(asked),
             None => jittered,
         }
     }
@@ -270,6 +297,7 @@ impl ScoringClient {
     async fn attempt(
         &self,
         student_id: &str,
+        idempotency_key: &str,
         body: Bytes,
         stats: &mut CallStats,
     ) -> Result<Score, Attempt> {
@@ -279,6 +307,7 @@ impl ScoringClient {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(AUTHORIZATION, self.authorization.clone())
             .header("X-Student-Id", student_id)
+            .header("Idempotency-Key", idempotency_key)
             .body(body);
         let mut response = request.send().await.map_err(|e| Attempt::Retry {
             reason: transport_reason(&e),
@@ -297,8 +326,7 @@ impl ScoringClient {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
             return Err(Attempt::Retry {
                 reason: format!("HTTP {}", status.as_u16()),
                 after,
@@ -331,6 +359,17 @@ impl ScoringClient {
         }
         parse_answer(&answer).map_err(Attempt::Final)
     }
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP date (then
+/// the wait until it; a date already past means now).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A transport failure, named without the URL (it may carry a key in a query string).
@@ -419,7 +458,34 @@ mod tests {
             }
         }
         assert!(client.backoff(1, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
-        assert!(client.backoff(1, Some(Duration::from_secs(60))) <= Duration::from_secs(2));
+        // What the API asked, even past the backoff's own cap (the caller
+        // gives up when it would end past the deadline).
+        assert_eq!(
+            client.backoff(1, Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_both_forms() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:40 GMT", now),
+            Some(Duration::from_secs(3))
+        );
+        // The obsolete forms HTTP still asks recipients to accept.
+        assert_eq!(
+            retry_after("Sunday, 06-Nov-94 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past: retry now"
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! queue's `maxReceiveCount`). An empty list means the whole batch succeeded.
 //! A failed record without a message id is reported with an empty
 //! identifier, which Lambda treats as the whole batch failing: safe, since
-//! every write is idempotent.
+//! every write is idempotent. Records that can never succeed are sent to the
+//! dead-letter queue here instead ([`crate::dead_letters`]) and left out of the list.
 
 use std::time::Instant;
 
@@ -57,21 +58,61 @@ pub async fn handle_with_report(
             body: r.body.as_deref(),
         })
         .collect();
-    let reports = deps.processor.process_batch(&records, deadline).await;
+    let mut reports = deps.processor.process_batch(&records, deadline).await;
+
+    // Poison records to the dead-letter queue at once, concurrently, within
+    // what is left of the invocation; any that cannot be sent are retried
+    // the usual way.
+    if let Some(dead_letters) = &deps.dead_letters {
+        let sends = records.iter().zip(&reports).enumerate().filter_map(
+            |(index, (record, outcome))| match &outcome.outcome {
+                RecordOutcome::Failed(error) if error.is_permanent() => {
+                    Some(async move { (index, dead_letters.send(record, error, deadline).await) })
+                }
+                _ => None,
+            },
+        );
+        for (index, sent) in futures_util::future::join_all(sends).await {
+            let message_id = records[index].message_id;
+            match sent {
+                Ok(()) => {
+                    reports[index].dead_lettered = true;
+                    if let RecordOutcome::Failed(error) = &reports[index].outcome {
+                        tracing::warn!(
+                            request_id,
+                            message_id,
+                            kind = error.kind(),
+                            %error,
+                            "record can never succeed: sent to the dead-letter queue, not redelivered"
+                        );
+                    }
+                }
+                Err(send_error) => tracing::warn!(
+                    request_id,
+                    message_id,
+                    %send_error,
+                    "poison record not sent to the dead-letter queue; SQS will redeliver it"
+                ),
+            }
+        }
+    }
 
     let mut response = SqsBatchResponse::default();
     let mut report = BatchReport::new(request_id, records.len());
     for (record, outcome) in records.iter().zip(&reports) {
         report.add(outcome);
-        if let RecordOutcome::Failed(error) = &outcome.outcome {
-            tracing::warn!(
-                request_id,
-                message_id = record.message_id,
-                kind = error.kind(),
-                %error,
-                "record failed; SQS will redeliver it"
-            );
-            response.add_failure(record.message_id);
+        match &outcome.outcome {
+            RecordOutcome::Failed(error) if !outcome.dead_lettered => {
+                tracing::warn!(
+                    request_id,
+                    message_id = record.message_id,
+                    kind = error.kind(),
+                    %error,
+                    "record failed; SQS will redeliver it"
+                );
+                response.add_failure(record.message_id);
+            }
+            _ => {}
         }
     }
     report.duration = started.elapsed();

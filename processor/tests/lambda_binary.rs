@@ -29,15 +29,49 @@ async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
     else {
         panic!("the processor answers every SQS event")
     };
-    // Record 7 has an unknown type, record 8 raw data the API cannot score.
+    // Record 7 has an unknown type, record 8 raw data the API refuses (422):
+    // neither can ever succeed, so both went to the dead-letter queue and
+    // none is handed back for redelivery.
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let queue = stack
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "DEAD_LETTER_QUEUE_URL")
+        .map(|(_, v)| v)
+        .expect("the local dead-letter queue");
+    let letters = testkit::queues::drain(&stack.dynamo().endpoint(), &queue)
+        .await
+        .expect("drain");
+    let mut kinds: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["attributes"]["SourceMessageId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                l["attributes"]["FailureKind"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
     assert_eq!(
-        answer,
-        json!({"batchItemFailures": [
-            {"itemIdentifier": "00000000-0000-4000-8000-000000000007"},
-            {"itemIdentifier": "00000000-0000-4000-8000-000000000008"},
-        ]})
+        kinds,
+        [
+            (
+                "00000000-0000-4000-8000-000000000007".to_owned(),
+                "InvalidMessage".to_owned()
+            ),
+            (
+                "00000000-0000-4000-8000-000000000008".to_owned(),
+                "ScoringRejected".to_owned()
+            ),
+        ]
     );
-    // The same event again: nothing scored twice, the same two failures.
+    // The same event again (as if delivered twice): nothing scored twice.
     let InvocationResult::Response(again) = api.invoke(event, timeout).await.expect("invoke")
     else {
         panic!("the processor answers every SQS event")
@@ -57,9 +91,10 @@ async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
         (
             emf[0]["Records"].clone(),
             emf[0]["Scored"].clone(),
-            emf[0]["Failed"].clone()
+            emf[0]["Failed"].clone(),
+            emf[0]["PoisonRecords"].clone()
         ),
-        (json!(8), json!(6), json!(2))
+        (json!(8), json!(6), json!(0), json!(2))
     );
     assert_eq!(
         (emf[1]["Scored"].clone(), emf[1]["AlreadyScored"].clone()),

@@ -269,9 +269,9 @@ async fn failing_records_are_reported_and_the_others_succeed() {
     scoring.faults().slow.next(1);
 
     let handled = deliver(&stack, sqs_event(records)).await;
-    let mut failed = failed_ids(&handled);
-    failed.sort();
-    assert_eq!(failed, vec!["bad-body".to_owned(), "perm".to_owned()]);
+    // The invalid body can never succeed: to the dead-letter queue, not redelivered.
+    assert_eq!(failed_ids(&handled), vec!["perm".to_owned()]);
+    assert!(handled.records[8].dead_lettered);
     assert_eq!(handled.report.scored, 8, "{:?}", handled.report);
     match &handled.records[8].outcome {
         RecordOutcome::Failed(ProcessError::Invalid(invalid)) => assert_eq!(invalid.field, "body"),
@@ -294,7 +294,7 @@ async fn failing_records_are_reported_and_the_others_succeed() {
     assert_eq!(stats.requests, 14, "{stats:?}");
     assert_eq!(handled.report.failure_kinds.len(), 2);
 
-    // A 4xx is final at once: no retry.
+    // A 4xx is final at once: no retry, no redelivery.
     scoring.reset_stats();
     scoring.faults().fail_assessment("fail-400", 400);
     let handled = deliver(
@@ -305,8 +305,170 @@ async fn failing_records_are_reported_and_the_others_succeed() {
         )]),
     )
     .await;
-    assert_eq!(failed_ids(&handled), vec!["m".to_owned()]);
+    assert_eq!(failed_ids(&handled), Vec::<String>::new());
+    assert!(handled.records[0].dead_lettered);
     assert_eq!(scoring.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_can_never_succeed_go_to_the_dead_letter_queue_once() {
+    let stack = ProcessorStack::start(&[
+        ("SCORING_MAX_ATTEMPTS", "3"),
+        ("SCORING_BACKOFF_BASE_MS", "10"),
+        ("SCORING_BACKOFF_MAX_MS", "50"),
+    ])
+    .await;
+    let scoring = stack.scoring();
+    scoring.faults().fail_assessment("refused", 422);
+    scoring.faults().answer_score("huge", 1e200);
+    scoring.faults().fail_assessment("flaky", 503);
+    let bad_body = "{\"assessmentId\": 12".to_owned();
+    let records = vec![
+        ("good".to_owned(), assessment_body("fine", "stu-0011", 1)),
+        ("bad-body".to_owned(), bad_body.clone()),
+        (
+            "refused".to_owned(),
+            assessment_body("refused", "stu-0011", 2),
+        ),
+        ("huge".to_owned(), assessment_body("huge", "stu-0011", 3)),
+        ("flaky".to_owned(), assessment_body("flaky", "stu-0011", 4)),
+    ];
+    let handled = deliver(&stack, sqs_event(records)).await;
+
+    // Only the record worth retrying goes back to the queue.
+    assert_eq!(failed_ids(&handled), vec!["flaky".to_owned()]);
+    assert_eq!(
+        (
+            handled.report.scored,
+            handled.report.failed,
+            handled.report.dead_lettered
+        ),
+        (1, 1, 3)
+    );
+    let emf = handled.report.emf("fn", 0);
+    assert_eq!(
+        (emf["PoisonRecords"].clone(), emf["Failed"].clone()),
+        (3.into(), 1.into())
+    );
+    assert!(written(&stack, "stu-0011", "huge").await.is_none());
+
+    // The dead-letter queue holds each poison record once, its body as sent
+    // and the reason as attributes.
+    let queue = stack
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "DEAD_LETTER_QUEUE_URL")
+        .map(|(_, v)| v)
+        .expect("the local stack's dead-letter queue");
+    let mut letters = testkit::queues::drain(&stack.dynamo().endpoint(), &queue)
+        .await
+        .expect("drain");
+    letters.sort_by_key(|l| {
+        l["attributes"]["SourceMessageId"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    let summary: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["attributes"]["SourceMessageId"].as_str().unwrap_or(""),
+                l["attributes"]["FailureKind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("bad-body", "InvalidMessage"),
+            ("huge", "ScoreUnstorable"),
+            ("refused", "ScoringRejected")
+        ]
+    );
+    assert_eq!(letters[0]["body"], bad_body);
+    let reason = letters[1]["attributes"]["FailureReason"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        reason.contains("score = 1e200 is outside DynamoDB's number range"),
+        "{reason}"
+    );
+    assert!(
+        letters[2]["attributes"]["FailureReason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("HTTP 422")
+    );
+
+    // What it cost at the scoring API: nothing for the invalid body, one
+    // request each for the refused and the unstorable, three for the flaky
+    // one; every request about an assessment carried the same key.
+    let stats = scoring.stats();
+    assert_eq!(stats.statuses.get(&422), Some(&1), "{stats:?}");
+    assert_eq!(stats.statuses.get(&503), Some(&3), "{stats:?}");
+    assert_eq!(stats.requests, 1 + 1 + 1 + 3, "{stats:?}");
+    assert_eq!(scoring.idempotency_keys("flaky"), ["stu-0011:flaky"]);
+    assert_eq!(scoring.idempotency_keys("fine"), ["stu-0011:fine"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_as_seconds_or_a_date_within_the_invocation() {
+    let stack = ProcessorStack::start(&[
+        ("SCORING_BACKOFF_BASE_MS", "10"),
+        ("SCORING_BACKOFF_MAX_MS", "50"),
+    ])
+    .await;
+    let scoring = stack.scoring();
+    // One 429 asking for 1 s, as an HTTP date: waited for, then scored.
+    scoring.faults().set_retry_after_secs(1);
+    scoring.faults().set_retry_after_as_date(true);
+    scoring.faults().throttle.next(1);
+    let started = Instant::now();
+    let handled = deliver(
+        &stack,
+        sqs_event(vec![(
+            "d".to_owned(),
+            assessment_body("dated", "stu-0012", 1),
+        )]),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(handled.report.scored, 1, "{:?}", handled.report);
+    assert!(
+        took >= Duration::from_secs(1),
+        "waited what the API asked: {took:?}"
+    );
+
+    // A 429 asking for 30 s with 3 s left: no wait past the deadline; the
+    // record goes back to the queue at once.
+    scoring.faults().set_retry_after_as_date(false);
+    scoring.faults().set_retry_after_secs(30);
+    scoring.faults().throttle.next(1);
+    let started = Instant::now();
+    let handled = handle_with_report(
+        stack.processor(),
+        sqs_event(vec![(
+            "l".to_owned(),
+            assessment_body("later", "stu-0012", 2),
+        )]),
+        "test-request",
+        Instant::now() + Duration::from_secs(3),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(failed_ids(&handled), vec!["l".to_owned()]);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    match &handled.records[0].outcome {
+        RecordOutcome::Failed(error) => {
+            let message = error.to_string();
+            assert!(message.contains("30000ms later (Retry-After)"), "{message}");
+            assert!(
+                message.contains("past the invocation's deadline"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the record to fail, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

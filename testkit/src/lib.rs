@@ -13,6 +13,7 @@
 //! * [`function`]: a function binary run as a process against it;
 //! * [`services`]: the peers above started together, and the settings that point a function at them;
 //! * [`secrets`]: Secrets Manager secrets in the local moto, created and rotated;
+//! * [`queues`]: SQS queues in the local moto (the processor's dead-letter queue);
 //! * [`appsync`]: AppSync direct-resolver events (single and batched) and caller identities;
 //! * [`procfs`]: memory, descriptors and child processes from `/proc`.
 //!
@@ -27,6 +28,7 @@ pub mod function;
 pub mod http;
 pub mod lambda_api;
 pub mod procfs;
+pub mod queues;
 pub mod scoring;
 pub mod secrets;
 pub mod services;

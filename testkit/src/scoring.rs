@@ -52,8 +52,12 @@ pub struct ScoringFaults {
     pub slow: Trigger,
     slow_ms: AtomicU64,
     retry_after_secs: AtomicU64,
+    /// `Retry-After` as an HTTP date (now + `retry_after_secs`) instead of seconds.
+    retry_after_as_date: std::sync::atomic::AtomicBool,
     /// A fixed status for these assessment ids, whatever else happens.
     fail_ids: Mutex<HashMap<String, u16>>,
+    /// A fixed score in the answer for these assessment ids.
+    scores: Mutex<HashMap<String, f64>>,
 }
 
 impl ScoringFaults {
@@ -63,6 +67,19 @@ impl ScoringFaults {
 
     pub fn set_retry_after_secs(&self, secs: u64) {
         self.retry_after_secs.store(secs, Ordering::SeqCst);
+    }
+
+    /// Send `Retry-After` as an HTTP date rather than seconds.
+    pub fn set_retry_after_as_date(&self, as_date: bool) {
+        self.retry_after_as_date.store(as_date, Ordering::SeqCst);
+    }
+
+    /// Answer 200 with this score for this assessment id (e.g. one DynamoDB cannot store).
+    pub fn answer_score(&self, assessment_id: &str, score: f64) {
+        self.scores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(assessment_id.to_owned(), score);
     }
 
     /// Always answer `status` for this assessment id.
@@ -79,6 +96,11 @@ impl ScoringFaults {
         self.slow.clear();
         self.set_slow_ms(0);
         self.set_retry_after_secs(0);
+        self.set_retry_after_as_date(false);
+        self.scores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.fail_ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -115,6 +137,8 @@ struct Counts {
     arrivals: VecDeque<Instant>,
     peak_sliding_second: u64,
     scored_ids: HashMap<String, u64>,
+    /// With `track_ids`: the `Idempotency-Key`s each assessment came with.
+    idempotency_keys: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 struct StandInState {
@@ -172,6 +196,17 @@ impl ScoringStandIn {
     pub fn times_scored(&self, assessment_id: &str) -> u64 {
         let counts = self.state.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.scored_ids.get(assessment_id).copied().unwrap_or(0)
+    }
+
+    /// With `track_ids`: the distinct `Idempotency-Key`s requests about this
+    /// assessment carried (one, however often it was sent, if the client is right).
+    pub fn idempotency_keys(&self, assessment_id: &str) -> Vec<String> {
+        let counts = self.state.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .idempotency_keys
+            .get(assessment_id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Zeroes the counts (not the faults).
@@ -294,6 +329,23 @@ fn respond(state: &StandInState, headers: &HeaderMap, body: &[u8]) -> (StatusCod
             "X-Student-Id does not match the assessment",
         );
     }
+    // Like payment-style APIs: every request names its operation, so a retry
+    // or a redelivery can be recognised.
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "Idempotency-Key is required");
+    };
+    if state.config.track_ids {
+        let mut counts = state.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .idempotency_keys
+            .entry(assessment_id.to_owned())
+            .or_default()
+            .insert(key.to_owned());
+    }
     let fixed = state
         .faults
         .fail_ids
@@ -311,8 +363,16 @@ fn respond(state: &StandInState, headers: &HeaderMap, body: &[u8]) -> (StatusCod
             json!({"message": "rate limit exceeded (injected)"}),
         );
         let after = state.faults.retry_after_secs.load(Ordering::SeqCst);
+        let text = if state.faults.retry_after_as_date.load(Ordering::SeqCst) {
+            // An HTTP date has whole seconds: round up so the wait is at least `after`.
+            httpdate::fmt_http_date(
+                std::time::SystemTime::now() + Duration::from_secs(after.saturating_add(1)),
+            )
+        } else {
+            after.to_string()
+        };
         if after > 0
-            && let Ok(value) = after.to_string().parse()
+            && let Ok(value) = text.parse()
         {
             response.headers_mut().insert("retry-after", value);
         }
@@ -324,7 +384,14 @@ fn respond(state: &StandInState, headers: &HeaderMap, body: &[u8]) -> (StatusCod
             "internal error (injected)",
         );
     }
-    let Some(score) = score_of(&assessment["rawData"]) else {
+    let fixed_score = state
+        .faults
+        .scores
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(assessment_id)
+        .copied();
+    let Some(score) = fixed_score.or_else(|| score_of(&assessment["rawData"])) else {
         return refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             "rawData has neither itemsCorrect/itemsAttempted nor wordsRead/errors/seconds",

@@ -96,6 +96,14 @@ impl LocalServices {
                 set("AWS_ENDPOINT_URL_DYNAMODB", local.endpoint());
                 set("AWS_ACCESS_KEY_ID", "local".to_owned());
                 set("AWS_SECRET_ACCESS_KEY", "local".to_owned());
+                // The processor's dead-letter queue, in the same moto.
+                let queue = crate::queues::create_queue(
+                    &local.endpoint(),
+                    crate::queues::LOCAL_DEAD_LETTER_QUEUE,
+                )
+                .await?;
+                set("AWS_ENDPOINT_URL_SQS", local.endpoint());
+                set("DEAD_LETTER_QUEUE_URL", queue);
             }
             (None, Some(endpoint)) if !endpoint.is_empty() => {
                 set("AWS_ENDPOINT_URL_DYNAMODB", endpoint.clone())
