@@ -11,9 +11,16 @@
    batching window; its queue has a redrive policy to a dead-letter queue in the
    template, a visibility timeout of at least six times the function's timeout, and
    alarms on the dead-letter queue's depth and on the queue's oldest message age.
+5. Every metric of the functions' own namespaces that an alarm or the dashboard uses is
+   one the code emits: the `METRICS` tables of src/report.rs and processor/src/report.rs
+   (each checked by a Rust test against what the EMF builder writes), the per-error-type
+   `ItemErrors` with an `ErrorType` the resolver has, or a metric filter of this template.
+   The operational alarms the README's runbook covers all exist, and the dashboard's body
+   is valid JSON.
 
 Exits non-zero with one line per problem.
 """
+import json
 import pathlib
 import re
 import sys
@@ -104,6 +111,7 @@ def main():
 
     problems += check_functions(resources)
     problems += check_secrets_stay_out_of_environments(resources)
+    problems += check_metrics(resources)
 
     for problem in problems:
         print(f"infra/template.yaml: {problem}")
@@ -113,6 +121,90 @@ def main():
         f"{found} IAM statement(s), {len(problems)} problem(s)"
     )
     return 1 if problems else 0
+
+
+ROOT = INFRA.parent
+# Namespace -> the source file whose METRICS table lists what the code emits.
+METRIC_TABLES = {
+    "AssessmentsResolver": ROOT / "src/report.rs",
+    "AssessmentProcessor": ROOT / "processor/src/report.rs",
+}
+# The alarms the README's runbook covers: (namespace, metric).
+REQUIRED_ALARMS = {
+    ("AssessmentsResolver", "LegacyWorkerCrashes"),
+    ("AssessmentsResolver", "LegacyWorkerHangs"),
+    ("AssessmentsResolver", "LegacyBreakerOpened"),
+    ("AssessmentsResolver", "NativeViolations"),
+    ("AssessmentsResolver", "NativeLiveHandles"),
+    ("AssessmentsResolver", "MaxMemoryUsedMB"),
+    ("AWS/Lambda", "Duration"),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    ("AssessmentProcessor", "PoisonRecords"),
+}
+
+
+def emitted_metrics(resources):
+    """namespace -> metric names the code (or a metric filter here) emits."""
+    emitted = {}
+    for namespace, source in METRIC_TABLES.items():
+        text = source.read_text()
+        table = re.search(r"pub const METRICS: &\[\(&str, &str, &str\)\] = &\[(.*?)\n\];", text, re.S)
+        emitted[namespace] = set(re.findall(r'\(\s*"(\w+)",\s*"\w+",', table.group(1))) if table else set()
+    item_errors = re.search(r'ITEM_ERRORS_METRIC: &str = "(\w+)"', (ROOT / "src/report.rs").read_text())
+    if item_errors:
+        emitted["AssessmentsResolver"].add(item_errors.group(1))
+    for resource in resources.values():
+        if resource["Type"] == "AWS::Logs::MetricFilter":
+            for transform in resource["Properties"].get("MetricTransformations", []):
+                emitted.setdefault(transform["MetricNamespace"], set()).add(transform["MetricName"])
+    return emitted
+
+
+def error_types():
+    """The resolver's errorType strings."""
+    text = (ROOT / "src/resolver/error.rs").read_text()
+    return set(re.findall(r'ErrorType::\w+ => "(\w+)"', text))
+
+
+def check_metrics(resources):
+    problems = []
+    emitted = emitted_metrics(resources)
+    for namespace, names in emitted.items():
+        if not names:
+            problems.append(f"no metrics found for {namespace} (the METRICS table moved?)")
+    types = error_types()
+    alarmed = set()
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resource["Properties"]
+        namespace, metric = props.get("Namespace"), props.get("MetricName")
+        alarmed.add((namespace, metric))
+        if namespace in emitted and metric not in emitted[namespace]:
+            problems.append(f"{name}: {namespace}/{metric} is not emitted by the code")
+        for dimension in props.get("Dimensions", []):
+            if dimension.get("Name") == "ErrorType" and dimension.get("Value") not in types:
+                problems.append(f"{name}: ErrorType {dimension.get('Value')!r} is not one of {sorted(types)}")
+    for namespace, metric in sorted(REQUIRED_ALARMS - alarmed):
+        problems.append(f"no alarm on {namespace}/{metric}")
+
+    dashboards = [(n, r) for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        problems.append(f"expected one dashboard, found {len(dashboards)}")
+    for name, resource in dashboards:
+        body = resource["Properties"]["DashboardBody"]
+        # !Sub [template, variables]: put a placeholder in every ${...}.
+        template = body["Sub"][0] if isinstance(body, dict) else body
+        try:
+            parsed = json.loads(re.sub(r"\$\{[^}]+\}", "0", template))
+        except ValueError as e:
+            problems.append(f"{name}: the dashboard body is not JSON: {e}")
+            continue
+        for widget in parsed.get("widgets", []):
+            for row in widget.get("properties", {}).get("metrics", []):
+                if row and isinstance(row[0], str) and row[0] in emitted and row[1] not in emitted[row[0]]:
+                    problems.append(f"{name}: widget {widget['properties'].get('title')!r} shows {row[0]}/{row[1]}, not emitted")
+    return problems
 
 
 def check_secrets_stay_out_of_environments(resources):

@@ -90,6 +90,18 @@ pub enum InitError {
     TokenKeys(#[from] KeyError),
 }
 
+impl assessments_common::lambda_init::InitFailure for InitError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            InitError::Config(_) => "InitError.Configuration",
+            InitError::Legacy(_) => "InitError.LegacyComponent",
+            InitError::Sql(_) => "InitError.SqlServer",
+            InitError::Secret(_) | InitError::TokenKeys(KeyError::Secret(_)) => "InitError.Secret",
+            InitError::TokenKeys(KeyError::Config(_)) => "InitError.Configuration",
+        }
+    }
+}
+
 /// Counts of invocations and items over the life of the execution environment.
 #[derive(Debug, Default)]
 pub struct InvocationCounters {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use assessments_common::config::Env;
+use assessments_common::lambda_init::report_init_failure;
 use assessments_resolver::appsync;
 use assessments_resolver::deps::{Deps, Settings};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -18,13 +19,15 @@ fn main() -> Result<(), lambda_runtime::Error> {
 #[tokio::main]
 async fn serve() -> Result<(), lambda_runtime::Error> {
     assessments_common::observability::init_tracing();
-    let settings = Settings::from_env(&Env::from_process())
-        .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
-    let deps = Arc::new(
-        Deps::init(settings)
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "init failed"))?,
-    );
+    // An init failure is logged and reported to Lambda with its errorType.
+    let init = async { Deps::init(Settings::from_env(&Env::from_process())?).await };
+    let deps = match init.await {
+        Ok(deps) => Arc::new(deps),
+        Err(error) => {
+            report_init_failure(&error).await;
+            return Err(error.into());
+        }
+    };
 
     // SIGTERM: close the legacy engine exactly once and the pool; stdout is line-flushed.
     let on_shutdown = Arc::clone(&deps);

@@ -129,6 +129,17 @@ async fn a_missing_setting_fails_init_with_a_message_naming_it() {
         logs.contains("STUDENTS_TABLE is required and not set"),
         "{logs}"
     );
+    // Lambda is told why, with a stable errorType (not only "Runtime exited").
+    let reported = api.init_errors();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["errorType"], "InitError.Configuration");
+    assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
+    assert!(
+        reported[0]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("STUDENTS_TABLE is required and not set")),
+        "{reported:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

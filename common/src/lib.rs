@@ -7,11 +7,13 @@
 //! * [`budget`]: the invocation's time budget that bounds every wait;
 //! * [`observability`]: JSON logs and the EMF document builder (each function
 //!   describes its own invocations with it);
-//! * [`rules`]: the identifier rules every function applies to its input.
+//! * [`rules`]: the identifier rules every function applies to its input;
+//! * [`lambda_init`]: init failures reported to the Lambda Runtime API.
 
 pub mod aws;
 pub mod budget;
 pub mod config;
 pub mod dynamo;
+pub mod lambda_init;
 pub mod observability;
 pub mod rules;

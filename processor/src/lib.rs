@@ -97,6 +97,16 @@ pub enum ProcessorInitError {
     Scoring(String),
 }
 
+impl assessments_common::lambda_init::InitFailure for ProcessorInitError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            ProcessorInitError::Config(_) => "InitError.Configuration",
+            ProcessorInitError::Secret(_) => "InitError.Secret",
+            ProcessorInitError::Scoring(_) => "InitError.ScoringClient",
+        }
+    }
+}
+
 /// Why a record failed. A failure worth retrying is reported to SQS, which
 /// redelivers the record until its receive count sends it to the dead-letter
 /// queue; a permanent one ([`ProcessError::is_permanent`]) goes to the

@@ -7,19 +7,25 @@ use std::sync::Arc;
 use assessment_processor::sqs::{self, deadline_from_epoch_ms};
 use assessment_processor::{ProcessorDeps, ProcessorSettings};
 use assessments_common::config::Env;
+use assessments_common::lambda_init::report_init_failure;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     assessments_common::observability::init_tracing();
-    let settings = ProcessorSettings::from_env(&Env::from_process())
-        .inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
-    let deps = Arc::new(
-        ProcessorDeps::init(settings)
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "init failed"))?,
-    );
+    // An init failure is logged and reported to Lambda with its errorType.
+    let init = async {
+        let settings = ProcessorSettings::from_env(&Env::from_process())?;
+        ProcessorDeps::init(settings).await
+    };
+    let deps = match init.await {
+        Ok(deps) => Arc::new(deps),
+        Err(error) => {
+            report_init_failure(&error).await;
+            return Err(error.into());
+        }
+    };
 
     // SIGTERM: nothing is held across invocations but clients; log and exit.
     lambda_runtime::spawn_graceful_shutdown_handler(|| async {

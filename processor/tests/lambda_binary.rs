@@ -107,3 +107,26 @@ async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
         "the API key is never logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_failure_is_reported_to_lambda_with_its_error_type() {
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = lambda_env(&api, "assessment-processor");
+    env.push(("ASSESSMENTS_TABLE".to_owned(), "Assessments".to_owned()));
+    env.push((
+        "SCORING_API_URL".to_owned(),
+        "http://scoring.example.com".to_owned(),
+    ));
+    env.push(("SCORING_API_KEY".to_owned(), "k".to_owned()));
+    let mut function = Function::spawn(PROCESSOR_BINARY, env);
+    let status = function.wait(Duration::from_secs(10));
+    assert!(!status.success());
+    let reported = api.init_errors();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["errorType"], "InitError.Configuration");
+    assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
+    assert_eq!(
+        reported[0]["errorMessage"],
+        "configuration: SCORING_API_URL is invalid: must be https (http only for a loopback stand-in)"
+    );
+}

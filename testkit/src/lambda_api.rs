@@ -132,8 +132,19 @@ async fn fail(
     complete(&state, &id, InvocationResult::Error(value))
 }
 
-async fn init_error(State(state): State<Arc<ApiState>>, body: Bytes) -> StatusCode {
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+async fn init_error(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // The header Lambda reads the error type from, beside the body.
+    if let Value::Object(document) = &mut value {
+        let header = headers
+            .get("lambda-runtime-function-error-type")
+            .and_then(|v| v.to_str().ok());
+        document.insert("errorTypeHeader".to_owned(), serde_json::json!(header));
+    }
     state
         .init_errors
         .lock()
@@ -247,7 +258,8 @@ impl RuntimeApi {
         }
     }
 
-    /// Errors the function reported during init.
+    /// Errors the function reported during init: the body, with the
+    /// `Lambda-Runtime-Function-Error-Type` header as `errorTypeHeader`.
     pub fn init_errors(&self) -> Vec<Value> {
         self.state
             .init_errors
