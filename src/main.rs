@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use assessments_common::config::Env;
 use assessments_common::lambda_init::report_init_failure;
+use assessments_common::xray;
 use assessments_resolver::appsync;
 use assessments_resolver::deps::{Deps, Settings};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
+use tracing::Instrument;
 
 fn main() -> Result<(), lambda_runtime::Error> {
     // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
@@ -40,10 +42,13 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
     // instances) runs that many invocations at once over the same `Deps`.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| {
         let deps = Arc::clone(&deps);
+        // The invocation's X-Ray trace: AppSync's, continued in Lambda's segment.
+        let span = xray::invocation_span(event.context.xray_trace_id.as_deref());
         async move {
             let budget = deps.invocation_budget(event.context.deadline);
             appsync::handle(&deps, event.payload, &event.context.request_id, budget).await
         }
+        .instrument(span)
     }))
     .await
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use assessments_common::budget::Budget;
 use assessments_common::dynamo::{self, DynamoError, DynamoTimeouts};
+use assessments_common::xray;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
@@ -107,7 +108,8 @@ impl ProfileStore {
                 .await
                 .map_err(|e| self.classify(e))
         };
-        let output = dynamo::within(DATA, &self.timeouts, budget, call).await?;
+        let span = xray::dynamodb_span("GetItem", &self.table);
+        let output = xray::traced(span, dynamo::within(DATA, &self.timeouts, budget, call)).await?;
         output
             .item
             .map(|item| decode(student_id, &item))
@@ -166,7 +168,9 @@ impl ProfileStore {
                         .await
                         .map_err(|e| self.classify(e))
                 };
-                let output = dynamo::within(DATA, &self.timeouts, budget, call).await?;
+                let span = xray::dynamodb_span("BatchGetItem", &self.table);
+                let output =
+                    xray::traced(span, dynamo::within(DATA, &self.timeouts, budget, call)).await?;
                 for item in output
                     .responses
                     .unwrap_or_default()

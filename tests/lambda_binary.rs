@@ -275,3 +275,120 @@ async fn each_invocation_reports_its_own_worker_crashes_and_the_logs_keep_the_to
         .expect("an invocation log line");
     assert_eq!(last_log["legacy_worker_crashes_total"], 1, "{last_log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_invocation_sends_each_dependency_call_as_an_x_ray_subsegment() {
+    let stack = Stack::start(&[]).await;
+    let daemon = testkit::xray::XrayDaemon::start().expect("X-Ray daemon stand-in");
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = stack.env();
+    env.push((
+        "AWS_XRAY_DAEMON_ADDRESS".to_owned(),
+        daemon.address().to_owned(),
+    ));
+    env.extend(lambda_env(&api, "assessments-resolver"));
+    let table = env
+        .iter()
+        .find(|(k, _)| k == "STUDENTS_TABLE")
+        .map(|(_, v)| v.clone())
+        .expect("STUDENTS_TABLE");
+    let mut function = Function::spawn(RESOLVER_BINARY, env);
+    let timeout = Duration::from_secs(20);
+    // Lambda's segment for the invocation: the parent of ours.
+    let lambda_segment = "53995c3f42cd8ad8";
+    let header = |root: &str| format!("Root={root};Parent={lambda_segment};Sampled=1");
+
+    let root = "1-6756a1c0-0123456789abcdef01234567";
+    let answer = api
+        .invoke_traced(
+            get_assessments(json!({"studentId": "stu-0001", "limit": 3})),
+            &header(root),
+            timeout,
+        )
+        .await
+        .expect("invoke");
+    assert!(
+        matches!(answer, InvocationResult::Response(_)),
+        "{answer:?}"
+    );
+    let documents = daemon.wait_for_trace(root, 4, Duration::from_secs(5));
+    let named = |name: &str| {
+        documents
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} subsegment in {documents:#?}"))
+    };
+    let dynamodb = named("DynamoDB");
+    assert_eq!(dynamodb["namespace"], "aws");
+    assert_eq!(
+        dynamodb["aws"],
+        json!({"operation": "GetItem", "table_name": table})
+    );
+    let sql = named("SQL Server");
+    assert_eq!(sql["namespace"], "remote");
+    let connection = named("SQL Server connection");
+    let legacy = named("legacy component");
+    assert_eq!(legacy["metadata"]["default"]["rows"], 3);
+    for document in [dynamodb, sql, legacy] {
+        assert_eq!(document["parent_id"], lambda_segment, "{document}");
+    }
+    assert_eq!(
+        connection["parent_id"], sql["id"],
+        "the checkout is part of the page read"
+    );
+    for document in &documents {
+        assert_eq!(document["type"], "subsegment");
+        assert!(document.get("fault").is_none(), "{document}");
+        let (start, end) = (&document["start_time"], &document["end_time"]);
+        assert!(start.as_f64() <= end.as_f64(), "{document}");
+    }
+    // The profile and the page are read at once (this caller may read any
+    // student); the legacy call comes after both.
+    let time = |d: &Value, field: &str| d[field].as_f64().unwrap_or(f64::NAN);
+    assert!(time(legacy, "start_time") >= time(dynamodb, "end_time"));
+    assert!(time(legacy, "start_time") >= time(sql, "end_time"));
+
+    // Not sampled: nothing is sent.
+    let answer = api
+        .invoke(get_assessments(json!({"studentId": "stu-0001"})), timeout)
+        .await
+        .expect("invoke");
+    assert!(matches!(answer, InvocationResult::Response(_)));
+
+    // A failing dependency: its subsegment is a fault, with the cause.
+    stack.tds().faults().set_rates(0.0, 1.0, 7);
+    let failing = "1-6756a1c0-fedcba9876543210fedcba98";
+    let answer = api
+        .invoke_traced(
+            get_assessments(json!({"studentId": "stu-0001"})),
+            &header(failing),
+            timeout,
+        )
+        .await
+        .expect("invoke");
+    assert!(matches!(answer, InvocationResult::Error(_)), "{answer:?}");
+    let documents = daemon.wait_for_trace(failing, 3, Duration::from_secs(5));
+    let sql = documents
+        .iter()
+        .find(|d| d["name"] == "SQL Server")
+        .unwrap_or_else(|| panic!("no SQL subsegment in {documents:#?}"));
+    assert_eq!(sql["fault"], true, "{sql}");
+    assert!(
+        sql["cause"]["exceptions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{sql}"
+    );
+    assert!(
+        documents.iter().all(|d| d["name"] != "legacy component"),
+        "no legacy call after the page failed: {documents:#?}"
+    );
+    function.terminate();
+    let all = daemon.documents();
+    assert!(
+        all.iter()
+            .all(|d| d["trace_id"] == root || d["trace_id"] == failing),
+        "only the sampled invocations are traced: {all:#?}"
+    );
+    assert!(daemon.malformed().is_empty(), "{:?}", daemon.malformed());
+}

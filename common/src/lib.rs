@@ -8,7 +8,8 @@
 //! * [`observability`]: JSON logs and the EMF document builder (each function
 //!   describes its own invocations with it);
 //! * [`rules`]: the identifier rules every function applies to its input;
-//! * [`lambda_init`]: init failures reported to the Lambda Runtime API.
+//! * [`lambda_init`]: init failures reported to the Lambda Runtime API;
+//! * [`xray`]: X-Ray subsegments for every dependency call, sent to the daemon.
 
 pub mod aws;
 pub mod budget;
@@ -17,3 +18,4 @@ pub mod dynamo;
 pub mod lambda_init;
 pub mod observability;
 pub mod rules;
+pub mod xray;

@@ -89,18 +89,27 @@ pub fn emf_document(
     Value::Object(doc)
 }
 
-/// JSON logs to stdout, level from `RUST_LOG` (default `info`).
+/// JSON logs to stdout, level from `RUST_LOG` (default `info`); and X-Ray
+/// subsegments when `AWS_XRAY_DAEMON_ADDRESS` is set ([`crate::xray`]).
+/// Each has its own filter, so the logs' level never enables the tracing
+/// spans, nor the other way round.
 pub fn init_tracing() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
         .with_target(false)
-        .with_env_filter(filter)
         .with_writer(std::io::stdout)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(crate::xray::layer_from_env())
         .init();
 }
 

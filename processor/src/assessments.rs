@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use assessments_common::dynamo::{self, DynamoError, DynamoTimeouts};
 use assessments_common::rules::is_valid_student_id;
+use assessments_common::xray;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value};
@@ -168,16 +169,18 @@ impl AssessmentStore {
         student_id: &str,
         assessment_id: &str,
     ) -> Result<bool, DynamoError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(student_id, assessment_id)))
-            .consistent_read(true)
-            .projection_expression("scoredAt")
-            .send()
-            .await
-            .map_err(|e| self.failed(&e))?;
+        let call = async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(student_id, assessment_id)))
+                .consistent_read(true)
+                .projection_expression("scoredAt")
+                .send()
+                .await
+                .map_err(|e| self.failed(&e))
+        };
+        let output = xray::traced(xray::dynamodb_span("GetItem", &self.table), call).await?;
         Ok(output
             .item
             .is_some_and(|item| item.contains_key("scoredAt")))
@@ -217,7 +220,7 @@ impl AssessmentStore {
             let mut start: Option<HashMap<String, AttributeValue>> = None;
             loop {
                 let remaining = limits.max_items - history.items.len();
-                let page = self
+                let query = self
                     .client
                     .query()
                     .table_name(&self.table)
@@ -230,9 +233,9 @@ impl AssessmentStore {
                     // The root partition decides whether the assessment is scored.
                     .consistent_read(depth == 0)
                     .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.failed(&e))?;
+                    .send();
+                let call = async { query.await.map_err(|e| self.failed(&e)) };
+                let page = xray::traced(xray::dynamodb_span("Query", &self.table), call).await?;
                 history.queries += 1;
                 for item in page.items.unwrap_or_default() {
                     let is_self = depth == 0
@@ -317,21 +320,24 @@ impl AssessmentStore {
             "messageId".to_owned(),
             AttributeValue::S(scored.message_id.to_owned()),
         );
-        let written = self
+        let write = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(scoredAt)")
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(WriteOutcome::Written),
-            Err(e) if dynamo::service_code(&e) == Some("ConditionalCheckFailedException") => {
-                Ok(WriteOutcome::AlreadyScored)
+            .send();
+        // A failed condition is an answer (already scored), not a failure.
+        let call = async {
+            match write.await {
+                Ok(_) => Ok(WriteOutcome::Written),
+                Err(e) if dynamo::service_code(&e) == Some("ConditionalCheckFailedException") => {
+                    Ok(WriteOutcome::AlreadyScored)
+                }
+                Err(e) => Err(self.failed(&e)),
             }
-            Err(e) => Err(self.failed(&e)),
-        }
+        };
+        xray::traced(xray::dynamodb_span("PutItem", &self.table), call).await
     }
 }
 

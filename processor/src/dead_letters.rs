@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use assessments_common::xray;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::{ProcessError, Record};
@@ -89,12 +90,23 @@ impl DeadLetters {
             .message_attributes("FailureReason", attribute(&reason)?)
             .message_attributes("SourceMessageId", attribute(source)?)
             .send();
-        match tokio::time::timeout(limit, send).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(DeadLetterError::Send(
-                aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-            )),
-            Err(_) => Err(DeadLetterError::Timeout(limit.as_millis())),
-        }
+        let call = async {
+            match tokio::time::timeout(limit, send).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(DeadLetterError::Send(
+                    aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+                )),
+                Err(_) => Err(DeadLetterError::Timeout(limit.as_millis())),
+            }
+        };
+        let span = tracing::trace_span!(
+            target: "xray",
+            "SQS",
+            namespace = "aws",
+            operation = "SendMessage",
+            queue_url = %self.queue_url,
+            failure = tracing::field::Empty,
+        );
+        xray::traced(span, call).await
     }
 }

@@ -8,8 +8,10 @@ use assessment_processor::sqs::{self, deadline_from_epoch_ms};
 use assessment_processor::{ProcessorDeps, ProcessorSettings};
 use assessments_common::config::Env;
 use assessments_common::lambda_init::report_init_failure;
+use assessments_common::xray;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -35,12 +37,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let deps = Arc::clone(&deps);
+        let span = xray::invocation_span(event.context.xray_trace_id.as_deref());
         async move {
             let deadline = deadline_from_epoch_ms(event.context.deadline);
             let response =
                 sqs::handle(&deps, event.payload, &event.context.request_id, deadline).await;
             Ok::<_, lambda_runtime::Error>(response)
         }
+        .instrument(span)
     }))
     .await
 }

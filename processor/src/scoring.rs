@@ -21,6 +21,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 /// Answers larger than this are refused (they would not fit the item).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -233,8 +234,19 @@ impl ScoringClient {
             stats.limiter_wait += waited.elapsed();
             stats.requests += 1;
             self.totals.requests.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::trace_span!(
+                target: "xray",
+                "scoring API",
+                namespace = "remote",
+                // Origin and path only: no credentials or query string in traces.
+                url = format_args!("{}{}", self.endpoint.origin().ascii_serialization(), self.endpoint.path()),
+                attempt,
+                http_status = tracing::field::Empty,
+                failure = tracing::field::Empty,
+            );
             let failure = match self
-                .attempt(student_id, idempotency_key, body.clone(), stats)
+                .attempt(student_id, idempotency_key, body.clone(), stats, &span)
+                .instrument(span.clone())
                 .await
             {
                 Ok(score) => return Ok(score),
@@ -300,6 +312,7 @@ impl ScoringClient {
         idempotency_key: &str,
         body: Bytes,
         stats: &mut CallStats,
+        span: &tracing::Span,
     ) -> Result<Score, Attempt> {
         let request = self
             .http
@@ -309,11 +322,16 @@ impl ScoringClient {
             .header("X-Student-Id", student_id)
             .header("Idempotency-Key", idempotency_key)
             .body(body);
-        let mut response = request.send().await.map_err(|e| Attempt::Retry {
-            reason: transport_reason(&e),
-            after: None,
+        let mut response = request.send().await.map_err(|e| {
+            let reason = transport_reason(&e);
+            span.record("failure", reason.as_str());
+            Attempt::Retry {
+                reason,
+                after: None,
+            }
         })?;
         let status = response.status();
+        span.record("http_status", status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
             stats.throttled += 1;
             self.totals.throttled.fetch_add(1, Ordering::Relaxed);

@@ -130,3 +130,81 @@ async fn an_init_failure_is_reported_to_lambda_with_its_error_type() {
         "configuration: SCORING_API_URL is invalid: must be https (http only for a loopback stand-in)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_batch_sends_its_dynamodb_scoring_and_dead_letter_calls_as_subsegments() {
+    let stack = ProcessorStack::start(&[]).await;
+    let daemon = testkit::xray::XrayDaemon::start().expect("X-Ray daemon stand-in");
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut env = stack.env();
+    env.push((
+        "AWS_XRAY_DAEMON_ADDRESS".to_owned(),
+        daemon.address().to_owned(),
+    ));
+    env.extend(lambda_env(&api, "assessment-processor"));
+    let mut function = Function::spawn(PROCESSOR_BINARY, env);
+    let event: Value = serde_json::from_str(testkit::sqs::SAMPLE_EVENT).expect("sample event");
+    let root = "1-6756a1c0-00112233445566778899aabb";
+    let lambda_segment = "1f2e3d4c5b6a7988";
+    let answer = api
+        .invoke_traced(
+            event,
+            &format!("Root={root};Parent={lambda_segment};Sampled=1"),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("invoke");
+    assert!(
+        matches!(answer, InvocationResult::Response(_)),
+        "{answer:?}"
+    );
+    // Seven records reach the scoring API (one of them refused with 422),
+    // six are written, one invalid and one refused go to the dead-letter queue.
+    let documents = daemon.wait_for_trace(root, 7 + 6 + 2, Duration::from_secs(5));
+    let scoring: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["name"] == "scoring API")
+        .collect();
+    let mut statuses: Vec<u64> = scoring
+        .iter()
+        .filter_map(|d| d["http"]["response"]["status"].as_u64())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 422],
+        "{documents:#?}"
+    );
+    for call in &scoring {
+        assert_eq!(call["namespace"], "remote");
+        assert!(
+            call["http"]["request"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/score")),
+            "{call}"
+        );
+        let refused = call["http"]["response"]["status"] == 422;
+        assert_eq!(
+            call.get("error").is_some(),
+            refused,
+            "a 4xx is an error: {call}"
+        );
+    }
+    let operations = |name: &str| {
+        documents
+            .iter()
+            .filter(|d| d["name"] == name)
+            .filter_map(|d| d["aws"]["operation"].as_str())
+            .filter(|op| *op == "PutItem" || *op == "SendMessage")
+            .count()
+    };
+    assert_eq!(operations("DynamoDB"), 6, "{documents:#?}");
+    assert_eq!(operations("SQS"), 2, "{documents:#?}");
+    assert!(
+        documents
+            .iter()
+            .all(|d| d["parent_id"] == lambda_segment && d.get("fault").is_none()),
+        "{documents:#?}"
+    );
+    function.terminate();
+}

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use assessments_common::budget::Budget;
+use assessments_common::xray;
 use tokio::sync::Semaphore;
 
 use super::error::LegacyError;
@@ -74,9 +75,26 @@ impl LegacyEngine {
         rows: Vec<AssessmentRow>,
         budget: &Budget,
     ) -> Result<Vec<ScoredAssessment>, LegacyError> {
+        let span = tracing::trace_span!(
+            target: "xray",
+            "legacy component",
+            isolation = self.mode_name(),
+            rows = rows.len(),
+            failure = tracing::field::Empty,
+        );
+        let call = async {
+            match &self.mode {
+                EngineMode::InProcess(engine) => engine.score(context, rows, budget).await,
+                EngineMode::Isolated(engine) => engine.score(context, rows, budget).await,
+            }
+        };
+        xray::traced(span, call).await
+    }
+
+    fn mode_name(&self) -> &'static str {
         match &self.mode {
-            EngineMode::InProcess(engine) => engine.score(context, rows, budget).await,
-            EngineMode::Isolated(engine) => engine.score(context, rows, budget).await,
+            EngineMode::InProcess(_) => "in-process",
+            EngineMode::Isolated(_) => "process",
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use assessments_common::budget::Budget;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use super::error::LegacyError;
 
@@ -19,11 +20,13 @@ pub(super) async fn acquire_slot(
     if let Ok(permit) = Arc::clone(permits).try_acquire_owned() {
         return Ok(permit);
     }
-    match budget
-        .as_bound()
+    // Only a real wait is traced: its own subsegment under the legacy call.
+    let span = tracing::trace_span!(target: "xray", "legacy slot wait", running = limit);
+    let bound = budget.as_bound();
+    let wait = bound
         .run(Arc::clone(permits).acquire_owned())
-        .await
-    {
+        .instrument(span);
+    match wait.await {
         Err(waited) => Err(LegacyError::Saturated {
             waited,
             running: limit,

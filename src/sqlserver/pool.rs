@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use assessments_common::budget::Budget;
+use assessments_common::xray;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
 use tiberius::Client;
 use tokio::net::TcpStream;
@@ -234,6 +235,15 @@ impl SqlPool {
     /// for a free connection, connecting, the health check of an idle one)
     /// ends by its own timeout or by the budget, whichever comes first.
     pub(super) async fn checkout(&self, budget: &Budget) -> Result<Lease, SqlError> {
+        let span = tracing::trace_span!(
+            target: "xray",
+            "SQL Server connection",
+            failure = tracing::field::Empty,
+        );
+        xray::traced(span, self.take_connection(budget)).await
+    }
+
+    async fn take_connection(&self, budget: &Budget) -> Result<Lease, SqlError> {
         if budget.remaining().is_zero() {
             // Nothing left to wait or connect with: not even a connect attempt.
             return Err(SqlError::PoolTimeout {

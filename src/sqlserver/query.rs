@@ -1,6 +1,7 @@
 //! The page query: one constant statement, parameters only, keyset pagination.
 
 use assessments_common::budget::Budget;
+use assessments_common::xray;
 use chrono::{NaiveDate, NaiveDateTime};
 use tiberius::{FromSql, Row, ToSql};
 
@@ -87,6 +88,18 @@ impl SqlPool {
         request: &PageRequest,
         budget: &Budget,
     ) -> Result<Page, SqlError> {
+        let span = tracing::trace_span!(
+            target: "xray",
+            "SQL Server",
+            namespace = "remote",
+            database = "Microsoft SQL Server",
+            page_size = request.page_size,
+            failure = tracing::field::Empty,
+        );
+        xray::traced(span, self.read_page(request, budget)).await
+    }
+
+    async fn read_page(&self, request: &PageRequest, budget: &Budget) -> Result<Page, SqlError> {
         if request.page_size == 0 || request.page_size > MAX_PAGE_SIZE {
             return Err(SqlError::InvalidRequest(format!(
                 "page size {} is outside 1..={MAX_PAGE_SIZE}",

@@ -33,8 +33,12 @@ pub enum InvocationResult {
 }
 
 /// An invocation waiting for `/next`: its id, its timeout (the deadline is
-/// that long after `/next` hands it out, as Lambda counts it), its event.
-type Pending = (String, Duration, Value);
+/// that long after `/next` hands it out, as Lambda counts it), its X-Ray
+/// trace header, its event.
+type Pending = (String, Duration, String, Value);
+
+/// The trace header of an invocation X-Ray does not sample (what Lambda sends then).
+pub const UNSAMPLED_TRACE: &str = "Root=1-00000000-000000000000000000000000;Sampled=0";
 
 /// Lambda's limit on a synchronous invocation's response (6 MB): a bigger
 /// response is refused, as Lambda's Runtime API does.
@@ -63,7 +67,7 @@ pub struct RuntimeApi {
 }
 
 async fn next(State(state): State<Arc<ApiState>>) -> Response {
-    let Some((id, timeout, payload)) = state.queue.lock().await.recv().await else {
+    let Some((id, timeout, trace, payload)) = state.queue.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };
     let deadline = epoch_ms() + timeout.as_millis() as u64;
@@ -80,10 +84,7 @@ async fn next(State(state): State<Arc<ApiState>>) -> Response {
         "lambda-runtime-invoked-function-arn",
         "arn:aws:lambda:us-east-1:000000000000:function:local".into(),
     );
-    set(
-        "lambda-runtime-trace-id",
-        "Root=1-00000000-000000000000000000000000;Sampled=0".into(),
-    );
+    set("lambda-runtime-trace-id", trace);
     response
 }
 
@@ -228,6 +229,19 @@ impl RuntimeApi {
             .await
     }
 
+    /// Queues one invocation with `trace_header` as its
+    /// `Lambda-Runtime-Trace-Id` (`Root=...;Parent=...;Sampled=1` for a
+    /// sampled one) and waits for the answer up to `timeout`.
+    pub async fn invoke_traced(
+        &self,
+        payload: Value,
+        trace_header: &str,
+        timeout: Duration,
+    ) -> Result<InvocationResult, String> {
+        self.queue(payload, DEFAULT_DEADLINE, trace_header, timeout)
+            .await
+    }
+
     /// Queues one invocation whose deadline (`Lambda-Runtime-Deadline-Ms`)
     /// is `deadline` after the function receives it, and waits for the
     /// answer up to `timeout`.
@@ -235,6 +249,17 @@ impl RuntimeApi {
         &self,
         payload: Value,
         deadline: Duration,
+        timeout: Duration,
+    ) -> Result<InvocationResult, String> {
+        self.queue(payload, deadline, UNSAMPLED_TRACE, timeout)
+            .await
+    }
+
+    async fn queue(
+        &self,
+        payload: Value,
+        deadline: Duration,
+        trace_header: &str,
         timeout: Duration,
     ) -> Result<InvocationResult, String> {
         let id = format!(
@@ -248,7 +273,7 @@ impl RuntimeApi {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), done);
         self.sender
-            .send((id, deadline, payload))
+            .send((id, deadline, trace_header.to_owned(), payload))
             .await
             .map_err(|_| "the emulator stopped".to_owned())?;
         match tokio::time::timeout(timeout, result).await {

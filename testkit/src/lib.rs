@@ -15,7 +15,8 @@
 //! * [`secrets`]: Secrets Manager secrets in the local moto, created and rotated;
 //! * [`queues`]: SQS queues in the local moto (the processor's dead-letter queue);
 //! * [`appsync`]: AppSync direct-resolver events (single and batched) and caller identities;
-//! * [`procfs`]: memory, descriptors and child processes from `/proc`.
+//! * [`procfs`]: memory, descriptors and child processes from `/proc`;
+//! * [`xray`]: an X-Ray daemon stand-in receiving the functions' segment documents.
 //!
 //! One place for test support: the tests of both functions, the playground,
 //! the soak and the fuzz targets use these, and nothing here depends on either function.
@@ -34,3 +35,4 @@ pub mod secrets;
 pub mod services;
 pub mod sqs;
 pub mod tds;
+pub mod xray;
