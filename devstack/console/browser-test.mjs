@@ -88,6 +88,14 @@ try {
     panel[id] = await page.locator(`#${id}`).textContent();
   }
   seen.panel = panel;
+  // With --trace: the request's spans, as the panel lists them.
+  await page.waitForFunction(
+    () => document.getElementById("panel-trace").textContent.includes("legacy component"),
+    null,
+    { timeout: 5000 },
+  );
+  seen.trace = await page.$$eval("#panel-trace li .span", (rows) =>
+    rows.map((row) => ({ name: row.children[0].textContent, time: row.children[1].textContent })));
   seen.link = page.url();
 
   // Another school's teacher: refused.
@@ -123,6 +131,12 @@ try {
 } catch (error) {
   seen.error = String(error);
   process.exitCode = 1;
+  // What the panel was drawn from, to tell a page fault from a server one.
+  try {
+    seen.statsAtError = await (await fetch(new URL("/stats", url))).json();
+  } catch (e) {
+    seen.statsAtError = String(e);
+  }
 } finally {
   await browser.close();
 }

@@ -100,6 +100,40 @@ query Page($studentId: ID!, $limit: Int) {
       text("panel-last-legacy", ms(last.legacyMs));
       text("panel-last-items", `${last.items} / ${last.errors}`, last.errors ? "busy" : "");
     }
+    renderTrace(stats.lastTrace);
+  }
+
+  // The last invocation's X-Ray spans: one row each, indented by depth,
+  // with a bar placed on the invocation's time line.
+  function renderTrace(trace) {
+    const list = document.getElementById("panel-trace");
+    if (!trace || !trace.spans || trace.spans.length === 0) {
+      return;
+    }
+    const whole = Math.max(...trace.spans.map((s) => s.startMs + s.durationMs), 0.001);
+    list.replaceChildren(...trace.spans.map((span) => {
+      const item = document.createElement("li");
+      item.className = span.fault ? "fault" : "";
+      item.style.paddingLeft = `${span.depth * 0.8}em`;
+      item.title = span.cause ? `${span.name}: ${span.cause}` : span.name;
+      const row = document.createElement("div");
+      row.className = "span";
+      const name = document.createElement("span");
+      name.textContent = span.detail ? `${span.name} (${span.detail})` : span.name;
+      const time = document.createElement("span");
+      time.className = "time";
+      time.textContent = ms(span.durationMs);
+      row.append(name, time);
+      const track = document.createElement("div");
+      track.className = "track";
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.left = `${(100 * span.startMs) / whole}%`;
+      bar.style.width = `${(100 * span.durationMs) / whole}%`;
+      track.append(bar);
+      item.append(row, track);
+      return item;
+    }));
   }
   refreshPanel();
   window.setInterval(refreshPanel, 1000);

@@ -24,11 +24,15 @@ use apollo_compiler::response::JsonMap;
 use apollo_compiler::schema::Implementers;
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Schema};
+use assessments_common::xray;
 use assessments_resolver::appsync;
 use assessments_resolver::deps::Deps;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use testkit::appsync::ResolverEvent;
+use testkit::xray::XrayDaemon;
+use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
 
 /// AppSync's built-in scalars, which an AppSync schema uses without declaring.
 const APPSYNC_SCALARS: &str = "scalar AWSDate scalar AWSTime scalar AWSDateTime scalar AWSTimestamp \
@@ -55,6 +59,21 @@ pub struct Gateway {
     requests: AtomicU64,
     /// Where the last invocation spent its time, for the console's panel.
     last: std::sync::Mutex<Option<Value>>,
+    /// With tracing on: the subscriber invocations run under and the X-Ray
+    /// daemon stand-in receiving their subsegments.
+    tracing: Option<LocalTracing>,
+}
+
+struct LocalTracing {
+    dispatch: tracing::Dispatch,
+    daemon: XrayDaemon,
+    /// A second registered dispatcher, kept alive for its effect: with one
+    /// registered dispatcher, tracing-core caches a callsite's interest from
+    /// whatever default the thread that first reaches it has, so a span
+    /// first reached outside a traced invocation (an untraced gateway in the
+    /// same process, a test without a global subscriber) would stay
+    /// disabled for good. With two, each callsite asks all of them.
+    _all_dispatchers_decide: tracing::Dispatch,
 }
 
 /// One root field to resolve through the Lambda handler.
@@ -88,7 +107,25 @@ impl Gateway {
             max_batch: max_batch.max(1),
             requests: AtomicU64::new(0),
             last: std::sync::Mutex::new(None),
+            tracing: None,
         })
+    }
+
+    /// Traces every invocation as X-Ray would with active tracing: each
+    /// one starts a trace, its dependency calls are subsegments sent to an
+    /// X-Ray daemon stand-in, and [`Gateway::last_trace`] shows the last
+    /// one. `log_filter` is the logs' default level inside invocations.
+    pub fn with_tracing(mut self, log_filter: &str) -> std::io::Result<Gateway> {
+        let daemon = XrayDaemon::start()?;
+        let layer = xray::XrayLayer::new(daemon.address(), "assessments-resolver (playground)")?;
+        self.tracing = Some(LocalTracing {
+            dispatch: crate::local_subscriber(log_filter, Some(layer)),
+            daemon,
+            _all_dispatchers_decide: tracing::Dispatch::new(
+                tracing::subscriber::NoSubscriber::default(),
+            ),
+        });
+        Ok(self)
     }
 
     pub fn schema(&self) -> &Valid<Schema> {
@@ -322,10 +359,25 @@ impl Gateway {
         request_id: &str,
     ) -> Result<Value, appsync::AppSyncError> {
         let budget = crate::stack::invocation_budget(&self.deps);
-        let (outcome, report) =
-            appsync::handle_with_report(&self.deps, payload, request_id, budget).await;
+        let call = appsync::handle_with_report(&self.deps, payload, request_id, budget);
+        let (trace_id, (outcome, report)) = match &self.tracing {
+            None => (None, call.await),
+            Some(tracing) => {
+                // As Lambda does for a sampled request: the trace header, and
+                // the invocation's span; the subscriber for this call only.
+                let header = xray::TraceHeader::start();
+                let span = tracing::dispatcher::with_default(&tracing.dispatch, || {
+                    xray::invocation_span(Some(&header.to_header()))
+                });
+                let traced = call
+                    .instrument(span)
+                    .with_subscriber(tracing.dispatch.clone());
+                (Some(header.root), traced.await)
+            }
+        };
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         let last = json!({
+            "traceId": trace_id,
             "requestId": report.request_id,
             "durationMs": ms(report.duration),
             "dynamodbMs": ms(report.timings.profiles),
@@ -338,6 +390,19 @@ impl Gateway {
             *slot = Some(last);
         }
         outcome
+    }
+
+    /// The last invocation's trace as a timeline of spans (`null` when
+    /// tracing is off or before the first invocation).
+    pub fn last_trace(&self) -> Value {
+        let Some(tracing) = &self.tracing else {
+            return Value::Null;
+        };
+        let last = self.last_invocation();
+        let Some(trace_id) = last["traceId"].as_str() else {
+            return Value::Null;
+        };
+        json!({"traceId": trace_id, "spans": tracing.daemon.timeline(trace_id)})
     }
 
     /// Where the last invocation spent its time (`null` before the first).

@@ -19,11 +19,24 @@ pub const SCHEMA_SDL: &str = include_str!("../../schema.graphql");
 
 /// Human-readable logs on stderr for the local commands, at `RUST_LOG` or `default`.
 pub fn init_local_tracing(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    let _ = tracing::dispatcher::set_global_default(local_subscriber(default, None));
+}
+
+/// The local commands' logs (stderr, at `RUST_LOG` or `default`) and, with
+/// `xray` (an X-Ray daemon's address), the functions' X-Ray subsegments
+/// sent there, as the Lambda binaries send them with active tracing.
+pub fn local_subscriber(
+    default: &str,
+    xray: Option<assessments_common::xray::XrayLayer>,
+) -> tracing::Dispatch {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+        );
+    let xray = xray.map(|layer| layer.with_filter(assessments_common::xray::filter()));
+    tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(xray))
 }

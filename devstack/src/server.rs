@@ -192,6 +192,8 @@ pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
         "invocations": deps.counters.invocations.load(Relaxed),
         // Where the last invocation through the gateway spent its time.
         "lastInvocation": gateway.last_invocation(),
+        // With --trace: the last invocation's X-Ray subsegments as a timeline.
+        "lastTrace": gateway.last_trace(),
         "items": deps.counters.items.load(Relaxed),
         "itemErrors": deps.counters.item_errors.load(Relaxed),
         // Result handles live only during a call: 0 whenever the stack is idle.

@@ -109,7 +109,7 @@ async fn the_basic_console_runs_a_query_and_shows_the_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_completes_validates_runs_as_each_identity_and_shows_the_lifecycle() {
     devstack::console::ensure_installed().expect("the console's npm packages");
-    let playground = support::start(StackOptions::default(), 10).await;
+    let playground = support::start_traced(StackOptions::default(), 10).await;
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let shot = artifacts.join("console.png");
@@ -189,6 +189,26 @@ async fn graphiql_completes_validates_runs_as_each_identity_and_shows_the_lifecy
         );
     }
     assert_eq!(panel["panel-last-items"], "1 / 0");
+    // The trace, in order: a school's teacher waits for the profile before
+    // the page. Each row a span and its duration.
+    let rows = seen["trace"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "assessments-resolver (playground)",
+            "DynamoDB (GetItem)",
+            "SQL Server",
+            "SQL Server connection",
+            "legacy component"
+        ],
+        "{seen:#}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["time"].as_str().is_some_and(|t| t.ends_with(" ms"))),
+        "{seen:#}"
+    );
 
     // Links carry the query and the identity; validation marks the editor.
     let link = seen["link"].as_str().unwrap_or_default();

@@ -83,6 +83,75 @@ async fn queries_variables_aliases_and_fragments_resolve_through_the_handler() {
         before + 1,
         "batched into one invocation"
     );
+    assert!(
+        playground.stats().await["lastTrace"].is_null(),
+        "tracing is off unless asked for"
+    );
+    playground.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tracing_a_request_s_spans_and_timings_are_shown() {
+    let playground = support::start_traced(StackOptions::default(), 10).await;
+    let body = playground
+        .graphql(json!({"query": PAGE, "variables": {"id": "stu-0001", "limit": 5}}))
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+
+    // The spans arrive over UDP just after the answer.
+    let mut stats = playground.stats().await;
+    for _ in 0..50 {
+        if stats["lastTrace"]["spans"].as_array().map(Vec::len) >= Some(5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        stats = playground.stats().await;
+    }
+    let trace = &stats["lastTrace"];
+    assert_eq!(
+        trace["traceId"], stats["lastInvocation"]["traceId"],
+        "{stats}"
+    );
+    let spans = trace["spans"].as_array().expect("spans");
+    let mut shape: Vec<(&str, u64)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("?"),
+                s["depth"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    // The profile and the page are read at once: their order may vary.
+    shape[1..3].sort();
+    assert_eq!(
+        shape,
+        [
+            ("assessments-resolver (playground)", 0),
+            ("DynamoDB", 1),
+            ("SQL Server", 1),
+            ("SQL Server connection", 2),
+            ("legacy component", 1),
+        ],
+        "{trace:#}"
+    );
+    let whole = spans[0]["durationMs"].as_f64().expect("duration");
+    for span in spans {
+        let (start, duration) = (span["startMs"].as_f64(), span["durationMs"].as_f64());
+        let (Some(start), Some(duration)) = (start, duration) else {
+            panic!("timed spans: {span}")
+        };
+        assert!(
+            start >= 0.0 && start + duration <= whole + 0.01,
+            "{trace:#}"
+        );
+        assert_eq!(span["fault"], false, "{span}");
+    }
+    let dynamodb = spans
+        .iter()
+        .find(|s| s["name"] == "DynamoDB")
+        .expect("DynamoDB");
+    assert_eq!(dynamodb["detail"], "GetItem");
     playground.assert_clean().await;
 }
 

@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --bin playground            # then open http://127.0.0.1:4000
+//! cargo run --bin playground -- --trace # and see each request's X-Ray spans
 //! ```
 
 use std::net::SocketAddr;
@@ -54,6 +55,11 @@ struct Args {
     /// from legacy-shim/dotnet/ (needs mono-mcs at build time; scripts/test installs it).
     #[arg(long)]
     dotnet: bool,
+    /// Trace every request as X-Ray does with active tracing (off by default,
+    /// as for the function run locally): the console and /stats show the last
+    /// request's spans.
+    #[arg(long, env = "PLAYGROUND_TRACE")]
+    trace: bool,
     /// The legacy engine's configuration string (e.g. "fail_every=5" with the shim).
     #[arg(long, env = "PLAYGROUND_LEGACY_CONFIG")]
     legacy_config: Option<String>,
@@ -67,7 +73,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    devstack::init_local_tracing("warn,tiberius=error");
+    const LOG_FILTER: &str = "warn,tiberius=error";
+    devstack::init_local_tracing(LOG_FILTER);
     let args = Args::parse();
     eprintln!(
         "starting the local stack (TDS server, DynamoDB via moto, legacy shim, scoring API stand-in)..."
@@ -109,6 +116,11 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         Arc::clone(&stack.deps),
         args.max_batch_size,
     )?;
+    let gateway = if args.trace {
+        gateway.with_tracing(LOG_FILTER)?
+    } else {
+        gateway
+    };
     let env_line = stack.env_line();
     let app = Arc::new(App {
         gateway,
@@ -120,6 +132,13 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("http://{}", listener.local_addr()?);
 
     println!("playground: {url}   (POST {url}/graphql, GET {url}/stats)");
+    if args.trace {
+        println!(
+            "tracing: on: the last request's X-Ray spans in the console's panel and in /stats (lastTrace)"
+        );
+    } else {
+        println!("tracing: off (--trace shows each request's X-Ray spans)");
+    }
     if let Err(error) = console {
         println!("console: the basic one ({error}); GraphiQL once npm ci has run");
     }

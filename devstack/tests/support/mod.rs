@@ -19,7 +19,16 @@ pub struct Playground {
 
 /// The playground as `cargo run --bin playground` runs it: the legacy
 /// component isolated (the default), its workers the playground binary itself.
-pub async fn start(mut options: StackOptions, max_batch: usize) -> Playground {
+pub async fn start(options: StackOptions, max_batch: usize) -> Playground {
+    start_with(options, max_batch, false).await
+}
+
+/// The playground as `cargo run --bin playground -- --trace` runs it.
+pub async fn start_traced(options: StackOptions, max_batch: usize) -> Playground {
+    start_with(options, max_batch, true).await
+}
+
+async fn start_with(mut options: StackOptions, max_batch: usize, trace: bool) -> Playground {
     options.overrides.insert(
         0,
         (
@@ -28,8 +37,11 @@ pub async fn start(mut options: StackOptions, max_batch: usize) -> Playground {
         ),
     );
     let stack = LocalStack::start(options).await.expect("stack");
-    let gateway =
+    let mut gateway =
         Gateway::new(devstack::SCHEMA_SDL, Arc::clone(&stack.deps), max_batch).expect("gateway");
+    if trace {
+        gateway = gateway.with_tracing("error").expect("tracing");
+    }
     let app = Arc::new(App {
         gateway,
         stack,
