@@ -29,7 +29,7 @@ import yaml  # installed with cfn-lint
 
 INFRA = pathlib.Path(__file__).resolve().parent
 # Actions AWS documents as supporting no resource-level permissions.
-STAR_RESOURCE_ALLOWED = {"ec2:DescribeNetworkInterfaces"}
+STAR_RESOURCE_ALLOWED = {"ec2:DescribeNetworkInterfaces", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
 
 class CfnLoader(yaml.SafeLoader):
@@ -188,6 +188,18 @@ def check_metrics(resources):
     for namespace, metric in sorted(REQUIRED_ALARMS - alarmed):
         problems.append(f"no alarm on {namespace}/{metric}")
 
+    # The README documents every metric, and its runbook every alarm.
+    readme = (ROOT / "README.md").read_text()
+    operating = readme.split("## Operating it", 1)[-1].split("\n## ", 1)[0]
+    runbook = operating.split("### Runbook", 1)[-1]
+    for namespace, names in emitted.items():
+        for metric in sorted(names):
+            if f"`{metric}`" not in operating:
+                problems.append(f"README, Operating it: metric {namespace}/{metric} is not documented")
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and f"**`{name}`**" not in runbook:
+            problems.append(f"README, Runbook: no entry for {name}")
+
     dashboards = [(n, r) for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     if len(dashboards) != 1:
         problems.append(f"expected one dashboard, found {len(dashboards)}")
@@ -261,6 +273,12 @@ def check_functions(resources):
             problems.append(
                 f"{name}: binary {binary!r} is not a [[bin]] of {code_uri}/Cargo.toml ({sorted(bins)})"
             )
+        # Traced in AWS: active tracing, and a role that may send the segments.
+        if resource["Properties"].get("Tracing") != "Active":
+            problems.append(f"{name}: Tracing is not Active (its subsegments would never be sent)")
+        role = resources.get(ref_name(resource["Properties"].get("Role")), {})
+        if "xray:PutTraceSegments" not in json.dumps(role.get("Properties", {})):
+            problems.append(f"{name}: its role does not allow xray:PutTraceSegments")
         timeout = resource["Properties"].get("Timeout", 3)
         for event_name, event in resource["Properties"].get("Events", {}).items():
             if event.get("Type") != "SQS":
