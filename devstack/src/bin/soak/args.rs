@@ -51,7 +51,8 @@ pub struct Args {
     /// alive or violations at the end, pool peak above its max.
     #[arg(long)]
     pub check: bool,
-    /// The RSS growth allowed from the end of the warm-up to the end (KiB).
+    /// The RSS growth allowed over the measured run (KiB): the median of the last
+    /// quarter of checkpoints less that of the first (see `report::rss_trend_kib`).
     #[arg(long, default_value_t = 2048)]
     pub max_growth_kib: u64,
 }
