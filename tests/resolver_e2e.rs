@@ -210,6 +210,36 @@ async fn a_batch_of_100_over_30_students_reads_each_profile_once_and_fails_items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_invocations_reuse_their_dynamodb_connection() {
+    let _lock = native_counters_lock();
+    let stack = Stack::start(&[]).await;
+    let proxy = stack.dynamo().proxy();
+    // The first read opens the connection the others reuse (as with DynamoDB,
+    // and unlike moto, which closes each one).
+    stack
+        .invoke(get_assessments(
+            json!({"studentId": "stu-0001", "limit": 1}),
+        ))
+        .await
+        .expect("page");
+    let before = proxy.stats();
+    for i in 0..20 {
+        let student = format!("stu-{:04}", 3 + i);
+        stack
+            .invoke(get_assessments(json!({"studentId": student, "limit": 1})))
+            .await
+            .expect("page");
+    }
+    let after = proxy.stats();
+    assert_eq!(after.count("GetItem") - before.count("GetItem"), 20);
+    assert_eq!(
+        after.connections, before.connections,
+        "20 reads over the connection already open: {after:?}"
+    );
+    stack.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_errors_of_a_stable_type_naming_the_argument() {
     let _lock = native_counters_lock();
     let stack = Stack::start(&[]).await;

@@ -217,7 +217,10 @@ pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
             let s = t.stats();
             json!({"openConnections": s.open_connections, "peakConnections": s.peak_connections, "requests": s.requests})
         }),
-        "dynamodb": stack.dynamo().map(|d| json!({"requests": d.proxy().stats().requests})),
+        "dynamodb": stack.dynamo().map(|d| {
+            let s = d.proxy().stats();
+            json!({"requests": s.requests, "connections": s.connections})
+        }),
         "processor": {
             "invocations": stack.processor.counters.invocations.load(Relaxed),
             "records": stack.processor.counters.records.load(Relaxed),

@@ -373,6 +373,9 @@ pub struct ProxyStats {
     /// Keys asked for across every BatchGetItem request.
     pub batch_get_keys: u64,
     pub throttled: u64,
+    /// Client connections the requests came over (kept alive: far fewer
+    /// than requests), since the proxy started.
+    pub connections: u64,
 }
 
 impl ProxyStats {
@@ -457,7 +460,15 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
     parts.uri = uri;
     let upstream = Request::from_parts(parts, Body::from(bytes));
     match state.client.request(upstream).await {
-        Ok(response) => response.map(Body::new),
+        Ok(mut response) => {
+            // Hop-by-hop headers are the proxy's own (RFC 9110 §7.6.1): moto's
+            // `Connection: close` ends its connection to moto, not the client's,
+            // which stays open as with DynamoDB itself.
+            for name in ["connection", "keep-alive", "proxy-connection"] {
+                response.headers_mut().remove(name);
+            }
+            response.map(Body::new)
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
     }
 }
@@ -486,11 +497,14 @@ impl DynamoProxy {
     }
 
     pub fn stats(&self) -> ProxyStats {
-        self.state
+        let mut stats = self
+            .state
             .stats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        stats.connections = self.server.connections_accepted();
+        stats
     }
 
     pub fn reset_stats(&self) {

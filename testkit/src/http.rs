@@ -2,6 +2,10 @@
 //! HTTP peers of the testkit (the DynamoDB proxy, the scoring API stand-in).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::serve::ListenerExt;
 
 use tokio::sync::watch;
 
@@ -9,6 +13,8 @@ use tokio::sync::watch;
 pub struct LocalServer {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Client connections accepted so far.
+    accepted: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for LocalServer {
@@ -26,6 +32,11 @@ impl LocalServer {
             .await
             .map_err(|e| format!("{name}: bind 127.0.0.1:{port}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&accepted);
+        let listener = listener.tap_io(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
         let (stop, mut stopped) = watch::channel(false);
         tokio::spawn(async move {
             let shutdown = async move {
@@ -38,7 +49,16 @@ impl LocalServer {
                 tracing::warn!(error = %e, server = name, "stopped");
             }
         });
-        Ok(LocalServer { addr, stop })
+        Ok(LocalServer {
+            addr,
+            stop,
+            accepted,
+        })
+    }
+
+    /// Client connections accepted since the start (kept-alive ones count once).
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {
