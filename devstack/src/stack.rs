@@ -42,20 +42,14 @@ pub struct StackOptions {
     pub overrides: Vec<(String, String)>,
 }
 
-/// A running stack; everything it started stops when it drops.
-pub struct LocalStack {
-    pub deps: Arc<Deps>,
-    pub processor: Arc<ProcessorDeps>,
-    services: LocalServices,
-}
-
-impl LocalStack {
-    pub async fn start(options: StackOptions) -> Result<LocalStack, String> {
+impl StackOptions {
+    /// The functions' own settings on top of the peers': the legacy library,
+    /// the local `nextToken` key, API-key callers allowed, then the overrides.
+    pub fn function_settings(&self) -> Vec<(String, String)> {
         let mut settings = vec![
             (
                 "LEGACY_LIB_PATH".to_owned(),
-                options
-                    .legacy_lib_path
+                self.legacy_lib_path
                     .clone()
                     .unwrap_or_else(|| assessments_resolver::legacy::DEFAULT_LIB_PATH.to_owned()),
             ),
@@ -65,10 +59,24 @@ impl LocalStack {
             // gets this only when its auth mode is API key (infra/template.yaml).
             ("AUTHZ_ALLOW_API_KEY".to_owned(), "true".to_owned()),
         ];
-        if let Some(config) = &options.legacy_config {
+        if let Some(config) = &self.legacy_config {
             settings.push(("LEGACY_CONFIG".to_owned(), config.clone()));
         }
-        settings.extend(options.overrides.iter().cloned());
+        settings.extend(self.overrides.iter().cloned());
+        settings
+    }
+}
+
+/// A running stack; everything it started stops when it drops.
+pub struct LocalStack {
+    pub deps: Arc<Deps>,
+    pub processor: Arc<ProcessorDeps>,
+    services: LocalServices,
+}
+
+impl LocalStack {
+    pub async fn start(options: StackOptions) -> Result<LocalStack, String> {
+        let settings = options.function_settings();
         let mut services_options = options.services;
         services_options.settings = settings;
         let services = LocalServices::start(services_options).await?;

@@ -56,6 +56,8 @@ struct ApiState {
     waiting: Mutex<HashMap<String, oneshot::Sender<InvocationResult>>>,
     init_errors: Mutex<Vec<Value>>,
     next_id: AtomicU64,
+    /// When the function first asked for an invocation: the end of its init.
+    first_poll: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// The emulator; stops on drop.
@@ -67,6 +69,7 @@ pub struct RuntimeApi {
 }
 
 async fn next(State(state): State<Arc<ApiState>>) -> Response {
+    let _ = state.first_poll.set(std::time::Instant::now());
     let Some((id, timeout, trace, payload)) = state.queue.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };
@@ -180,6 +183,7 @@ impl RuntimeApi {
             waiting: Mutex::new(HashMap::new()),
             init_errors: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            first_poll: std::sync::OnceLock::new(),
         });
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -281,6 +285,11 @@ impl RuntimeApi {
             Ok(Err(_)) => Err("the invocation was dropped".to_owned()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
         }
+    }
+
+    /// When the function first polled `/next` (its init was over), if it has.
+    pub fn first_poll(&self) -> Option<std::time::Instant> {
+        self.state.first_poll.get().copied()
     }
 
     /// Errors the function reported during init: the body, with the
