@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use assessments_common::budget::Budget;
 use aws_lambda_events::appsync::AppSyncDirectResolverEvent;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::authz::{Caller, TokenKind};
 use crate::deps::Deps;
@@ -33,6 +33,44 @@ pub const MAX_BATCH: usize = 2000;
 /// (request and response): 6 MB each for synchronous", Lambda quotas): a
 /// response over it fails the whole invocation with no typed error.
 pub const RESPONSE_LIMIT_BYTES: usize = 6 * 1024 * 1024;
+
+/// What an invocation answers, serialized once, straight into the response
+/// body (no `serde_json::Value` in between: building, serializing and
+/// dropping one cost a third of an invocation's instructions).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// A single invoke: the field's value.
+    Page(AssessmentPage),
+    /// A batch invoke: one element per event, in order.
+    Batch(Vec<BatchElement>),
+}
+
+/// One element of a batch response: `{"data": page}`, or `{"data": null,
+/// "errorMessage": ..., "errorType": ...}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum BatchElement {
+    Data {
+        data: AssessmentPage,
+    },
+    Error {
+        data: (),
+        #[serde(rename = "errorMessage")]
+        error_message: String,
+        #[serde(rename = "errorType")]
+        error_type: &'static str,
+    },
+}
+
+impl Response {
+    /// The response as a JSON value (for callers that inspect it: the
+    /// playground's projection, tests); the function itself never builds one.
+    pub fn to_value(&self) -> Value {
+        // Serializing our own types to a Value cannot fail (string keys, finite numbers).
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
 
 /// A failed single invoke, as Lambda reports it to AppSync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +207,7 @@ pub async fn handle(
     payload: Value,
     request_id: &str,
     budget: Budget,
-) -> Result<Value, AppSyncError> {
+) -> Result<Response, AppSyncError> {
     handle_with_report(deps, payload, request_id, budget)
         .await
         .0
@@ -181,7 +219,7 @@ pub async fn handle_with_report(
     payload: Value,
     request_id: &str,
     budget: Budget,
-) -> (Result<Value, AppSyncError>, InvocationReport) {
+) -> (Result<Response, AppSyncError>, InvocationReport) {
     let started = Instant::now();
     let now = chrono::Utc::now();
     let (batch, events) = match payload {
@@ -217,15 +255,15 @@ pub async fn handle_with_report(
         let list = results
             .into_iter()
             .map(|result| match result {
-                Ok(page) => json!({ "data": page }),
-                Err(e) => json!({
-                    "data": null,
-                    "errorMessage": e.client_message(),
-                    "errorType": e.error_type().as_str(),
-                }),
+                Ok(page) => BatchElement::Data { data: page },
+                Err(e) => BatchElement::Error {
+                    data: (),
+                    error_message: e.client_message(),
+                    error_type: e.error_type().as_str(),
+                },
             })
             .collect();
-        Ok(Value::Array(list))
+        Ok(Response::Batch(list))
     } else {
         match results.into_iter().next() {
             Some(Ok(page)) if json_len(&page) > RESPONSE_LIMIT_BYTES => {
@@ -234,10 +272,7 @@ pub async fn handle_with_report(
                     batch: false,
                 }))
             }
-            Some(Ok(page)) => serde_json::to_value(page).map_err(|e| AppSyncError {
-                error_type: ErrorType::InternalError,
-                message: format!("response serialization failed: {e}"),
-            }),
+            Some(Ok(page)) => Ok(Response::Page(page)),
             Some(Err(e)) => Err(AppSyncError::from(&e)),
             None => Err(AppSyncError {
                 error_type: ErrorType::InternalError,
@@ -298,6 +333,31 @@ fn fit_batch(results: &mut [Result<AssessmentPage, ResolveError>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn responses_serialize_as_appsync_reads_them() {
+        let page = AssessmentPage {
+            items: Vec::new(),
+            next_token: Some("t".to_owned()),
+        };
+        let batch = Response::Batch(vec![
+            BatchElement::Data { data: page.clone() },
+            BatchElement::Error {
+                data: (),
+                error_message: "no".to_owned(),
+                error_type: "NotFound",
+            },
+        ]);
+        assert_eq!(
+            serde_json::to_string(&batch).expect("serialized"),
+            r#"[{"data":{"items":[],"nextToken":"t"}},{"data":null,"errorMessage":"no","errorType":"NotFound"}]"#
+        );
+        assert_eq!(
+            Response::Page(page).to_value(),
+            json!({"items": [], "nextToken": "t"})
+        );
+    }
 
     #[test]
     fn each_auth_mode_identity_is_read_as_its_caller() {

@@ -389,7 +389,7 @@ impl Gateway {
         if let Ok(mut slot) = self.last.lock() {
             *slot = Some(last);
         }
-        outcome
+        outcome.map(|response| response.to_value())
     }
 
     /// The last invocation's trace as a timeline of spans (`null` when

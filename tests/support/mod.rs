@@ -228,7 +228,9 @@ impl Stack {
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, assessments_resolver::appsync::AppSyncError> {
         let budget = devstack::stack::invocation_budget(self.deps());
-        assessments_resolver::appsync::handle(self.deps(), payload, "test-request", budget).await
+        assessments_resolver::appsync::handle(self.deps(), payload, "test-request", budget)
+            .await
+            .map(|response| response.to_value())
     }
 
     /// After a test: no native result alive, no violation, the pool within its bound.
