@@ -44,11 +44,15 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
         let deps = Arc::clone(&deps);
         // The invocation's X-Ray trace: AppSync's, continued in Lambda's segment.
         let span = xray::invocation_span(event.context.xray_trace_id.as_deref());
-        async move {
-            let budget = deps.invocation_budget(event.context.deadline);
-            appsync::handle(&deps, event.payload, &event.context.request_id, budget).await
-        }
-        .instrument(span)
+        // Boxed: the handler's future is large (every dependency's future is
+        // in it), and lambda_runtime's layers move it by value several times.
+        Box::pin(
+            async move {
+                let budget = deps.invocation_budget(event.context.deadline);
+                appsync::handle(&deps, event.payload, &event.context.request_id, budget).await
+            }
+            .instrument(span),
+        )
     }))
     .await
 }
