@@ -15,10 +15,26 @@ use tracing::Instrument;
 fn main() -> Result<(), lambda_runtime::Error> {
     // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
     assessments_resolver::legacy::run_worker_if_requested();
-    serve()
+    // Invocations one at a time (classic Lambda): one thread runs everything,
+    // with no wake-ups across threads (futex calls, context switches). Managed
+    // instances (AWS_LAMBDA_MAX_CONCURRENCY > 1) run invocations at once: a
+    // thread per core. Blocking work (in-process legacy calls) has its own pool either way.
+    let concurrent = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| n > 1);
+    let runtime = if concurrent {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve())
 }
 
-#[tokio::main]
 async fn serve() -> Result<(), lambda_runtime::Error> {
     assessments_common::observability::init_tracing();
     // An init failure is logged and reported to Lambda with its errorType.
