@@ -266,7 +266,10 @@ pub async fn handle_with_report(
         Ok(Response::Batch(list))
     } else {
         match results.into_iter().next() {
-            Some(Ok(page)) if json_len(&page) > RESPONSE_LIMIT_BYTES => {
+            Some(Ok(page))
+                if page.json_len_bound() > RESPONSE_LIMIT_BYTES
+                    && json_len(&page) > RESPONSE_LIMIT_BYTES =>
+            {
                 Err(AppSyncError::from(&ResolveError::ResponseTooLarge {
                     limit_bytes: RESPONSE_LIMIT_BYTES,
                     batch: false,
@@ -313,6 +316,19 @@ fn element_len(result: &Result<AssessmentPage, ResolveError>) -> usize {
 /// Cuts a batch's response to Lambda's limit: items are replaced, from the
 /// end, by `ResponseTooLarge` errors until the whole list fits.
 fn fit_batch(results: &mut [Result<AssessmentPage, ResolveError>]) {
+    // Bounded without serializing first: nearly always far under the limit.
+    let bound = 2
+        + results.len()
+        + results
+            .iter()
+            .map(|result| match result {
+                Ok(page) => 9 + page.json_len_bound(),
+                Err(_) => element_len(result),
+            })
+            .sum::<usize>();
+    if bound <= RESPONSE_LIMIT_BYTES {
+        return;
+    }
     let mut total =
         2 + results.len().saturating_sub(1) + results.iter().map(element_len).sum::<usize>();
     for result in results.iter_mut().rev() {

@@ -73,6 +73,36 @@ pub struct AssessmentPage {
     pub next_token: Option<String>,
 }
 
+/// The most JSON bytes an [`Assessment`] takes besides its four free strings:
+/// its keys and punctuation (~270), numbers at their longest (~190), the
+/// enum strings and every flag (~100). Checked by a test against the longest item.
+const ASSESSMENT_FIXED_JSON_BOUND: usize = 1024;
+
+impl Assessment {
+    /// An upper bound of this item's JSON length, without serializing it:
+    /// the fixed part, and each free string at six bytes a byte (`\u00XX`).
+    pub fn json_len_bound(&self) -> usize {
+        ASSESSMENT_FIXED_JSON_BOUND
+            + 6 * (self.id.len()
+                + self.student_id.len()
+                + self.administered_at.len()
+                + self.processed_at.len())
+    }
+}
+
+impl AssessmentPage {
+    /// An upper bound of this page's JSON length, without serializing it
+    /// (the response-size checks need an exact count only when this passes the limit).
+    pub fn json_len_bound(&self) -> usize {
+        32 + self
+            .items
+            .iter()
+            .map(|item| item.json_len_bound() + 1)
+            .sum::<usize>()
+            + self.next_token.as_ref().map_or(0, |t| 6 * t.len())
+    }
+}
+
 /// Where one invocation spent its time, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timings {
@@ -413,5 +443,58 @@ fn enrich(
         student_grade: profile.grade,
         reading_level: profile.reading_level,
         processed_at: processed_at.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_length_bound_holds_for_the_longest_item() {
+        // Every number at its longest, every flag, the longest enum strings,
+        // and free strings that escape to six bytes each.
+        let escaped = "\u{1}".repeat(40);
+        let item = Assessment {
+            id: escaped.clone(),
+            student_id: escaped.clone(),
+            assessment_type: "PHONOLOGICAL_AWARENESS",
+            administered_at: escaped.clone(),
+            raw_score: -f64::MAX,
+            items_attempted: i32::MIN,
+            items_correct: i32::MIN,
+            duration_seconds: i32::MIN,
+            scaled_score: i64::MIN,
+            percentile: i64::MIN,
+            benchmark_band: "WELL_BELOW",
+            words_correct_per_minute: Some(-f64::MIN_POSITIVE),
+            accuracy: -1.234_567_890_123_456_7e-300,
+            flags: vec!["LOW_ACCURACY", "RAPID_GUESSING", "BELOW_READING_LEVEL"],
+            student_grade: u8::MAX,
+            reading_level: -f64::MAX,
+            processed_at: escaped.clone(),
+        };
+        let item_len = serde_json::to_string(&item)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        assert!(
+            item_len <= item.json_len_bound(),
+            "{item_len} > {}",
+            item.json_len_bound()
+        );
+        let page = AssessmentPage {
+            items: vec![item.clone(), item],
+            next_token: Some(escaped),
+        };
+        let page_len = serde_json::to_string(&page)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        assert!(
+            page_len <= page.json_len_bound(),
+            "{page_len} > {}",
+            page.json_len_bound()
+        );
+        // Not vacuous: within twice the real length.
+        assert!(page.json_len_bound() < 2 * page_len + 2048);
     }
 }
