@@ -282,10 +282,7 @@ async fn a_sampled_invocation_sends_each_dependency_call_as_an_x_ray_subsegment(
     let daemon = testkit::xray::XrayDaemon::start().expect("X-Ray daemon stand-in");
     let api = RuntimeApi::start().await.expect("runtime API");
     let mut env = stack.env();
-    env.push((
-        "AWS_XRAY_DAEMON_ADDRESS".to_owned(),
-        daemon.address().to_owned(),
-    ));
+    env.push(daemon.env_var());
     env.extend(lambda_env(&api, "assessments-resolver"));
     let table = env
         .iter()

@@ -137,10 +137,7 @@ async fn a_sampled_batch_sends_its_dynamodb_scoring_and_dead_letter_calls_as_sub
     let daemon = testkit::xray::XrayDaemon::start().expect("X-Ray daemon stand-in");
     let api = RuntimeApi::start().await.expect("runtime API");
     let mut env = stack.env();
-    env.push((
-        "AWS_XRAY_DAEMON_ADDRESS".to_owned(),
-        daemon.address().to_owned(),
-    ));
+    env.push(daemon.env_var());
     env.extend(lambda_env(&api, "assessment-processor"));
     let mut function = Function::spawn(PROCESSOR_BINARY, env);
     let event: Value = serde_json::from_str(testkit::sqs::SAMPLE_EVENT).expect("sample event");

@@ -70,6 +70,11 @@ impl XrayDaemon {
         &self.address
     }
 
+    /// The setting that points a function at this daemon (Lambda sets it with active tracing).
+    pub fn env_var(&self) -> (String, String) {
+        ("AWS_XRAY_DAEMON_ADDRESS".to_owned(), self.address.clone())
+    }
+
     /// Every document received, in arrival order.
     pub fn documents(&self) -> Vec<Value> {
         self.documents
