@@ -98,15 +98,19 @@ impl ProfileStore {
         student_id: &str,
         budget: &Budget,
     ) -> Result<Option<Profile>, ProfileError> {
+        // The SDK's send future is large (~10 KB): boxed where it is made, so
+        // that the futures around it (and the handler's) stay small to move.
         let call = async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key(student_id)))
-                .projection_expression(PROJECTION)
-                .send()
-                .await
-                .map_err(|e| self.classify(e))
+            Box::pin(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(student_id)))
+                    .projection_expression(PROJECTION)
+                    .send(),
+            )
+            .await
+            .map_err(|e| self.classify(e))
         };
         let span = xray::dynamodb_span("GetItem", &self.table);
         let output = xray::traced(span, dynamo::within(DATA, &self.timeouts, budget, call)).await?;
@@ -161,12 +165,14 @@ impl ProfileStore {
                 }
                 round += 1;
                 let call = async {
-                    self.client
-                        .batch_get_item()
-                        .set_request_items(Some(request))
-                        .send()
-                        .await
-                        .map_err(|e| self.classify(e))
+                    Box::pin(
+                        self.client
+                            .batch_get_item()
+                            .set_request_items(Some(request))
+                            .send(),
+                    )
+                    .await
+                    .map_err(|e| self.classify(e))
                 };
                 let span = xray::dynamodb_span("BatchGetItem", &self.table);
                 let output =

@@ -139,7 +139,9 @@ impl KeySource {
             *last = Some(Instant::now());
         }
         let bound = budget.bound(REFRESH_TIMEOUT, "the nextToken keys' refresh timeout");
-        match bound.run(self.read()).await {
+        // Boxed: the Secrets Manager call is a large future, and this one is
+        // part of every invocation's future.
+        match bound.run(Box::pin(self.read())).await {
             Ok(Ok(keys)) => {
                 tracing::info!(current = keys.current.id(), "nextToken keys re-read");
                 signer.replace(keys);
