@@ -15,15 +15,15 @@
 mod args;
 mod error;
 pub mod keys;
+mod output;
 mod token;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use assessments_common::budget::Budget;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde::Serialize;
 
 use crate::authz::{Access, AuthzPolicy, Caller};
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
@@ -33,6 +33,7 @@ use crate::sqlserver::{AssessmentRecord, Page, PageRequest, SqlError, SqlPool};
 pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
 pub use error::{ErrorType, ResolveError};
 pub use keys::{KeySource, TokenKeySettings};
+pub use output::{Assessment, AssessmentPage, UtcMillis};
 pub use token::{MIN_KEY_LEN, SigningKey, TokenKeys, TokenScope, TokenSigner};
 
 /// One item of an invocation: the validated arguments and who asks.
@@ -40,67 +41,6 @@ pub use token::{MIN_KEY_LEN, SigningKey, TokenKeys, TokenScope, TokenSigner};
 pub struct ItemRequest {
     pub args: GetAssessmentsArgs,
     pub caller: Caller,
-}
-
-/// One scored, enriched assessment: the GraphQL `Assessment` type.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Assessment {
-    pub id: String,
-    pub student_id: String,
-    pub assessment_type: &'static str,
-    pub administered_at: String,
-    pub raw_score: f64,
-    pub items_attempted: i32,
-    pub items_correct: i32,
-    pub duration_seconds: i32,
-    pub scaled_score: i64,
-    pub percentile: i64,
-    pub benchmark_band: &'static str,
-    pub words_correct_per_minute: Option<f64>,
-    pub accuracy: f64,
-    pub flags: Vec<&'static str>,
-    pub student_grade: u8,
-    pub reading_level: f64,
-    pub processed_at: String,
-}
-
-/// The GraphQL `AssessmentPage` type.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AssessmentPage {
-    pub items: Vec<Assessment>,
-    pub next_token: Option<String>,
-}
-
-/// The most JSON bytes an [`Assessment`] takes besides its four free strings:
-/// its keys and punctuation (~270), numbers at their longest (~190), the
-/// enum strings and every flag (~100). Checked by a test against the longest item.
-const ASSESSMENT_FIXED_JSON_BOUND: usize = 1024;
-
-impl Assessment {
-    /// An upper bound of this item's JSON length, without serializing it:
-    /// the fixed part, and each free string at six bytes a byte (`\u00XX`).
-    pub fn json_len_bound(&self) -> usize {
-        ASSESSMENT_FIXED_JSON_BOUND
-            + 6 * (self.id.len()
-                + self.student_id.len()
-                + self.administered_at.len()
-                + self.processed_at.len())
-    }
-}
-
-impl AssessmentPage {
-    /// An upper bound of this page's JSON length, without serializing it
-    /// (the response-size checks need an exact count only when this passes the limit).
-    pub fn json_len_bound(&self) -> usize {
-        32 + self
-            .items
-            .iter()
-            .map(|item| item.json_len_bound() + 1)
-            .sum::<usize>()
-            + self.next_token.as_ref().map_or(0, |t| 6 * t.len())
-    }
 }
 
 /// Where one invocation spent its time, for logs and metrics.
@@ -130,10 +70,6 @@ struct Planned {
     args: GetAssessmentsArgs,
     request: PageRequest,
     access: Access,
-}
-
-fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl Resolver {
@@ -276,8 +212,8 @@ impl Resolver {
         timings.sql = open_time + scoped_time;
 
         let started = Instant::now();
-        let processed_at = format_time(now);
-        let (profiles, processed_at) = (&profiles, processed_at.as_str());
+        let processed_at = UtcMillis(now.naive_utc());
+        let profiles = &profiles;
         let ready: Vec<_> = open
             .into_iter()
             .zip(open_pages)
@@ -368,7 +304,7 @@ impl Resolver {
         plan: &Planned,
         page: Result<Page, SqlError>,
         profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
-        processed_at: &str,
+        processed_at: UtcMillis,
         budget: &Budget,
     ) -> Result<AssessmentPage, ResolveError> {
         let profiles = profiles
@@ -430,13 +366,13 @@ fn enrich(
     record: &AssessmentRecord,
     scored: ScoredAssessment,
     profile: &Profile,
-    processed_at: &str,
+    processed_at: UtcMillis,
 ) -> Assessment {
     Assessment {
-        id: record.assessment_id.to_string(),
+        id: record.assessment_id,
         student_id: record.student_id.clone(),
         assessment_type: record.assessment_type.as_str(),
-        administered_at: format_time(record.administered_at.and_utc()),
+        administered_at: UtcMillis(record.administered_at),
         raw_score: record.raw_score,
         items_attempted: record.items_attempted,
         items_correct: record.items_correct,
@@ -447,62 +383,9 @@ fn enrich(
         benchmark_band: scored.band.as_str(),
         words_correct_per_minute: scored.wcpm.map(|w| (w * 10.0).round() / 10.0),
         accuracy: (scored.accuracy * 1000.0).round() / 1000.0,
-        flags: scored.flags.names().collect(),
+        flags: scored.flags,
         student_grade: profile.grade,
         reading_level: profile.reading_level,
-        processed_at: processed_at.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_json_length_bound_holds_for_the_longest_item() {
-        // Every number at its longest, every flag, the longest enum strings,
-        // and free strings that escape to six bytes each.
-        let escaped = "\u{1}".repeat(40);
-        let item = Assessment {
-            id: escaped.clone(),
-            student_id: escaped.clone(),
-            assessment_type: "PHONOLOGICAL_AWARENESS",
-            administered_at: escaped.clone(),
-            raw_score: -f64::MAX,
-            items_attempted: i32::MIN,
-            items_correct: i32::MIN,
-            duration_seconds: i32::MIN,
-            scaled_score: i64::MIN,
-            percentile: i64::MIN,
-            benchmark_band: "WELL_BELOW",
-            words_correct_per_minute: Some(-f64::MIN_POSITIVE),
-            accuracy: -1.234_567_890_123_456_7e-300,
-            flags: vec!["LOW_ACCURACY", "RAPID_GUESSING", "BELOW_READING_LEVEL"],
-            student_grade: u8::MAX,
-            reading_level: -f64::MAX,
-            processed_at: escaped.clone(),
-        };
-        let item_len = serde_json::to_string(&item)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
-        assert!(
-            item_len <= item.json_len_bound(),
-            "{item_len} > {}",
-            item.json_len_bound()
-        );
-        let page = AssessmentPage {
-            items: vec![item.clone(), item],
-            next_token: Some(escaped),
-        };
-        let page_len = serde_json::to_string(&page)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
-        assert!(
-            page_len <= page.json_len_bound(),
-            "{page_len} > {}",
-            page.json_len_bound()
-        );
-        // Not vacuous: within twice the real length.
-        assert!(page.json_len_bound() < 2 * page_len + 2048);
+        processed_at,
     }
 }

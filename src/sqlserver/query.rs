@@ -2,6 +2,8 @@
 
 use assessments_common::budget::Budget;
 use assessments_common::xray;
+use std::sync::Arc;
+
 use chrono::{NaiveDate, NaiveDateTime};
 use tiberius::{FromSql, Row, ToSql};
 
@@ -52,7 +54,8 @@ pub struct PageRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssessmentRecord {
     pub assessment_id: i64,
-    pub student_id: String,
+    /// Shared by the rows of a page with the same id (all of them, normally).
+    pub student_id: Arc<str>,
     pub assessment_type: AssessmentType,
     /// UTC.
     pub administered_at: NaiveDateTime,
@@ -122,10 +125,14 @@ impl SqlPool {
             other => other?,
         };
         drop(lease);
-        let mut records = rows
-            .iter()
-            .map(decode_record)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut records = Vec::with_capacity(rows.len());
+        if let Some(first) = rows.first() {
+            check_columns(first)?;
+        }
+        let mut student_id: Option<Arc<str>> = None;
+        for row in &rows {
+            records.push(decode_record(row, &mut student_id)?);
+        }
         let page_size = request.page_size as usize;
         let next = if records.len() > page_size {
             records.truncate(page_size);
@@ -189,9 +196,41 @@ impl SqlPool {
     }
 }
 
-/// A non-NULL value of `column`, or an error naming it.
-fn column<'a, T: FromSql<'a>>(row: &'a Row, column: &'static str) -> Result<T, SqlError> {
-    match row.try_get::<T, _>(column) {
+/// The statement's columns, in its order: rows are read by position.
+const COLUMNS: [&str; 8] = [
+    "assessment_id",
+    "student_id",
+    "assessment_type",
+    "administered_at",
+    "raw_score",
+    "items_attempted",
+    "items_correct",
+    "duration_seconds",
+];
+
+/// The result has the statement's columns in its order (checked once per
+/// page, so that each row is read by position rather than by name).
+fn check_columns(row: &Row) -> Result<(), SqlError> {
+    let names = row.columns().iter().map(|c| c.name());
+    if row.columns().len() != COLUMNS.len() {
+        return Err(SqlError::Decode {
+            column: "*",
+            reason: format!("{} columns, expected {}", row.columns().len(), COLUMNS.len()),
+        });
+    }
+    match names.zip(COLUMNS).find(|(got, want)| got != want) {
+        Some((_, want)) => Err(SqlError::Decode {
+            column: want,
+            reason: "missing, or not in the statement's place".to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A non-NULL value of the column at `index` (of [`COLUMNS`]), or an error naming it.
+fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, SqlError> {
+    let column = COLUMNS[index];
+    match row.try_get::<T, _>(index) {
         Ok(Some(value)) => Ok(value),
         Ok(None) => Err(SqlError::Decode {
             column,
@@ -199,25 +238,34 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, column: &'static str) -> Result<T, S
         }),
         Err(e) => Err(SqlError::Decode {
             column,
-            reason: format!("unexpected type or missing column ({e})"),
+            reason: format!("unexpected type ({e})"),
         }),
     }
 }
 
-fn decode_record(row: &Row) -> Result<AssessmentRecord, SqlError> {
-    let type_name: &str = column(row, "assessment_type")?;
+/// One row; `student_id` keeps the page's id, shared while rows repeat it.
+fn decode_record(
+    row: &Row,
+    student_id: &mut Option<Arc<str>>,
+) -> Result<AssessmentRecord, SqlError> {
+    let type_name: &str = column(row, 2)?;
     let assessment_type = AssessmentType::parse(type_name).ok_or_else(|| SqlError::Decode {
         column: "assessment_type",
         reason: "not a known assessment type".to_owned(),
     })?;
+    let id: &str = column(row, 1)?;
+    let shared = match student_id {
+        Some(shared) if **shared == *id => Arc::clone(shared),
+        _ => Arc::clone(student_id.insert(Arc::from(id))),
+    };
     Ok(AssessmentRecord {
-        assessment_id: column(row, "assessment_id")?,
-        student_id: column::<&str>(row, "student_id")?.to_owned(),
+        assessment_id: column(row, 0)?,
+        student_id: shared,
         assessment_type,
-        administered_at: column(row, "administered_at")?,
-        raw_score: column(row, "raw_score")?,
-        items_attempted: column(row, "items_attempted")?,
-        items_correct: column(row, "items_correct")?,
-        duration_seconds: column(row, "duration_seconds")?,
+        administered_at: column(row, 3)?,
+        raw_score: column(row, 4)?,
+        items_attempted: column(row, 5)?,
+        items_correct: column(row, 6)?,
+        duration_seconds: column(row, 7)?,
     })
 }
