@@ -16,12 +16,14 @@
 use std::time::Instant;
 
 use assessments_common::budget::Budget;
-use aws_lambda_events::appsync::AppSyncDirectResolverEvent;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::authz::{Caller, TokenKind};
 use crate::deps::Deps;
 use crate::report::InvocationReport;
+use assessments_common::rules::json_kind;
+
 use crate::resolver::{AssessmentPage, ErrorType, ItemRequest, ResolveError, parse_args};
 
 /// The field this function resolves.
@@ -105,26 +107,210 @@ impl From<AppSyncError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Turns one event object into validated arguments and the caller (the
-/// fuzzer drives this directly).
-pub fn parse_event(mut event: Value) -> Result<ItemRequest, ResolveError> {
-    // The identity is read here, not by `AppSyncDirectResolverEvent`: see [`caller`].
-    let identity = match &mut event {
-        Value::Object(object) => object.remove("identity").unwrap_or(Value::Null),
-        _ => Value::Null,
+/// An invocation's payload as Lambda delivers it: one event, or AppSync's
+/// batch. Deserialized straight from the request body (`LambdaEvent<Invocation>`):
+/// of each event only `info`, `arguments` and `identity` are kept; the rest
+/// (request headers, source, stash, ...) is skipped unread. Never fails on
+/// JSON of the wrong shape: that becomes an `InvalidEvent` answer, as the
+/// AppSync error the caller sees, not a runtime deserialization failure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    Single(Event),
+    Batch(Vec<Event>),
+}
+
+/// The parts of one AppSync direct resolver event the resolver reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    info: Option<Value>,
+    arguments: Option<Value>,
+    identity: Option<Value>,
+    /// The event was not an object: what it was instead.
+    not_an_object: Option<&'static str>,
+}
+
+impl From<Value> for Invocation {
+    fn from(payload: Value) -> Self {
+        // Reading a `Value` cannot fail (its keys are strings, and every
+        // shape is accepted); kept as an answer rather than a panic.
+        Invocation::deserialize(payload)
+            .unwrap_or_else(|_| Invocation::Single(not_an_object("an unreadable value")))
+    }
+}
+
+impl From<Value> for Event {
+    fn from(event: Value) -> Self {
+        match Invocation::from(event) {
+            Invocation::Single(event) => event,
+            Invocation::Batch(_) => Event {
+                not_an_object: Some("a list"),
+                ..Event::default()
+            },
+        }
+    }
+}
+
+/// Field names of an event: the three read, and everything else.
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum EventField {
+    Info,
+    Arguments,
+    Identity,
+    #[serde(other)]
+    Other,
+}
+
+fn read_event<'de, A: MapAccess<'de>>(mut map: A) -> Result<Event, A::Error> {
+    let mut event = Event::default();
+    while let Some(field) = map.next_key::<EventField>()? {
+        match field {
+            EventField::Info => event.info = Some(map.next_value()?),
+            EventField::Arguments => event.arguments = Some(map.next_value()?),
+            EventField::Identity => event.identity = Some(map.next_value()?),
+            EventField::Other => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(event)
+}
+
+fn not_an_object(kind: &'static str) -> Event {
+    Event {
+        not_an_object: Some(kind),
+        ..Event::default()
+    }
+}
+
+/// Reads a JSON value as an event (a batch's element).
+struct EventVisitor;
+
+macro_rules! not_an_object_visits {
+    ($($method:ident($ty:ty) => $kind:literal;)*) => {
+        $(fn $method<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> {
+            Ok(self.other($kind))
+        })*
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(self.other("null"))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(self.other("null"))
+        }
     };
-    let event: AppSyncDirectResolverEvent<Value> =
-        serde_json::from_value(event).map_err(|e| ResolveError::InvalidEvent(e.to_string()))?;
-    if event.info.parent_type_name != PARENT_TYPE || event.info.field_name != FIELD_NAME {
+}
+
+impl EventVisitor {
+    fn other(&self, kind: &'static str) -> Event {
+        not_an_object(kind)
+    }
+}
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an AppSync event")
+    }
+    not_an_object_visits! {
+        visit_bool(bool) => "a boolean";
+        visit_i64(i64) => "a number";
+        visit_u64(u64) => "a number";
+        visit_f64(f64) => "a number";
+        visit_str(&str) => "a string";
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Event, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(not_an_object("a list"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Event, A::Error> {
+        read_event(map)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EventVisitor)
+    }
+}
+
+/// Reads the payload: an object is one event, an array a batch.
+struct InvocationVisitor;
+
+impl InvocationVisitor {
+    fn other(&self, kind: &'static str) -> Invocation {
+        Invocation::Single(not_an_object(kind))
+    }
+}
+
+impl<'de> Visitor<'de> for InvocationVisitor {
+    type Value = Invocation;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an AppSync event or a batch of them")
+    }
+    not_an_object_visits! {
+        visit_bool(bool) => "a boolean";
+        visit_i64(i64) => "a number";
+        visit_u64(u64) => "a number";
+        visit_f64(f64) => "a number";
+        visit_str(&str) => "a string";
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Invocation, A::Error> {
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
+        while let Some(event) = seq.next_element::<Event>()? {
+            events.push(event);
+        }
+        Ok(Invocation::Batch(events))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Invocation, A::Error> {
+        read_event(map).map(Invocation::Single)
+    }
+}
+
+impl<'de> Deserialize<'de> for Invocation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(InvocationVisitor)
+    }
+}
+
+/// Turns one event into validated arguments and the caller (the fuzzer
+/// drives this directly).
+pub fn parse_event(event: Event) -> Result<ItemRequest, ResolveError> {
+    if let Some(kind) = event.not_an_object {
+        return Err(ResolveError::InvalidEvent(format!(
+            "an event must be a JSON object, got {kind}"
+        )));
+    }
+    let info = match &event.info {
+        Some(Value::Object(info)) => info,
+        Some(other) => {
+            return Err(ResolveError::InvalidEvent(format!(
+                "info must be an object, got {}",
+                json_kind(other)
+            )));
+        }
+        None => return Err(ResolveError::InvalidEvent("missing field `info`".to_owned())),
+    };
+    let name = |key: &str| match info.get(key) {
+        Some(Value::String(name)) => Ok(name.as_str()),
+        Some(other) => Err(ResolveError::InvalidEvent(format!(
+            "info.{key} must be a string, got {}",
+            json_kind(other)
+        ))),
+        None => Err(ResolveError::InvalidEvent(format!(
+            "missing field `info.{key}`"
+        ))),
+    };
+    let (parent, field) = (name("parentTypeName")?, name("fieldName")?);
+    if parent != PARENT_TYPE || field != FIELD_NAME {
         let shorten = |s: &str| s.chars().take(64).collect::<String>();
         return Err(ResolveError::UnsupportedField {
-            parent: shorten(&event.info.parent_type_name),
-            field: shorten(&event.info.field_name),
+            parent: shorten(parent),
+            field: shorten(field),
         });
     }
     Ok(ItemRequest {
         args: parse_args(event.arguments.as_ref())?,
-        caller: caller(&identity),
+        caller: caller(event.identity.as_ref().unwrap_or(&Value::Null)),
     })
 }
 
@@ -204,7 +390,7 @@ pub fn caller(identity: &Value) -> Caller {
 /// waits bounded by `budget` (see [`Deps::invocation_budget`]).
 pub async fn handle(
     deps: &Deps,
-    payload: Value,
+    payload: impl Into<Invocation>,
     request_id: &str,
     budget: Budget,
 ) -> Result<Response, AppSyncError> {
@@ -216,14 +402,14 @@ pub async fn handle(
 /// `handle`, also returning what the invocation reported (for benchmarks).
 pub async fn handle_with_report(
     deps: &Deps,
-    payload: Value,
+    payload: impl Into<Invocation>,
     request_id: &str,
     budget: Budget,
 ) -> (Result<Response, AppSyncError>, InvocationReport) {
     let started = Instant::now();
     let now = chrono::Utc::now();
-    let (batch, events) = match payload {
-        Value::Array(events) if events.len() > MAX_BATCH => {
+    let (batch, events) = match payload.into() {
+        Invocation::Batch(events) if events.len() > MAX_BATCH => {
             let e = ResolveError::InvalidEvent(format!(
                 "a batch of {} exceeds AppSync's {MAX_BATCH}",
                 events.len()
@@ -232,8 +418,8 @@ pub async fn handle_with_report(
             deps.record(&report);
             return (Err(AppSyncError::from(&e)), report);
         }
-        Value::Array(events) => (true, events),
-        event => (false, vec![event]),
+        Invocation::Batch(events) => (true, events),
+        Invocation::Single(event) => (false, vec![event]),
     };
     let items: Vec<_> = events.into_iter().map(parse_event).collect();
     let (mut results, timings) = deps.resolver.get_assessments(items, now, &budget).await;
@@ -442,8 +628,69 @@ mod tests {
             testkit::appsync::ResolverEvent::get_assessments(json!({"studentId": "stu-0001"}))
                 .identity(json!({"claims": null, "weird": true}))
                 .into_json();
-        let item = parse_event(event).expect("a valid event");
+        let item = parse_event(event.into()).expect("a valid event");
         assert_eq!(item.caller, Caller::Unrecognized);
         assert_eq!(item.args.student_id, "stu-0001");
+    }
+
+    fn invalid_event_message(payload: &str) -> String {
+        let invocation: Invocation = serde_json::from_str(payload).expect("any JSON is read");
+        let event = match invocation {
+            Invocation::Single(event) => event,
+            Invocation::Batch(mut events) => events.remove(0),
+        };
+        match parse_event(event) {
+            Err(ResolveError::InvalidEvent(message)) => message,
+            other => panic!("{payload}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn any_json_is_read_and_the_wrong_shapes_are_invalid_events() {
+        for (payload, message) in [
+            ("\"text\"", "an event must be a JSON object, got a string"),
+            ("17", "an event must be a JSON object, got a number"),
+            ("null", "an event must be a JSON object, got null"),
+            ("[true]", "an event must be a JSON object, got a boolean"),
+            ("[[1, 2]]", "an event must be a JSON object, got a list"),
+            (r#"{"hello": "world"}"#, "missing field `info`"),
+            (r#"{"info": []}"#, "info must be an object, got a list"),
+            (r#"{"info": {"fieldName": "getAssessments"}}"#, "missing field `info.parentTypeName`"),
+            (
+                r#"{"info": {"parentTypeName": "Query", "fieldName": 3}}"#,
+                "info.fieldName must be a string, got a number",
+            ),
+        ] {
+            assert_eq!(invalid_event_message(payload), message, "{payload}");
+        }
+        // Not JSON at all is still refused by the JSON reader.
+        assert!(serde_json::from_str::<Invocation>("{").is_err());
+    }
+
+    #[test]
+    fn an_event_is_read_the_same_from_the_body_and_from_a_value() {
+        let event = testkit::appsync::ResolverEvent::get_assessments(
+            json!({"studentId": "stu-0001", "limit": 5, "assessmentType": "ORAL_READING_FLUENCY"}),
+        )
+        .identity(json!({"sub": "u-1", "issuer": "https://idp", "claims": {"sub": "u-1"}}))
+        .into_json();
+        let batch = Value::Array(vec![event.clone(), json!("odd"), event.clone()]);
+        for payload in [event, batch] {
+            let from_body: Invocation =
+                serde_json::from_slice(&serde_json::to_vec(&payload).unwrap_or_default())
+                    .expect("read");
+            assert_eq!(from_body, Invocation::from(payload.clone()), "{payload}");
+        }
+        let Invocation::Single(event) = Invocation::from(
+            testkit::appsync::ResolverEvent::get_assessments(json!({"studentId": "stu-0001"}))
+                .into_json(),
+        ) else {
+            panic!("one event");
+        };
+        // Read: what the resolver uses; skipped unread: the request, source, stash.
+        assert!(event.info.is_some() && event.arguments.is_some());
+        let item = parse_event(event).expect("a valid event");
+        assert_eq!(item.args.student_id, "stu-0001");
+        assert_eq!(item.args.limit, crate::resolver::DEFAULT_LIMIT);
     }
 }

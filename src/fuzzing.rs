@@ -3,9 +3,8 @@
 //! input that once broke something on stable Rust). Each takes arbitrary bytes
 //! and must return without panicking, however malformed they are.
 
-use serde_json::Value;
 
-use crate::appsync::{MAX_BATCH, parse_event};
+use crate::appsync::{Invocation, MAX_BATCH, parse_event};
 use crate::legacy::protocol::{Reply, check_scored_reply, decode_reply_stream};
 use crate::legacy::{AssessmentRow, AssessmentType};
 use crate::resolver::{TokenScope, TokenSigner};
@@ -15,13 +14,14 @@ const KEY: &[u8] = b"fuzzing-key-fuzzing-key-fuzzing-key!";
 /// AppSync direct-resolver events as bytes off the wire: JSON, the event
 /// shape (single or batch), argument validation and `nextToken` verification.
 pub fn appsync_event(data: &[u8]) {
-    let Ok(payload) = serde_json::from_slice::<Value>(data) else {
+    // As lambda_runtime reads the request body.
+    let Ok(payload) = serde_json::from_slice::<Invocation>(data) else {
         return;
     };
     let events = match payload {
-        Value::Array(events) if events.len() > MAX_BATCH => return,
-        Value::Array(events) => events,
-        event => vec![event],
+        Invocation::Batch(events) if events.len() > MAX_BATCH => return,
+        Invocation::Batch(events) => events,
+        Invocation::Single(event) => vec![event],
     };
     let Ok(signer) = TokenSigner::new(KEY) else {
         return;
