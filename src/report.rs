@@ -13,8 +13,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use assessments_common::observability::{Metric, emf_document, ms};
-use serde_json::{Value, json};
+use assessments_common::observability::{EmfDocument, Metric, ms};
+use serde::Serialize;
 
 use crate::legacy::{BreakerState, IsolationStats};
 use crate::resolver::{ErrorType, Timings};
@@ -282,7 +282,11 @@ impl InvocationReport {
     /// The EMF documents: one with this invocation's metrics, and one per
     /// error type that occurred (`ItemErrors` under the `ErrorType` dimension,
     /// whose values are the bounded set of [`ErrorType`]).
-    pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Vec<Value> {
+    pub fn emf<'a>(
+        &'a self,
+        function_name: &'a str,
+        timestamp_ms: i64,
+    ) -> Vec<EmfDocument<'a, EmfProperties<'a>>> {
         let resources = self.resources.unwrap_or_default();
         let mut metrics: Vec<Metric> = vec![
             ("Items", "Count", self.items as f64),
@@ -330,36 +334,53 @@ impl InvocationReport {
                 ("LegacyBreakerOpen", "Count", f64::from(u8::from(open))),
             ]);
         }
-        let mut properties = serde_json::Map::new();
-        properties.insert("RequestId".to_owned(), json!(self.request_id));
-        properties.insert("Batch".to_owned(), json!(self.batch));
-        let mut documents = vec![emf_document(
+        let mut documents = Vec::with_capacity(1 + self.error_types.len());
+        documents.push(EmfDocument::new(
             METRICS_NAMESPACE,
             &[&["FunctionName"]],
             function_name,
             timestamp_ms,
-            &metrics,
-            properties,
-        )];
+            metrics,
+            EmfProperties {
+                request_id: &self.request_id,
+                batch: Some(self.batch),
+                error_type: None,
+            },
+        ));
         for (error_type, count) in &self.error_types {
-            let mut properties = serde_json::Map::new();
-            properties.insert("RequestId".to_owned(), json!(self.request_id));
-            properties.insert("ErrorType".to_owned(), json!(error_type.as_str()));
-            documents.push(emf_document(
+            documents.push(EmfDocument::new(
                 METRICS_NAMESPACE,
                 &[&["FunctionName", "ErrorType"]],
                 function_name,
                 timestamp_ms,
-                &[(ITEM_ERRORS_METRIC, "Count", *count as f64)],
-                properties,
+                vec![(ITEM_ERRORS_METRIC, "Count", *count as f64)],
+                EmfProperties {
+                    request_id: &self.request_id,
+                    batch: None,
+                    error_type: Some(error_type.as_str()),
+                },
             ));
         }
         documents
     }
 }
 
+/// The searchable fields of the resolver's EMF documents.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EmfProperties<'a> {
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<bool>,
+    /// The dimension of `ItemErrors`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'static str>,
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn report_with_errors() -> InvocationReport {
@@ -387,7 +408,7 @@ mod tests {
             ..ResourceState::default()
         });
         let documents = report.emf("fn", 1_700_000_000_000);
-        let doc = &documents[0];
+        let doc = &documents[0].to_value();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         let declared = directive["Metrics"].as_array().expect("metrics");
@@ -406,7 +427,8 @@ mod tests {
 
     #[test]
     fn each_error_type_has_its_own_document_under_the_error_type_dimension() {
-        let documents = report_with_errors().emf("fn", 0);
+        let report = report_with_errors();
+        let documents: Vec<_> = report.emf("fn", 0).iter().map(|d| d.to_value()).collect();
         assert_eq!(documents.len(), 3);
         for (doc, (error_type, count)) in documents[1..]
             .iter()

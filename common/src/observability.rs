@@ -2,9 +2,11 @@
 //! them), and the CloudWatch Embedded Metric Format (EMF) document each
 //! function prints once per invocation about what it did (its own report type).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::config::{ConfigError, Env};
 
@@ -38,14 +40,26 @@ impl MetricsSettings {
     }
 
     /// Prints the EMF documents `build(function_name, now_ms)` makes, one
-    /// line each, when enabled. Lambda sends stdout, line by line, to CloudWatch Logs.
-    pub fn print<D: IntoIterator<Item = Value>>(&self, build: impl FnOnce(&str, i64) -> D) {
-        if self.emit {
-            let documents = build(&self.function_name, chrono::Utc::now().timestamp_millis());
-            for document in documents {
-                println!("{document}");
+    /// line each, when enabled. Lambda sends stdout, line by line, to
+    /// CloudWatch Logs. The lines are serialized into one buffer and written
+    /// at once (`println!` of each went through `core::fmt`, line by line).
+    pub fn print<'s, D, I>(&'s self, build: impl FnOnce(&'s str, i64) -> I)
+    where
+        D: Serialize,
+        I: IntoIterator<Item = D>,
+    {
+        if !self.emit {
+            return;
+        }
+        let documents = build(&self.function_name, chrono::Utc::now().timestamp_millis());
+        let mut out = Vec::with_capacity(2048);
+        for document in documents {
+            // Our own types: string keys, finite numbers; cannot fail.
+            if serde_json::to_writer(&mut out, &document).is_ok() {
+                out.push(b'\n');
             }
         }
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &out);
     }
 }
 
@@ -54,39 +68,107 @@ pub type Metric = (&'static str, &'static str, f64);
 
 /// One EMF document: `metrics` declared under `namespace` with `dimensions`
 /// (sets of property names; `FunctionName` is set here, any other dimension
-/// must be among `properties`), plus `properties` (searchable, not metrics).
+/// must be among `properties`), plus `properties` (a struct of searchable
+/// fields, not metrics). Serialized straight into the log line, with no
+/// `serde_json::Value` in between (building one cost ~50 k instructions per invocation).
 /// The format: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>.
-pub fn emf_document(
-    namespace: &str,
-    dimensions: &[&[&str]],
-    function_name: &str,
-    timestamp_ms: i64,
-    metrics: &[Metric],
-    properties: serde_json::Map<String, Value>,
-) -> Value {
-    let mut doc = properties;
-    doc.insert(
-        "_aws".to_owned(),
-        json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": dimensions,
-                "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
-            }],
-        }),
-    );
-    doc.insert("FunctionName".to_owned(), json!(function_name));
-    for (name, _, value) in metrics {
-        // Whole numbers print as integers (counts read naturally in the logs).
-        let value = if value.fract() == 0.0 && value.abs() < 9.0e15 {
-            json!(*value as i64)
-        } else {
-            json!(value)
-        };
-        doc.insert((*name).to_owned(), value);
+#[derive(Debug, Clone, Serialize)]
+pub struct EmfDocument<'a, P: Serialize> {
+    #[serde(rename = "_aws")]
+    aws: Directive<'a>,
+    #[serde(rename = "FunctionName")]
+    function_name: &'a str,
+    #[serde(flatten)]
+    properties: P,
+    #[serde(flatten)]
+    metrics: MetricValues,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Directive<'a> {
+    timestamp: i64,
+    cloud_watch_metrics: [MetricDirective<'a>; 1],
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MetricDirective<'a> {
+    namespace: &'a str,
+    dimensions: &'a [&'a [&'a str]],
+    metrics: MetricDeclarations,
+}
+
+/// `[{"Name": ..., "Unit": ...}, ...]`
+#[derive(Debug, Clone)]
+struct MetricDeclarations(Arc<[Metric]>);
+
+impl Serialize for MetricDeclarations {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Declaration<'m> {
+            name: &'m str,
+            unit: &'m str,
+        }
+        serializer.collect_seq(
+            self.0
+                .iter()
+                .map(|(name, unit, _)| Declaration { name, unit }),
+        )
     }
-    Value::Object(doc)
+}
+
+/// `"Name": value` for each metric: whole numbers as integers.
+#[derive(Debug, Clone)]
+struct MetricValues(Arc<[Metric]>);
+
+impl Serialize for MetricValues {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let metrics = &self.0;
+        let mut map = serializer.serialize_map(Some(metrics.len()))?;
+        for (name, _, value) in metrics.iter() {
+            // Counts as integers (9e15 < 2^53: exact).
+            if value.fract() == 0.0 && value.abs() < 9.0e15 {
+                map.serialize_entry(name, &(*value as i64))?;
+            } else {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'a, P: Serialize> EmfDocument<'a, P> {
+    pub fn new(
+        namespace: &'a str,
+        dimensions: &'a [&'a [&'a str]],
+        function_name: &'a str,
+        timestamp_ms: i64,
+        metrics: Vec<Metric>,
+        properties: P,
+    ) -> Self {
+        let metrics: Arc<[Metric]> = metrics.into();
+        EmfDocument {
+            aws: Directive {
+                timestamp: timestamp_ms,
+                cloud_watch_metrics: [MetricDirective {
+                    namespace,
+                    dimensions,
+                    metrics: MetricDeclarations(Arc::clone(&metrics)),
+                }],
+            },
+            function_name,
+            properties,
+            metrics: MetricValues(metrics),
+        }
+    }
+
+    /// The document as a JSON value, for tests that inspect it.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
 }
 
 /// JSON logs to stdout, level from `RUST_LOG` (default `info`); and X-Ray
@@ -120,20 +202,28 @@ pub fn ms(d: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn an_emf_document_declares_its_metrics_under_the_function_dimension() {
-        let mut properties = serde_json::Map::new();
-        properties.insert("RequestId".to_owned(), json!("req-1"));
-        let doc = emf_document(
+        #[derive(Serialize)]
+        struct Properties {
+            #[serde(rename = "RequestId")]
+            request_id: &'static str,
+        }
+        let doc = EmfDocument::new(
             "Namespace",
             &[&["FunctionName"]],
             "fn",
             1_700_000_000_000,
-            &[("Items", "Count", 3.0), ("DurationMs", "Milliseconds", 1.5)],
-            properties,
-        );
+            vec![("Items", "Count", 3.0), ("DurationMs", "Milliseconds", 1.5)],
+            Properties {
+                request_id: "req-1",
+            },
+        )
+        .to_value();
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "Namespace"
@@ -146,5 +236,10 @@ mod tests {
         assert_eq!(doc["Items"], json!(3));
         assert_eq!(doc["DurationMs"], json!(1.5));
         assert_eq!(doc["RequestId"], "req-1");
+        assert_eq!(doc["_aws"]["Timestamp"], json!(1_700_000_000_000_i64));
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{"Name": "Items", "Unit": "Count"}, {"Name": "DurationMs", "Unit": "Milliseconds"}])
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use assessments_common::observability::{Metric, emf_document, ms};
-use serde_json::{Value, json};
+use assessments_common::observability::{EmfDocument, Metric, ms};
+use serde::Serialize;
 
 use crate::{RecordOutcome, RecordReport};
 
@@ -152,8 +152,12 @@ impl BatchReport {
         );
     }
 
-    pub fn emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
-        let metrics: [Metric; 12] = [
+    pub fn emf<'a>(
+        &'a self,
+        function_name: &'a str,
+        timestamp_ms: i64,
+    ) -> EmfDocument<'a, EmfProperties<'a>> {
+        let metrics: Vec<Metric> = vec![
             ("Records", "Count", self.records as f64),
             ("Scored", "Count", self.scored as f64),
             ("AlreadyScored", "Count", self.already_scored as f64),
@@ -167,27 +171,38 @@ impl BatchReport {
             ("HistoryQueries", "Count", self.history_queries as f64),
             ("HistoryTruncated", "Count", self.history_truncated as f64),
         ];
-        let mut properties = serde_json::Map::new();
-        properties.insert("RequestId".to_owned(), json!(self.request_id));
-        properties.insert("FailureKinds".to_owned(), json!(self.failure_kinds));
-        emf_document(
+        EmfDocument::new(
             PROCESSOR_METRICS_NAMESPACE,
             &[&["FunctionName"]],
             function_name,
             timestamp_ms,
-            &metrics,
-            properties,
+            metrics,
+            EmfProperties {
+                request_id: &self.request_id,
+                failure_kinds: &self.failure_kinds,
+            },
         )
     }
 }
 
+/// The searchable fields of the processor's EMF document.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EmfProperties<'a> {
+    request_id: &'a str,
+    failure_kinds: &'a [&'static str],
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn every_metric_is_documented_declared_and_numeric() {
-        let doc = BatchReport::new("req-1", 3).emf("fn", 1_700_000_000_000);
+        let report = BatchReport::new("req-1", 3);
+        let doc = report.emf("fn", 1_700_000_000_000).to_value();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         let declared = directive["Metrics"].as_array().expect("metrics");

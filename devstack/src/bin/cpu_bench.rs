@@ -193,10 +193,12 @@ fn function_env(
     isolation: &str,
 ) -> Vec<(String, String)> {
     let mut env = services.env().to_vec();
-    env.retain(|(k, _)| k != "LEGACY_ISOLATION");
+    env.retain(|(k, _)| !["LEGACY_ISOLATION", "METRICS_EMF", "RUST_LOG"].contains(&k.as_str()));
     env.push(("LEGACY_ISOLATION".to_owned(), isolation.to_owned()));
-    // As the template deploys it: info logs, one EMF line per invocation.
+    // As the template deploys it: info logs, one EMF line per invocation
+    // (the local stack's settings turn EMF off for tests that read the log).
     env.push(("RUST_LOG".to_owned(), "info".to_owned()));
+    env.push(("METRICS_EMF".to_owned(), "true".to_owned()));
     env.extend(lambda_env(api, "assessments-resolver"));
     env
 }
