@@ -288,7 +288,11 @@ pub fn parse_event(event: Event) -> Result<ItemRequest, ResolveError> {
                 json_kind(other)
             )));
         }
-        None => return Err(ResolveError::InvalidEvent("missing field `info`".to_owned())),
+        None => {
+            return Err(ResolveError::InvalidEvent(
+                "missing field `info`".to_owned(),
+            ));
+        }
     };
     let name = |key: &str| match info.get(key) {
         Some(Value::String(name)) => Ok(name.as_str()),
@@ -655,7 +659,10 @@ mod tests {
             ("[[1, 2]]", "an event must be a JSON object, got a list"),
             (r#"{"hello": "world"}"#, "missing field `info`"),
             (r#"{"info": []}"#, "info must be an object, got a list"),
-            (r#"{"info": {"fieldName": "getAssessments"}}"#, "missing field `info.parentTypeName`"),
+            (
+                r#"{"info": {"fieldName": "getAssessments"}}"#,
+                "missing field `info.parentTypeName`",
+            ),
             (
                 r#"{"info": {"parentTypeName": "Query", "fieldName": 3}}"#,
                 "info.fieldName must be a string, got a number",

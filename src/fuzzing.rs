@@ -3,7 +3,6 @@
 //! input that once broke something on stable Rust). Each takes arbitrary bytes
 //! and must return without panicking, however malformed they are.
 
-
 use crate::appsync::{Invocation, MAX_BATCH, parse_event};
 use crate::legacy::protocol::{Reply, check_scored_reply, decode_reply_stream};
 use crate::legacy::{AssessmentRow, AssessmentType};

@@ -108,7 +108,14 @@ impl UtcMillis {
         put(14, t.minute(), 2);
         put(17, t.second(), 2);
         put(20, nanos / 1_000_000, 3);
-        for (at, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.')] {
+        for (at, sep) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ] {
             buf[at] = sep;
         }
         buf[23] = b'Z';

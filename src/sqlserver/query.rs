@@ -215,7 +215,11 @@ fn check_columns(row: &Row) -> Result<(), SqlError> {
     if row.columns().len() != COLUMNS.len() {
         return Err(SqlError::Decode {
             column: "*",
-            reason: format!("{} columns, expected {}", row.columns().len(), COLUMNS.len()),
+            reason: format!(
+                "{} columns, expected {}",
+                row.columns().len(),
+                COLUMNS.len()
+            ),
         });
     }
     match names.zip(COLUMNS).find(|(got, want)| got != want) {
