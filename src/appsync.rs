@@ -183,63 +183,23 @@ fn not_an_object(kind: &'static str) -> Event {
     }
 }
 
-/// Reads a JSON value as an event (a batch's element).
-struct EventVisitor;
-
-macro_rules! not_an_object_visits {
-    ($($method:ident($ty:ty) => $kind:literal;)*) => {
-        $(fn $method<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> {
-            Ok(self.other($kind))
-        })*
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(self.other("null"))
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(self.other("null"))
-        }
-    };
-}
-
-impl EventVisitor {
-    fn other(&self, kind: &'static str) -> Event {
-        not_an_object(kind)
-    }
-}
-
-impl<'de> Visitor<'de> for EventVisitor {
-    type Value = Event;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an AppSync event")
-    }
-    not_an_object_visits! {
-        visit_bool(bool) => "a boolean";
-        visit_i64(i64) => "a number";
-        visit_u64(u64) => "a number";
-        visit_f64(f64) => "a number";
-        visit_str(&str) => "a string";
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Event, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(not_an_object("a list"))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Event, A::Error> {
-        read_event(map)
-    }
-}
-
 impl<'de> Deserialize<'de> for Event {
+    /// A batch's element: an object is an event; anything else (a nested
+    /// list included) is kept as what it was, to be answered `InvalidEvent`.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(EventVisitor)
+        Ok(match Invocation::deserialize(deserializer)? {
+            Invocation::Single(event) => event,
+            Invocation::Batch(_) => not_an_object("a list"),
+        })
     }
 }
 
-/// Reads the payload: an object is one event, an array a batch.
+/// Reads the payload: an object is one event, an array a batch, anything
+/// else an event that is not an object.
 struct InvocationVisitor;
 
-impl InvocationVisitor {
-    fn other(&self, kind: &'static str) -> Invocation {
-        Invocation::Single(not_an_object(kind))
-    }
+fn other<E>(kind: &'static str) -> Result<Invocation, E> {
+    Ok(Invocation::Single(not_an_object(kind)))
 }
 
 impl<'de> Visitor<'de> for InvocationVisitor {
@@ -247,12 +207,26 @@ impl<'de> Visitor<'de> for InvocationVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an AppSync event or a batch of them")
     }
-    not_an_object_visits! {
-        visit_bool(bool) => "a boolean";
-        visit_i64(i64) => "a number";
-        visit_u64(u64) => "a number";
-        visit_f64(f64) => "a number";
-        visit_str(&str) => "a string";
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Invocation, E> {
+        other("a boolean")
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Invocation, E> {
+        other("a number")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Invocation, E> {
+        other("a number")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Invocation, E> {
+        other("a number")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Invocation, E> {
+        other("a string")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Invocation, E> {
+        other("null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Invocation, E> {
+        other("null")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Invocation, A::Error> {
         let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
