@@ -16,6 +16,10 @@ pub enum SqlError {
     ConnectTimeout { limit: Limit },
     #[error("cannot connect to SQL Server: {0}")]
     Connect(String),
+    /// The TLS handshake failed: most often a certificate the client does
+    /// not trust (`TrustServerCertificateCA` names the CA to trust).
+    #[error("SQL Server's TLS handshake failed: {0}")]
+    Tls(String),
     #[error("SQL Server rejected the login (error {code})")]
     LoginRejected { code: u32 },
     #[error("the SQL Server query did not finish within {limit}")]
@@ -65,9 +69,7 @@ impl SqlError {
             tiberius::error::Error::Io { kind, .. } => {
                 SqlError::Connect(format!("i/o error ({kind:?})"))
             }
-            tiberius::error::Error::Tls(_) => {
-                SqlError::Connect("TLS negotiation failed".to_owned())
-            }
+            tiberius::error::Error::Tls(reason) => SqlError::Tls(reason),
             tiberius::error::Error::Protocol(message) => {
                 SqlError::Connect(format!("protocol error: {message}"))
             }

@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use testkit::tds::request::{ENCRYPT_NOT_SUP, parse_prelogin, prelogin_response};
+use testkit::tds::request::{parse_prelogin, prelogin_response};
+use testkit::tds::tls::ENCRYPT_ON;
 use testkit::tds::wire::{PKT_PRELOGIN, PKT_REPLY, read_message, write_message};
 
 /// Kills the server however the test ends.
@@ -39,15 +40,28 @@ async fn the_binary_serves_on_the_port_its_connection_string_names() {
         .and_then(|rest| rest.split(';').next())
         .and_then(|p| p.parse().ok())
         .expect("a port in the connection string");
-    assert!(line.contains("Encrypt=DANGER_PLAINTEXT"), "{line}");
+    // TLS by default, the server's certificate checked against its CA.
+    assert!(line.contains("Encrypt=true;"), "{line}");
+    let ca = line
+        .split("TrustServerCertificateCA=")
+        .nth(1)
+        .and_then(|rest| rest.split(['\'', ';']).next())
+        .expect("the CA's path");
+    let pem = std::fs::read_to_string(ca).expect("the CA file exists");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
 
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     // A client PRELOGIN looks like the server's (same option layout).
-    write_message(&mut stream, PKT_PRELOGIN, &prelogin_response(), 4096)
-        .await
-        .expect("send");
+    write_message(
+        &mut stream,
+        PKT_PRELOGIN,
+        &prelogin_response(ENCRYPT_ON),
+        4096,
+    )
+    .await
+    .expect("send");
     let reply = read_message(&mut stream)
         .await
         .expect("read")
@@ -55,6 +69,6 @@ async fn the_binary_serves_on_the_port_its_connection_string_names() {
     assert_eq!(reply.packet_type, PKT_REPLY);
     assert_eq!(
         parse_prelogin(&reply.payload).expect("prelogin").encryption,
-        ENCRYPT_NOT_SUP
+        ENCRYPT_ON
     );
 }

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! It prints the connection string to use (for example as
-//! `SQLSERVER_CONNECTION_STRING`) and serves until Ctrl-C.
+//! `SQLSERVER_CONNECTION_STRING`: TLS, trusting the CA it made at start,
+//! whose PEM file it names) and serves until Ctrl-C.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use testkit::fixtures::Fixtures;
+use testkit::tds::tls::Encryption;
 use testkit::tds::{TdsServer, TdsServerConfig};
 
 #[derive(Debug, Parser)]
@@ -33,9 +35,21 @@ struct Args {
     /// A fixture file like testkit/fixtures/demo.json (default: the demo data).
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// TLS: `required` (every session encrypted, SQL Server's "Force
+    /// Encryption"), `available` (as clients ask; "off" encrypts the login
+    /// only), `not-supported` (plaintext only).
+    #[arg(long, value_enum, default_value_t = EncryptionArg::Required)]
+    encryption: EncryptionArg,
     /// Print the T-SQL that loads the fixtures into a real SQL Server, and exit.
     #[arg(long)]
     print_seed_sql: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EncryptionArg {
+    Required,
+    Available,
+    NotSupported,
 }
 
 #[tokio::main]
@@ -60,6 +74,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         password: args.password,
         database: args.database,
         fixtures: Arc::new(fixtures),
+        encryption: match args.encryption {
+            EncryptionArg::Required => Encryption::Required,
+            EncryptionArg::Available => Encryption::Available,
+            EncryptionArg::NotSupported => Encryption::NotSupported,
+        },
     };
     let rows = config.fixtures.assessments.len();
     let server = TdsServer::start(config).await?;

@@ -3,8 +3,14 @@
 //! Not a SQL engine: it recognizes the exact statements the resolver and the
 //! pool send (the page query from `infra/sql/queries/`, the `SELECT 1`
 //! health check) plus one echo statement for testing parameter types, and
-//! applies the received parameters with SQL Server's semantics for them. Any
-//! other statement gets the error a server returns for an unknown procedure.
+//! applies the received parameters with SQL Server's semantics for them.
+//! Besides, what other clients send on their own: session `SET` statements
+//! (checked, and kept as the session's settings, [`SessionSettings`]) and
+//! trivial validation queries (`SELECT 1`, `SELECT 1 AS name`), in a batch of
+//! several statements or through `sp_executesql`. Any other statement gets
+//! the error a server returns for an unknown procedure.
+
+use std::collections::BTreeMap;
 
 use chrono::{Days, NaiveDateTime};
 
@@ -26,6 +32,8 @@ pub enum StatementOutcome {
         columns: Vec<Column>,
         rows: Vec<Vec<Value>>,
     },
+    /// A statement without a result set (a `SET`).
+    Done,
     Error {
         number: i32,
         class: u8,
@@ -41,41 +49,219 @@ fn error(number: i32, class: u8, message: impl Into<String>) -> StatementOutcome
     }
 }
 
-/// A SQL batch (no parameters).
-pub fn run_batch(text: &str) -> StatementOutcome {
-    if text
-        .trim()
-        .trim_end_matches(';')
-        .eq_ignore_ascii_case("select 1")
-    {
-        return StatementOutcome::Rows {
-            columns: vec![Column::new("", ColumnType::Int)],
-            rows: vec![vec![Value::Int(1)]],
-        };
+/// A session's `SET` options as its client left them: lower-case option
+/// names (`transaction isolation level` for the isolation level) and values.
+/// Empty after login and after a reset (the server's defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSettings(BTreeMap<String, String>);
+
+impl SessionSettings {
+    pub fn get(&self, option: &str) -> Option<&str> {
+        self.0.get(option).map(String::as_str)
     }
-    error(
-        2812,
-        16,
-        "The test TDS server does not implement this statement.",
-    )
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Back to the login's state (`sp_reset_connection`, or a request with
+    /// the RESETCONNECTION status bit).
+    pub fn reset(&mut self) {
+        self.0.clear();
+    }
 }
 
-/// `sp_executesql` with `statement` and its parameters.
-pub fn run_statement(statement: &str, params: &[Param], fixtures: &Fixtures) -> StatementOutcome {
+/// Options set to `ON` or `OFF` (several at once: `SET ANSI_NULLS, ANSI_PADDING ON`).
+const ON_OFF_OPTIONS: [&str; 19] = [
+    "ansi_defaults",
+    "ansi_null_dflt_off",
+    "ansi_null_dflt_on",
+    "ansi_nulls",
+    "ansi_padding",
+    "ansi_warnings",
+    "arithabort",
+    "arithignore",
+    "concat_null_yields_null",
+    "cursor_close_on_commit",
+    "fmtonly",
+    "forceplan",
+    "implicit_transactions",
+    "nocount",
+    "noexec",
+    "numeric_roundabort",
+    "parseonly",
+    "quoted_identifier",
+    "xact_abort",
+];
+const ISOLATION_LEVELS: [&str; 5] = [
+    "read uncommitted",
+    "read committed",
+    "repeatable read",
+    "snapshot",
+    "serializable",
+];
+const DATE_FORMATS: [&str; 6] = ["mdy", "dmy", "ymd", "ydm", "myd", "dym"];
+
+fn syntax_error(near: &str) -> StatementOutcome {
+    error(102, 15, format!("Incorrect syntax near '{near}'."))
+}
+
+/// One `SET` statement, `words` after `SET` (lower case); the session's
+/// settings change only if the whole statement is valid.
+fn apply_set(words: &[&str], settings: &mut SessionSettings) -> StatementOutcome {
+    let Some((first, rest)) = words.split_first() else {
+        return syntax_error("SET");
+    };
+    let number_in = |value: Option<&&str>, range: std::ops::RangeInclusive<i64>| {
+        value
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|n| range.contains(n))
+            .map(|n| n.to_string())
+    };
+    let (option, value) = match *first {
+        "transaction" => {
+            let level = rest.get(2..).map(|w| w.join(" ")).unwrap_or_default();
+            if rest.first() != Some(&"isolation")
+                || rest.get(1) != Some(&"level")
+                || !ISOLATION_LEVELS.contains(&level.as_str())
+            {
+                return syntax_error(rest.last().copied().unwrap_or("TRANSACTION"));
+            }
+            ("transaction isolation level".to_owned(), level)
+        }
+        "textsize" | "rowcount" => match number_in(rest.first(), 0..=i64::from(i32::MAX)) {
+            Some(n) if rest.len() == 1 => ((*first).to_owned(), n),
+            _ => return syntax_error(rest.first().copied().unwrap_or(first)),
+        },
+        "lock_timeout" => match number_in(rest.first(), -1..=i64::from(i32::MAX)) {
+            Some(n) if rest.len() == 1 => ((*first).to_owned(), n),
+            _ => return syntax_error(rest.first().copied().unwrap_or(first)),
+        },
+        "datefirst" => match number_in(rest.first(), 1..=7) {
+            Some(n) if rest.len() == 1 => ((*first).to_owned(), n),
+            _ => return syntax_error(rest.first().copied().unwrap_or(first)),
+        },
+        "dateformat" => match rest {
+            [format] if DATE_FORMATS.contains(format) => {
+                ((*first).to_owned(), (*format).to_owned())
+            }
+            _ => return syntax_error(rest.first().copied().unwrap_or(first)),
+        },
+        "language" => match rest {
+            [name] if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                ((*first).to_owned(), (*name).to_owned())
+            }
+            _ => return syntax_error(rest.first().copied().unwrap_or(first)),
+        },
+        "deadlock_priority" => match rest {
+            [p] if ["low", "normal", "high"].contains(p)
+                || number_in(Some(p), -10..=10).is_some() =>
+            {
+                ((*first).to_owned(), (*p).to_owned())
+            }
+            _ => return syntax_error(rest.first().copied().unwrap_or(first)),
+        },
+        _ => {
+            // ON/OFF options, possibly a comma-separated list of them.
+            let Some((value, names)) = words.split_last() else {
+                return syntax_error("SET");
+            };
+            if !["on", "off"].contains(value) || names.is_empty() {
+                return syntax_error(value);
+            }
+            let names: Vec<&str> = names
+                .iter()
+                .flat_map(|w| w.split(','))
+                .filter(|n| !n.is_empty())
+                .collect();
+            if let Some(unknown) = names.iter().find(|n| !ON_OFF_OPTIONS.contains(n)) {
+                return error(
+                    195,
+                    15,
+                    format!("'{unknown}' is not a recognized SET option."),
+                );
+            }
+            for name in names {
+                settings.0.insert(name.to_owned(), (*value).to_owned());
+            }
+            return StatementOutcome::Done;
+        }
+    };
+    settings.0.insert(option, value);
+    StatementOutcome::Done
+}
+
+/// One statement of a batch: `SELECT 1` (with or without a column name),
+/// a `SET`, or an error.
+fn run_simple(statement: &str, settings: &mut SessionSettings) -> StatementOutcome {
+    let lower = statement.to_ascii_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    match words.as_slice() {
+        ["select", "1"] => select_one(""),
+        ["select", "1", "as", name] => select_one(
+            // The name as the client wrote it (case kept), without brackets or quotes.
+            statement
+                .split_whitespace()
+                .nth(3)
+                .unwrap_or(name)
+                .trim_matches(['[', ']', '"']),
+        ),
+        ["set", rest @ ..] => apply_set(rest, settings),
+        _ => error(
+            2812,
+            16,
+            "The test TDS server does not implement this statement.",
+        ),
+    }
+}
+
+fn select_one(name: &str) -> StatementOutcome {
+    StatementOutcome::Rows {
+        columns: vec![Column::new(name, ColumnType::Int)],
+        rows: vec![vec![Value::Int(1)]],
+    }
+}
+
+/// A SQL batch (no parameters): its statements, separated by `;` or line
+/// breaks (`--` comment lines skipped), run in order until one fails.
+pub fn run_batch(text: &str, settings: &mut SessionSettings) -> Vec<StatementOutcome> {
+    let mut outcomes = Vec::new();
+    for statement in text
+        .split(['\n', '\r', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !s.starts_with("--"))
+    {
+        let outcome = run_simple(statement, settings);
+        let failed = matches!(outcome, StatementOutcome::Error { .. });
+        outcomes.push(outcome);
+        if failed {
+            break;
+        }
+    }
+    if outcomes.is_empty() {
+        outcomes.push(StatementOutcome::Done);
+    }
+    outcomes
+}
+
+/// `sp_executesql` with `statement` and its parameters: the page query, the
+/// echo, or (without parameters) a batch's statements.
+pub fn run_statement(
+    statement: &str,
+    params: &[Param],
+    fixtures: &Fixtures,
+    settings: &mut SessionSettings,
+) -> Vec<StatementOutcome> {
     if statement == ASSESSMENTS_PAGE_SQL {
-        return match PageQuery::from_params(params) {
+        return vec![match PageQuery::from_params(params) {
             Ok(query) => query.run(fixtures),
             Err(outcome) => outcome,
-        };
+        }];
     }
     if statement == ECHO_SQL {
-        return echo(params);
+        return vec![echo(params)];
     }
-    error(
-        2812,
-        16,
-        "The test TDS server does not implement this statement.",
-    )
+    run_batch(statement, settings)
 }
 
 fn echo(params: &[Param]) -> StatementOutcome {

@@ -1,7 +1,8 @@
 //! A TDS 7.4 server (the SQL Server wire protocol) for tests and local runs.
 //!
-//! It speaks what tiberius and other standard clients need: PRELOGIN without
-//! encryption, LOGIN7 checked against configured credentials, SQL batches, RPC
+//! It speaks what tiberius and other standard clients need: PRELOGIN with
+//! encryption negotiated as SQL Server does it ([`tls`]: TLS 1.2 with a CA
+//! and certificate made at start, required by default), LOGIN7 checked against configured credentials, SQL batches, RPC
 //! requests (`sp_executesql` with typed parameters: nvarchar including
 //! nvarchar(max), int, bigint, float, bit, date, datetime2, NULL), result sets,
 //! DONE and ERROR tokens, and attention. It serves the fixture rows through
@@ -21,6 +22,7 @@
 pub mod catalog;
 pub mod fuzzing;
 pub mod request;
+pub mod tls;
 pub mod wire;
 
 use std::collections::VecDeque;
@@ -29,16 +31,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::BufReader;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::faults::Trigger;
 use crate::fixtures::Fixtures;
-use catalog::StatementOutcome;
+use catalog::{SessionSettings, StatementOutcome};
 use request::{Param, Procedure, SP_EXECUTESQL};
+use tls::Negotiated;
 use wire::{
-    ClientMessageError, DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, ENV_DATABASE,
+    ClientMessageError, DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, DONE_MORE, ENV_DATABASE,
     ENV_PACKET_SIZE, Message, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_RPC,
     PKT_SQL_BATCH, TOKEN_DONE, TOKEN_DONEINPROC, TOKEN_DONEPROC, TokenWriter, Value, WireType,
 };
@@ -55,6 +58,8 @@ pub struct TdsServerConfig {
     pub password: String,
     pub database: String,
     pub fixtures: Arc<Fixtures>,
+    /// Required by default: every session encrypted, as production's server should.
+    pub encryption: tls::Encryption,
 }
 
 impl Default for TdsServerConfig {
@@ -65,6 +70,7 @@ impl Default for TdsServerConfig {
             password: "local-only-Passw0rd".to_owned(),
             database: "Assessments".to_owned(),
             fixtures: Arc::new(Fixtures::demo()),
+            encryption: tls::Encryption::default(),
         }
     }
 }
@@ -164,6 +170,12 @@ pub struct TdsStats {
     pub logins_rejected: u64,
     pub requests: u64,
     pub dropped_by_fault: u64,
+    /// TLS handshakes completed (sessions encrypted whole or for the login).
+    pub tls_handshakes: u64,
+    /// Clients that could not encrypt, disconnected by a server requiring it.
+    pub refused_plaintext: u64,
+    /// Session resets (`sp_reset_connection`, or the RESETCONNECTION bit).
+    pub resets: u64,
 }
 
 /// A statement the server received.
@@ -196,10 +208,21 @@ struct ServerShared {
     logins_rejected: AtomicU64,
     requests: AtomicU64,
     dropped: AtomicU64,
+    tls_handshakes: AtomicU64,
+    refused_plaintext: AtomicU64,
+    resets: AtomicU64,
     recorded: Mutex<VecDeque<RecordedStatement>>,
+    /// The `SET` options of the session that last ran a request.
+    last_settings: Mutex<SessionSettings>,
+    /// The certificate, unless encryption is not supported.
+    tls: Option<tls::TlsIdentity>,
 }
 
 impl ServerShared {
+    fn keep_settings(&self, settings: &SessionSettings) {
+        *self.last_settings.lock().unwrap_or_else(|p| p.into_inner()) = settings.clone();
+    }
+
     fn record(&self, statement: RecordedStatement) {
         let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         if recorded.len() == RECORDED_STATEMENTS_KEPT {
@@ -239,6 +262,10 @@ impl TdsServer {
     pub async fn start(config: TdsServerConfig) -> std::io::Result<TdsServer> {
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
+        let tls = match config.encryption {
+            tls::Encryption::NotSupported => None,
+            _ => Some(tls::TlsIdentity::generate()?),
+        };
         let shared = Arc::new(ServerShared {
             config,
             faults: Faults::default(),
@@ -249,7 +276,12 @@ impl TdsServer {
             logins_rejected: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            tls_handshakes: AtomicU64::new(0),
+            refused_plaintext: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::new()),
+            last_settings: Mutex::new(SessionSettings::default()),
+            tls,
         });
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
@@ -261,17 +293,47 @@ impl TdsServer {
         self.addr
     }
 
-    /// An ADO.NET connection string for this server (plaintext: it has no TLS).
+    /// An ADO.NET connection string for this server, as production's would
+    /// be: TLS required (`Encrypt=true`) and the server's certificate checked
+    /// against its CA (`TrustServerCertificateCA`, the local CA's PEM); no
+    /// TLS (`Encrypt=DANGER_PLAINTEXT`) only for a server without it.
     pub fn connection_string(&self) -> String {
+        match self.ca_pem() {
+            Some(ca) => self.connection_string_with(&format!(
+                "Encrypt=true;TrustServerCertificateCA={}",
+                ca.display()
+            )),
+            None => self.connection_string_with("Encrypt=DANGER_PLAINTEXT"),
+        }
+    }
+
+    /// The connection string with other TLS settings (`encryption`: e.g.
+    /// `Encrypt=false`, or `Encrypt=true` alone, trusting only the system's CAs).
+    pub fn connection_string_with(&self, encryption: &str) -> String {
         let c = &self.shared.config;
         format!(
-            "Server=tcp:{},{};Database={};User Id={};Password={};Encrypt=DANGER_PLAINTEXT",
+            "Server=tcp:{},{};Database={};User Id={};Password={};{encryption}",
             self.addr.ip(),
             self.addr.port(),
             c.database,
             c.user,
             c.password
         )
+    }
+
+    /// The `SET` options of the session that ran the last request, as its
+    /// client left them (empty: the server's defaults).
+    pub fn session_settings(&self) -> SessionSettings {
+        self.shared
+            .last_settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The CA (PEM file) that signed the server's certificate; `None` without TLS.
+    pub fn ca_pem(&self) -> Option<&std::path::Path> {
+        self.shared.tls.as_ref().map(tls::TlsIdentity::ca_pem)
     }
 
     pub fn faults(&self) -> &Faults {
@@ -288,6 +350,9 @@ impl TdsServer {
             logins_rejected: s.logins_rejected.load(Ordering::SeqCst),
             requests: s.requests.load(Ordering::SeqCst),
             dropped_by_fault: s.dropped.load(Ordering::SeqCst),
+            tls_handshakes: s.tls_handshakes.load(Ordering::SeqCst),
+            refused_plaintext: s.refused_plaintext.load(Ordering::SeqCst),
+            resets: s.resets.load(Ordering::SeqCst),
         }
     }
 
@@ -390,8 +455,8 @@ impl From<ClientMessageError> for SessionError {
     }
 }
 
-async fn expect_message(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+async fn expect_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
     packet_type: u8,
 ) -> Result<Option<Message>, SessionError> {
     match wire::read_message(reader).await? {
@@ -411,21 +476,63 @@ async fn sleep_ms(ms: u64) {
     }
 }
 
-async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionError> {
+async fn serve(mut stream: TcpStream, shared: &ServerShared) -> Result<(), SessionError> {
     stream.set_nodelay(true)?;
-    let (read_half, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(read_half);
-    let config = &shared.config;
-    let faults = &shared.faults;
-
-    let Some(prelogin) = expect_message(&mut reader, PKT_PRELOGIN).await? else {
+    let Some(prelogin) = expect_message(&mut stream, PKT_PRELOGIN).await? else {
         return Ok(());
     };
-    request::parse_prelogin(&prelogin.payload)?;
-    wire::write_message(&mut writer, PKT_REPLY, &request::prelogin_response(), 4096).await?;
+    let client = request::parse_prelogin(&prelogin.payload)?;
+    let (negotiated, answer) = match &shared.tls {
+        Some(_) => Negotiated::from_prelogin(shared.config.encryption, client.encryption),
+        None => (Negotiated::Plaintext, tls::ENCRYPT_NOT_SUP),
+    };
+    let response = request::prelogin_response(answer);
+    wire::write_message(&mut stream, PKT_REPLY, &response, 4096).await?;
+    let identity = match (negotiated, &shared.tls) {
+        (Negotiated::Refused, _) => {
+            shared.refused_plaintext.fetch_add(1, Ordering::SeqCst);
+            return Ok(()); // SQL Server closes a client that cannot encrypt
+        }
+        (Negotiated::Plaintext, _) | (_, None) => {
+            let (reader, writer) = stream.into_split();
+            return session(BufReader::new(reader), writer, None, shared).await;
+        }
+        (_, Some(identity)) => identity,
+    };
+    let mut encrypted = identity.accept(stream).await?;
+    shared.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+    if negotiated == Negotiated::LoginOnly {
+        // Only LOGIN7 is encrypted; the answer and the session are not.
+        let Some(login) = expect_message(&mut encrypted, PKT_LOGIN7).await? else {
+            return Ok(());
+        };
+        let (reader, writer) = tls::into_plaintext(encrypted).into_split();
+        return session(BufReader::new(reader), writer, Some(login), shared).await;
+    }
+    let (reader, writer) = tokio::io::split(encrypted);
+    session(reader, writer, None, shared).await
+}
 
-    let Some(login) = expect_message(&mut reader, PKT_LOGIN7).await? else {
-        return Ok(());
+/// LOGIN7 (`login`, if it was already read) and the requests that follow,
+/// over plaintext or TLS alike.
+async fn session<R, W>(
+    mut reader: R,
+    mut writer: W,
+    login: Option<Message>,
+    shared: &ServerShared,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let config = &shared.config;
+    let faults = &shared.faults;
+    let login = match login {
+        Some(login) => login,
+        None => match expect_message(&mut reader, PKT_LOGIN7).await? {
+            Some(login) => login,
+            None => return Ok(()),
+        },
     };
     let login = request::parse_login7(&login.payload)?;
     sleep_ms(faults.stall_login_ms.load(Ordering::SeqCst)).await;
@@ -462,10 +569,15 @@ async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionEr
     reply.done(TOKEN_DONE, DONE_FINAL, 0, 0);
     wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), packet_size).await?;
 
+    let mut settings = SessionSettings::default();
     loop {
         let Some(message) = wire::read_message(&mut reader).await? else {
             return Ok(());
         };
+        if message.status & wire::STATUS_RESET_CONNECTION != 0 {
+            settings.reset();
+            shared.resets.fetch_add(1, Ordering::SeqCst);
+        }
         let reply = match message.packet_type {
             PKT_ATTENTION => {
                 let mut reply = TokenWriter::new();
@@ -474,24 +586,28 @@ async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionEr
             }
             PKT_SQL_BATCH | PKT_RPC => {
                 shared.requests.fetch_add(1, Ordering::SeqCst);
-                let (statement, outcome) = execute(&message, &config.fixtures)?;
+                let (statement, outcomes) = execute(&message, &config.fixtures, &mut settings)?;
                 let is_rpc = statement.kind != "batch";
+                if statement.kind == "sp_reset_connection" {
+                    shared.resets.fetch_add(1, Ordering::SeqCst);
+                }
                 shared.record(statement);
+                shared.keep_settings(&settings);
                 sleep_ms(faults.stall_queries_ms.load(Ordering::SeqCst)).await;
                 if faults.should_drop() {
                     shared.dropped.fetch_add(1, Ordering::SeqCst);
                     return Ok(()); // closes the socket mid-request
                 }
-                let outcome = if faults.should_error() {
-                    StatementOutcome::Error {
+                let outcomes = if faults.should_error() {
+                    vec![StatementOutcome::Error {
                         number: 50000,
                         class: 16,
                         message: "Injected error from the test TDS server.".into(),
-                    }
+                    }]
                 } else {
-                    faults.corrupt(outcome)
+                    outcomes.into_iter().map(|o| faults.corrupt(o)).collect()
                 };
-                render(outcome, is_rpc)?
+                render(outcomes, is_rpc)?
             }
             other => {
                 return Err(
@@ -503,38 +619,55 @@ async fn serve(stream: TcpStream, shared: &ServerShared) -> Result<(), SessionEr
     }
 }
 
-/// Decodes a batch or RPC request and runs it.
+/// Decodes a batch or RPC request and runs it (a `SET` changes `settings`).
 fn execute(
     message: &Message,
     fixtures: &Fixtures,
-) -> Result<(RecordedStatement, StatementOutcome), ClientMessageError> {
+    settings: &mut SessionSettings,
+) -> Result<(RecordedStatement, Vec<StatementOutcome>), ClientMessageError> {
     if message.packet_type == PKT_SQL_BATCH {
         let text = request::parse_sql_batch(&message.payload)?;
-        let outcome = catalog::run_batch(&text);
+        let outcomes = catalog::run_batch(&text, settings);
         return Ok((
             RecordedStatement {
                 kind: "batch",
                 text,
                 params: Vec::new(),
             },
-            outcome,
+            outcomes,
         ));
     }
     let rpc = request::parse_rpc(&message.payload)?;
-    if rpc.procedure != Procedure::Id(SP_EXECUTESQL) {
-        let outcome = StatementOutcome::Error {
-            number: 2812,
-            class: 16,
-            message: "The test TDS server only implements sp_executesql.".into(),
-        };
-        return Ok((
-            RecordedStatement {
-                kind: "rpc",
-                text: format!("{:?}", rpc.procedure),
-                params: rpc.params,
-            },
-            outcome,
-        ));
+    match &rpc.procedure {
+        Procedure::Id(SP_EXECUTESQL) => {}
+        Procedure::Name(name) if name.eq_ignore_ascii_case("sp_reset_connection") => {
+            settings.reset();
+            return Ok((
+                RecordedStatement {
+                    kind: "sp_reset_connection",
+                    text: name.clone(),
+                    params: rpc.params,
+                },
+                vec![StatementOutcome::Done],
+            ));
+        }
+        other => {
+            let outcome = StatementOutcome::Error {
+                number: 2812,
+                class: 16,
+                message:
+                    "The test TDS server only implements sp_executesql and sp_reset_connection."
+                        .into(),
+            };
+            return Ok((
+                RecordedStatement {
+                    kind: "rpc",
+                    text: format!("{other:?}"),
+                    params: rpc.params,
+                },
+                vec![outcome],
+            ));
+        }
     }
     let mut params = rpc.params.into_iter();
     let text = match params.next() {
@@ -551,54 +684,61 @@ fn execute(
     };
     let _declarations = params.next();
     let params: Vec<Param> = params.collect();
-    let outcome = catalog::run_statement(&text, &params, fixtures);
+    let outcomes = catalog::run_statement(&text, &params, fixtures, settings);
     Ok((
         RecordedStatement {
             kind: "sp_executesql",
             text,
             params,
         },
-        outcome,
+        outcomes,
     ))
 }
 
-/// The reply tokens for an outcome: RPCs end with DONEINPROC, RETURNSTATUS
-/// and DONEPROC, as SQL Server answers sp_executesql; batches with DONE.
-fn render(outcome: StatementOutcome, is_rpc: bool) -> Result<TokenWriter, ClientMessageError> {
+/// The reply tokens for a request's outcomes, one per statement: result
+/// sets with their row counts, statements without one, and an error (which
+/// ends the request). RPCs end with RETURNSTATUS and DONEPROC, as SQL Server
+/// answers `sp_executesql`; batches with a final DONE.
+fn render(
+    outcomes: Vec<StatementOutcome>,
+    is_rpc: bool,
+) -> Result<TokenWriter, ClientMessageError> {
     const SELECT_COMMAND: u16 = 0xC1;
     let mut reply = TokenWriter::new();
-    match outcome {
-        StatementOutcome::Rows { columns, rows } => {
-            reply.col_metadata(&columns);
-            for row in &rows {
-                reply.row(&columns, row)?;
+    let inner = if is_rpc { TOKEN_DONEINPROC } else { TOKEN_DONE };
+    let mut failed = false;
+    let last = outcomes.len().saturating_sub(1);
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        // Within a batch, every DONE but the last says more follows.
+        let more = if !is_rpc && i < last { DONE_MORE } else { 0 };
+        match outcome {
+            StatementOutcome::Rows { columns, rows } => {
+                reply.col_metadata(&columns);
+                for row in &rows {
+                    reply.row(&columns, row)?;
+                }
+                reply.done(inner, DONE_COUNT | more, SELECT_COMMAND, rows.len() as u64);
             }
-            if is_rpc {
-                reply.done(
-                    TOKEN_DONEINPROC,
-                    DONE_COUNT,
-                    SELECT_COMMAND,
-                    rows.len() as u64,
-                );
-                reply.return_status(0);
-                reply.done(TOKEN_DONEPROC, DONE_FINAL, 0, 0);
-            } else {
-                reply.done(TOKEN_DONE, DONE_COUNT, SELECT_COMMAND, rows.len() as u64);
+            StatementOutcome::Done => reply.done(inner, more, 0, 0),
+            StatementOutcome::Error {
+                number,
+                class,
+                message,
+            } => {
+                reply.error(number, 1, class, &message, SERVER_NAME, "", 1);
+                reply.done(inner, DONE_ERROR | more, 0, 0);
+                failed = true;
             }
         }
-        StatementOutcome::Error {
-            number,
-            class,
-            message,
-        } => {
-            reply.error(number, 1, class, &message, SERVER_NAME, "", 1);
-            reply.done(
-                if is_rpc { TOKEN_DONEPROC } else { TOKEN_DONE },
-                DONE_ERROR,
-                0,
-                0,
-            );
-        }
+    }
+    if is_rpc {
+        reply.return_status(if failed { 1 } else { 0 });
+        reply.done(
+            TOKEN_DONEPROC,
+            if failed { DONE_ERROR } else { DONE_FINAL },
+            0,
+            0,
+        );
     }
     Ok(reply)
 }

@@ -10,9 +10,6 @@ const PL_THREADID: u8 = 0x03;
 const PL_MARS: u8 = 0x04;
 const PL_TERMINATOR: u8 = 0xFF;
 
-/// ENCRYPT_OFF, ENCRYPT_ON, ENCRYPT_NOT_SUP, ENCRYPT_REQ.
-pub const ENCRYPT_NOT_SUP: u8 = 0x02;
-
 /// What the client asked for in PRELOGIN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prelogin {
@@ -39,11 +36,12 @@ pub fn parse_prelogin(payload: &[u8]) -> Result<Prelogin, ClientMessageError> {
     })
 }
 
-/// The server's PRELOGIN response: version 16.0.1000, no encryption support.
-pub fn prelogin_response() -> Vec<u8> {
+/// The server's PRELOGIN response: version 16.0.1000, and `encryption`
+/// (the ENCRYPTION byte negotiated, [`super::tls::Negotiated`]).
+pub fn prelogin_response(encryption: u8) -> Vec<u8> {
     let options: [(u8, Vec<u8>); 5] = [
         (PL_VERSION, vec![16, 0, 0x03, 0xE8, 0, 0]),
-        (PL_ENCRYPTION, vec![ENCRYPT_NOT_SUP]),
+        (PL_ENCRYPTION, vec![encryption]),
         (PL_INSTOPT, vec![0]),
         (PL_THREADID, Vec::new()),
         (PL_MARS, vec![0]),
@@ -182,11 +180,14 @@ pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, ClientMessageError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tls::{ENCRYPT_NOT_SUP, ENCRYPT_REQ};
     use super::*;
 
     #[test]
     fn the_prelogin_response_parses_as_a_prelogin() {
-        let parsed = parse_prelogin(&prelogin_response()).expect("parse");
-        assert_eq!(parsed.encryption, ENCRYPT_NOT_SUP);
+        for encryption in [ENCRYPT_NOT_SUP, ENCRYPT_REQ] {
+            let parsed = parse_prelogin(&prelogin_response(encryption)).expect("parse");
+            assert_eq!(parsed.encryption, encryption);
+        }
     }
 }

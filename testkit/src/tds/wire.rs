@@ -19,6 +19,9 @@ pub const PKT_LOGIN7: u8 = 0x10;
 pub const PKT_PRELOGIN: u8 = 0x12;
 
 const STATUS_EOM: u8 = 0x01;
+/// RESETCONNECTION and RESETCONNECTIONSKIPTRAN (MS-TDS 2.2.3.1.2): the
+/// client's pool asks for the session's state to be reset before this request.
+pub const STATUS_RESET_CONNECTION: u8 = 0x08 | 0x10;
 const HEADER_LEN: usize = 8;
 /// Largest client message we accept (a 10,000-character parameter is ~20 KB).
 const MAX_MESSAGE_LEN: usize = 8 * 1024 * 1024;
@@ -34,6 +37,7 @@ const TOKEN_LOGINACK: u8 = 0xAD;
 const TOKEN_ENVCHANGE: u8 = 0xE3;
 
 pub const DONE_FINAL: u16 = 0x00;
+pub const DONE_MORE: u16 = 0x01;
 pub const DONE_ERROR: u16 = 0x02;
 pub const DONE_COUNT: u16 = 0x10;
 pub const DONE_ATTN: u16 = 0x20;
@@ -83,6 +87,8 @@ fn protocol<T>(message: impl Into<String>) -> Result<T, ClientMessageError> {
 #[derive(Debug)]
 pub struct Message {
     pub packet_type: u8,
+    /// The first packet's status bits.
+    pub status: u8,
     pub payload: Vec<u8>,
 }
 
@@ -92,6 +98,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
 ) -> std::io::Result<Option<Message>> {
     let mut payload = Vec::new();
     let mut packet_type = None;
+    let mut status = None;
     loop {
         let mut header = [0u8; HEADER_LEN];
         match reader.read_exact(&mut header).await {
@@ -114,12 +121,14 @@ pub async fn read_message<R: AsyncRead + Unpin>(
                 "packet type changed inside a message",
             ));
         }
+        let status = *status.get_or_insert(header[1]);
         let start = payload.len();
         payload.resize(start + length - HEADER_LEN, 0);
         reader.read_exact(&mut payload[start..]).await?;
         if header[1] & STATUS_EOM != 0 {
             return Ok(Some(Message {
                 packet_type: header[0],
+                status,
                 payload,
             }));
         }
