@@ -153,3 +153,80 @@ async fn connections_are_counted_while_open_and_closed_on_shutdown() {
     assert_eq!(server.stats().peak_connections, 1);
     drop(b);
 }
+
+#[tokio::test]
+async fn session_settings_and_validation_queries_as_other_clients_send_them() {
+    let server = support::start_tds_server().await;
+    let mut client = connect(&server).await;
+    // tedious' session batch after login (one statement a line), then more.
+    client
+        .simple_query(
+            "set textsize 2147483647\nset quoted_identifier on\nset arithabort off\n\
+             set numeric_roundabort off\nset ansi_warnings on\nset ansi_padding on\n\
+             set ansi_nulls on\nset concat_null_yields_null on\nset cursor_close_on_commit off\n\
+             set implicit_transactions off\nset language us_english\nset dateformat mdy\n\
+             set datefirst 7\nset transaction isolation level read committed",
+        )
+        .await
+        .expect("SET batch")
+        .into_results()
+        .await
+        .expect("no results, no error");
+    let settings = server.session_settings();
+    assert_eq!(settings.get("textsize"), Some("2147483647"));
+    assert_eq!(settings.get("arithabort"), Some("off"));
+    assert_eq!(
+        settings.get("transaction isolation level"),
+        Some("read committed")
+    );
+    assert_eq!(settings.get("datefirst"), Some("7"));
+
+    // SET and SELECT 1 in one batch, and SELECT 1 through sp_executesql (RPC).
+    let rows = client
+        .simple_query("SET NOCOUNT ON; SET XACT_ABORT, ANSI_NULLS ON; SELECT 1 AS ok")
+        .await
+        .expect("batch")
+        .into_first_result()
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<i32, _>("ok"), Some(1));
+    for validation in ["SELECT 1;", "select 1"] {
+        let row = client
+            .query(validation, &[])
+            .await
+            .expect("RPC")
+            .into_row()
+            .await
+            .expect("row");
+        assert_eq!(
+            row.and_then(|r| r.get::<i32, _>(0)),
+            Some(1),
+            "{validation}"
+        );
+    }
+    assert_eq!(server.session_settings().get("xact_abort"), Some("on"));
+
+    // A SET the server does not know, or a value it cannot take: SQL Server's errors.
+    for (statement, code) in [
+        ("SET FAVOURITE_COLOUR ON", 195),
+        ("SET DATEFIRST 9", 102),
+        ("SET TRANSACTION ISOLATION LEVEL chaotic", 102),
+    ] {
+        let error = client.simple_query(statement).await.expect_err(statement);
+        assert!(
+            matches!(error, tiberius::error::Error::Server(ref t) if t.code() == code),
+            "{statement}: {error:?}"
+        );
+    }
+    // An invalid SET changed nothing.
+    assert_eq!(server.session_settings().get("datefirst"), Some("7"));
+    let one = client
+        .simple_query("SELECT 1")
+        .await
+        .expect("still in step")
+        .into_row()
+        .await
+        .expect("row");
+    assert!(one.is_some());
+}
