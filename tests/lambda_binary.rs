@@ -308,7 +308,7 @@ async fn a_sampled_invocation_sends_each_dependency_call_as_an_x_ray_subsegment(
         matches!(answer, InvocationResult::Response(_)),
         "{answer:?}"
     );
-    let documents = daemon.wait_for_trace(root, 4, Duration::from_secs(5));
+    let documents = daemon.wait_for_trace(root, Duration::from_secs(5), |d| d.len() >= 4);
     let named = |name: &str| {
         documents
             .iter()
@@ -364,7 +364,7 @@ async fn a_sampled_invocation_sends_each_dependency_call_as_an_x_ray_subsegment(
         .await
         .expect("invoke");
     assert!(matches!(answer, InvocationResult::Error(_)), "{answer:?}");
-    let documents = daemon.wait_for_trace(failing, 3, Duration::from_secs(5));
+    let documents = daemon.wait_for_trace(failing, Duration::from_secs(5), |d| d.len() >= 3);
     let sql = documents
         .iter()
         .find(|d| d["name"] == "SQL Server")

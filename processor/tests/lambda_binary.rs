@@ -157,7 +157,19 @@ async fn a_sampled_batch_sends_its_dynamodb_scoring_and_dead_letter_calls_as_sub
     );
     // Seven records reach the scoring API (one of them refused with 422),
     // six are written, one invalid and one refused go to the dead-letter queue.
-    let documents = daemon.wait_for_trace(root, 7 + 6 + 2, Duration::from_secs(5));
+    // Besides the history reads: wait for every one of these, whatever the order they arrive in.
+    let count = |documents: &[Value], name: &str, operation: Option<&str>| {
+        documents
+            .iter()
+            .filter(|d| d["name"] == name)
+            .filter(|d| operation.is_none_or(|op| d["aws"]["operation"] == op))
+            .count()
+    };
+    let documents = daemon.wait_for_trace(root, Duration::from_secs(5), |d| {
+        count(d, "scoring API", None) >= 7
+            && count(d, "DynamoDB", Some("PutItem")) >= 6
+            && count(d, "SQS", Some("SendMessage")) >= 2
+    });
     let scoring: Vec<&Value> = documents
         .iter()
         .filter(|d| d["name"] == "scoring API")

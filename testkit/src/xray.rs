@@ -91,13 +91,19 @@ impl XrayDaemon {
             .clone()
     }
 
-    /// The documents of trace `trace_id`, once `count` of them arrived or
-    /// `timeout` passed (UDP: they arrive after the invocation answered).
-    pub fn wait_for_trace(&self, trace_id: &str, count: usize, timeout: Duration) -> Vec<Value> {
+    /// The documents of trace `trace_id`, once `complete` says they are all
+    /// there or `timeout` passed (UDP: they arrive after the invocation
+    /// answered, in any order).
+    pub fn wait_for_trace(
+        &self,
+        trace_id: &str,
+        timeout: Duration,
+        complete: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let started = Instant::now();
         loop {
             let found = self.trace(trace_id);
-            if found.len() >= count || started.elapsed() > timeout {
+            if complete(&found) || started.elapsed() > timeout {
                 return found;
             }
             std::thread::sleep(Duration::from_millis(10));
