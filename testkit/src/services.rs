@@ -28,6 +28,9 @@ pub struct ServicesOptions {
     pub scoring_api_url: Option<String>,
     /// The stand-in counts answers per assessment id (tests; off for long runs).
     pub scoring_track_ids: bool,
+    /// The local TDS server's TLS setting (required by default; the
+    /// connection string then trusts the CA it made).
+    pub sql_encryption: crate::tds::tls::Encryption,
     /// Further settings, applied over the peers' own (the caller's function
     /// settings first, then its overrides).
     pub settings: Vec<(String, String)>,
@@ -51,9 +54,12 @@ impl LocalServices {
         let tds = match options.sql_connection_string {
             Some(_) => None,
             None => Some(
-                TdsServer::start(TdsServerConfig::default())
-                    .await
-                    .map_err(|e| format!("TDS server: {e}"))?,
+                TdsServer::start(TdsServerConfig {
+                    encryption: options.sql_encryption,
+                    ..TdsServerConfig::default()
+                })
+                .await
+                .map_err(|e| format!("TDS server: {e}"))?,
             ),
         };
         let assessments_table = options

@@ -104,6 +104,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
             assessments_table: args.assessments_table,
             scoring_api_url: args.scoring_api_url,
             scoring_track_ids: false,
+            // TLS, the certificate checked against the CA the server made.
+            sql_encryption: testkit::tds::tls::Encryption::Required,
             settings: Vec::new(),
         },
         legacy_lib_path,

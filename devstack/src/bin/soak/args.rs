@@ -41,6 +41,10 @@ pub struct Args {
     /// Invocations before the measurement starts (default: a tenth of --invocations, at most 10,000).
     #[arg(long)]
     pub warmup: Option<u64>,
+    /// The local SQL Server's TLS: `required` (every connection encrypted, as
+    /// production) or `not-supported` (plaintext, to compare).
+    #[arg(long, value_enum, default_value_t = SqlTls::Required)]
+    pub sql_tls: SqlTls,
     /// Checkpoints over the run (RSS and latency window).
     #[arg(long, default_value_t = 40)]
     pub checkpoints: u64,
@@ -55,6 +59,21 @@ pub struct Args {
     /// quarter of checkpoints less that of the first (see `report::rss_trend_kib`).
     #[arg(long, default_value_t = 2048)]
     pub max_growth_kib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqlTls {
+    Required,
+    NotSupported,
+}
+
+impl SqlTls {
+    pub fn encryption(self) -> testkit::tds::tls::Encryption {
+        match self {
+            SqlTls::Required => testkit::tds::tls::Encryption::Required,
+            SqlTls::NotSupported => testkit::tds::tls::Encryption::NotSupported,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]

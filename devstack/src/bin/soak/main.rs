@@ -93,6 +93,10 @@ async fn run(args: Args) -> Result<(), String> {
     let stack = LocalStack::start(StackOptions {
         legacy_config: (!legacy_config.is_empty()).then(|| legacy_config.join(";")),
         overrides,
+        services: testkit::services::ServicesOptions {
+            sql_encryption: args.sql_tls.encryption(),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await?;
@@ -220,6 +224,7 @@ async fn run(args: Args) -> Result<(), String> {
     let workers_rss_kib = deps.resolver.legacy().workers_rss_kib();
     let pool = deps.resolver.sql().status();
     let proxy = dynamo.proxy().stats();
+    let tds_stats = tds.stats();
     let stand_in = scoring.stats();
     let scoring_totals = stack.processor.scoring_totals();
     deps.shutdown().await;
@@ -264,6 +269,7 @@ async fn run(args: Args) -> Result<(), String> {
         isolation,
         workers_rss_kib,
         proxy,
+        tds: tds_stats,
         stand_in,
         scoring_totals,
         measure: &m,
