@@ -18,18 +18,7 @@ use testkit::fixtures::{AssessmentFixture, Fixtures};
 use testkit::tds::TdsServer;
 use testkit::tds::wire::Value;
 
-use support::{budget, pool_settings, start_tds_server};
-
-fn first_page(student_id: &str, page_size: u32) -> PageRequest {
-    PageRequest {
-        student_id: student_id.to_owned(),
-        assessment_type: None,
-        from: None,
-        to: None,
-        after: None,
-        page_size,
-    }
-}
+use support::{budget, first_page, pool_settings, start_tds_server};
 
 /// Every page of `request`, walked with the cursor.
 async fn walk(pool: &SqlPool, mut request: PageRequest) -> Vec<AssessmentRecord> {

@@ -7,22 +7,11 @@ mod support;
 
 use std::time::Instant;
 
-use assessments_resolver::sqlserver::{PageRequest, SqlError, SqlPool, SqlSettings};
+use assessments_resolver::sqlserver::{SqlError, SqlPool, SqlSettings};
 use testkit::tds::tls::Encryption;
 use testkit::tds::{TdsServer, TdsServerConfig};
 
-use support::budget;
-
-fn first_page(student_id: &str) -> PageRequest {
-    PageRequest {
-        student_id: student_id.to_owned(),
-        assessment_type: None,
-        from: None,
-        to: None,
-        after: None,
-        page_size: 5,
-    }
-}
+use support::{budget, first_page};
 
 async fn server(encryption: Encryption) -> TdsServer {
     TdsServer::start(TdsServerConfig {
@@ -47,7 +36,7 @@ async fn the_default_connection_is_encrypted_and_the_certificate_checked_against
     let pool = SqlPool::new(&settings(connection_string)).expect("pool");
     for _ in 0..3 {
         let page = pool
-            .fetch_page(&first_page("stu-0001"), &budget())
+            .fetch_page(&first_page("stu-0001", 5), &budget())
             .await
             .expect("a page over TLS");
         assert_eq!(page.records.len(), 5);
@@ -67,7 +56,7 @@ async fn encrypt_false_encrypts_the_login_only_where_the_server_allows_it() {
     ))))
     .expect("pool");
     let page = pool
-        .fetch_page(&first_page("stu-0001"), &budget())
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("a page after a login-only handshake");
     assert!(!page.records.is_empty());
@@ -81,7 +70,7 @@ async fn encrypt_false_encrypts_the_login_only_where_the_server_allows_it() {
         "Encrypt=false;TrustServerCertificateCA={ca}"
     ))))
     .expect("pool");
-    pool.fetch_page(&first_page("stu-0001"), &budget())
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("a page over TLS");
     assert_eq!(forced.stats().tls_handshakes, 1);
@@ -96,7 +85,7 @@ async fn a_server_requiring_encryption_refuses_a_plaintext_client() {
     .expect("pool");
     let started = Instant::now();
     let error = pool
-        .fetch_page(&first_page("stu-0001"), &budget())
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("refused");
     assert!(
@@ -120,7 +109,7 @@ async fn a_certificate_the_client_does_not_trust_is_a_typed_tls_error_at_checkou
     let pool =
         SqlPool::new(&settings(server.connection_string_with("Encrypt=true"))).expect("pool");
     let error = pool
-        .fetch_page(&first_page("stu-0001"), &budget())
+        .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("untrusted certificate");
     let SqlError::Tls(reason) = &error else {
@@ -147,7 +136,7 @@ async fn a_certificate_the_client_does_not_trust_is_a_typed_tls_error_at_checkou
         server.connection_string_with("Encrypt=true;TrustServerCertificate=true"),
     ))
     .expect("pool");
-    pool.fetch_page(&first_page("stu-0001"), &budget())
+    pool.fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect("trusted");
 }

@@ -53,6 +53,21 @@ pub fn quiet_injected_panics() {
 
 /// A budget for calls made outside an invocation: generous, so that what a
 /// test sees is the call's own limits.
+/// The first page of a student's rows, newest first, any type and date.
+pub fn first_page(
+    student_id: &str,
+    page_size: u32,
+) -> assessments_resolver::sqlserver::PageRequest {
+    assessments_resolver::sqlserver::PageRequest {
+        student_id: student_id.to_owned(),
+        assessment_type: None,
+        from: None,
+        to: None,
+        after: None,
+        page_size,
+    }
+}
+
 pub fn budget() -> assessments_common::budget::Budget {
     assessments_common::budget::Budget::after(Duration::from_secs(60))
 }
