@@ -5,6 +5,11 @@
 //! it does not decide which students that caller may read. This module does,
 //! per item, after validation and before any SQL or native call:
 //!
+//! Nothing is granted by default: with `AUTHZ_ADMIN_GROUPS` and
+//! `AUTHZ_SCHOOL_CLAIM` unset or empty nobody is an admin and no claim scopes a
+//! school, so every token caller is refused until the deployment names the
+//! group and the claim it trusts (infra/template.yaml sets both from parameters).
+//!
 //! | caller (AppSync auth mode) | may read |
 //! |---|---|
 //! | in a group of `AUTHZ_ADMIN_GROUPS` (Cognito `groups`, or the OIDC `groups` claim; a Lambda authorizer's `groups` context key) | any student |
@@ -88,29 +93,19 @@ impl Access {
     }
 }
 
-/// The policy's settings (`AUTHZ_*`), read at init.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The policy's settings (`AUTHZ_*`), read at init. The default grants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthzPolicy {
-    /// `AUTHZ_ADMIN_GROUPS`: comma-separated; default `admins`.
+    /// `AUTHZ_ADMIN_GROUPS`: comma-separated; default none (nobody is an admin).
     pub admin_groups: Vec<String>,
-    /// `AUTHZ_SCHOOL_CLAIM`: default `custom:schoolId`.
-    pub school_claim: String,
+    /// `AUTHZ_SCHOOL_CLAIM`, e.g. `custom:schoolId`: default none (no claim scopes a
+    /// school). It must be a claim the user cannot write (docs/security.md).
+    pub school_claim: Option<String>,
     /// `AUTHZ_TRUSTED_ROLE_ARNS`: comma-separated role (or user) ARNs; default none.
     pub trusted_role_arns: Vec<String>,
     /// `AUTHZ_ALLOW_API_KEY`: `true` lets API-key callers read any student
     /// (local and demo APIs only); default `false`.
     pub allow_api_key: bool,
-}
-
-impl Default for AuthzPolicy {
-    fn default() -> Self {
-        AuthzPolicy {
-            admin_groups: vec!["admins".to_owned()],
-            school_claim: "custom:schoolId".to_owned(),
-            trusted_role_arns: Vec::new(),
-            allow_api_key: false,
-        }
-    }
 }
 
 fn list(text: &str) -> Vec<String> {
@@ -123,17 +118,7 @@ fn list(text: &str) -> Vec<String> {
 
 impl AuthzPolicy {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let defaults = AuthzPolicy::default();
-        let allow_api_key = match env.string("AUTHZ_ALLOW_API_KEY")?.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "AUTHZ_ALLOW_API_KEY",
-                    reason: format!("expected true or false, got {other:?}"),
-                });
-            }
-        };
+        let allow_api_key = env.flag("AUTHZ_ALLOW_API_KEY")?.unwrap_or(false);
         let trusted_role_arns = env
             .string("AUTHZ_TRUSTED_ROLE_ARNS")?
             .map(|t| list(&t))
@@ -148,10 +133,11 @@ impl AuthzPolicy {
             admin_groups: env
                 .string("AUTHZ_ADMIN_GROUPS")?
                 .map(|t| list(&t))
-                .unwrap_or(defaults.admin_groups),
+                .unwrap_or_default(),
             school_claim: env
                 .string("AUTHZ_SCHOOL_CLAIM")?
-                .unwrap_or(defaults.school_claim),
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty()),
             trusted_role_arns,
             allow_api_key,
         })
@@ -172,7 +158,7 @@ impl AuthzPolicy {
                 if groups.iter().any(|g| self.admin_groups.contains(g)) {
                     return Access::All;
                 }
-                match claims.get(&self.school_claim) {
+                match self.school_claim.as_ref().and_then(|c| claims.get(c)) {
                     Some(Value::String(school)) if !school.is_empty() => {
                         Access::School(school.clone())
                     }
@@ -186,9 +172,9 @@ impl AuthzPolicy {
                 }
                 let key = self
                     .school_claim
-                    .strip_prefix("custom:")
-                    .unwrap_or(&self.school_claim);
-                match context.get(key) {
+                    .as_deref()
+                    .map(|c| c.strip_prefix("custom:").unwrap_or(c));
+                match key.and_then(|k| context.get(k)) {
                     Some(Value::String(school)) if !school.is_empty() => {
                         Access::School(school.clone())
                     }
@@ -267,6 +253,8 @@ mod tests {
     #[test]
     fn each_caller_kind_gets_what_the_policy_says() {
         let policy = AuthzPolicy {
+            admin_groups: vec!["admins".to_owned()],
+            school_claim: Some("custom:schoolId".to_owned()),
             trusted_role_arns: vec!["arn:aws:iam::111122223333:role/service/reports".to_owned()],
             ..AuthzPolicy::default()
         };
@@ -282,7 +270,7 @@ mod tests {
         assert!(matches!(policy.access(&Caller::ApiKey), Access::Denied(_)));
         let open = AuthzPolicy {
             allow_api_key: true,
-            ..AuthzPolicy::default()
+            ..policy.clone()
         };
         assert_eq!(open.access(&Caller::ApiKey), Access::All);
 
@@ -333,6 +321,30 @@ mod tests {
     }
 
     #[test]
+    fn the_default_policy_grants_nothing() {
+        let policy = AuthzPolicy::from_env(&Env::from_pairs([
+            ("AUTHZ_ADMIN_GROUPS", " "),
+            ("AUTHZ_SCHOOL_CLAIM", ""),
+        ]))
+        .expect("valid");
+        assert_eq!(policy, AuthzPolicy::default());
+        for caller in [
+            cognito(&["admins"], None),
+            cognito(&["teachers"], Some("sch-001")),
+            Caller::ApiKey,
+            Caller::Iam { user_arn: None },
+            Caller::LambdaAuthorizer {
+                context: claims(json!({"groups": "admins", "schoolId": "sch-001"})),
+            },
+        ] {
+            assert!(
+                matches!(policy.access(&caller), Access::Denied(_)),
+                "{caller:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_school_scope_permits_only_its_school() {
         let access = Access::School("sch-001".to_owned());
         assert!(access.permits(Some("sch-001")));
@@ -351,7 +363,7 @@ mod tests {
         ]);
         let policy = AuthzPolicy::from_env(&env).expect("valid");
         assert_eq!(policy.admin_groups, ["district-admins", "admins"]);
-        assert_eq!(policy.school_claim, "school");
+        assert_eq!(policy.school_claim.as_deref(), Some("school"));
         assert!(policy.allow_api_key);
         assert_eq!(
             AuthzPolicy::from_env(&Env::default()),

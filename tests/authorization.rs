@@ -35,10 +35,21 @@ fn refused(student_id: &str) -> Value {
     })
 }
 
-/// The binary with the production defaults (no API key) and one trusted role.
+/// The binary with no API-key callers, one trusted role, the stack's admin
+/// group and school claim (`admins`, `custom:schoolId`), and `extra`.
 fn spawn(stack: &Stack, api: &RuntimeApi, extra: &[(&str, &str)]) -> Function {
+    spawn_without(stack, api, &[], extra)
+}
+
+/// [`spawn`], with the settings `unset` removed first.
+fn spawn_without(
+    stack: &Stack,
+    api: &RuntimeApi,
+    unset: &[&str],
+    extra: &[(&str, &str)],
+) -> Function {
     let mut env = stack.env();
-    env.retain(|(k, _)| k != "AUTHZ_ALLOW_API_KEY");
+    env.retain(|(k, _)| k != "AUTHZ_ALLOW_API_KEY" && !unset.contains(&k.as_str()));
     env.push((
         "AUTHZ_TRUSTED_ROLE_ARNS".to_owned(),
         TRUSTED_ROLE.to_owned(),
@@ -243,6 +254,52 @@ async fn the_admin_group_and_school_claim_are_settings() {
         refused("stu-0003"),
         "custom:schoolId is no longer read"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_admin_group_and_no_school_claim_set_nobody_is_admitted() {
+    let stack = Stack::start(&[]).await;
+    for unset in ["", " "] {
+        let api = RuntimeApi::start().await.expect("runtime API");
+        // Unset (the first run) or set but empty (the second), as the template
+        // leaves them when its parameters are left at their defaults.
+        let extra: &[(&str, &str)] = if unset.is_empty() {
+            &[]
+        } else {
+            &[("AUTHZ_ADMIN_GROUPS", unset), ("AUTHZ_SCHOOL_CLAIM", unset)]
+        };
+        let mut function = spawn_without(
+            &stack,
+            &api,
+            &["AUTHZ_ADMIN_GROUPS", "AUTHZ_SCHOOL_CLAIM"],
+            extra,
+        );
+        let batch = json!([
+            event("stu-0002", identity::cognito("root", &["admins"], None)),
+            event(
+                "stu-0001",
+                identity::cognito("t", &["teachers"], Some(DEMO_SCHOOL_A))
+            ),
+            event(
+                "stu-0001",
+                identity::lambda_authorizer(json!({"groups": "admins", "schoolId": DEMO_SCHOOL_A}))
+            ),
+        ]);
+        let InvocationResult::Response(answer) = api.invoke(batch, TIMEOUT).await.expect("invoke")
+        else {
+            panic!("a batch always gets a response")
+        };
+        assert_eq!(
+            answer,
+            json!([
+                refused("stu-0002"),
+                refused("stu-0001"),
+                refused("stu-0001")
+            ]),
+            "{unset:?}"
+        );
+        function.terminate();
+    }
 }
 
 /// Adds a claim to an identity built by [`identity`].

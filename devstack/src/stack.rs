@@ -44,7 +44,8 @@ pub struct StackOptions {
 
 impl StackOptions {
     /// The functions' own settings on top of the peers': the legacy library,
-    /// the local `nextToken` key, API-key callers allowed, then the overrides.
+    /// the local `nextToken` key, API-key callers allowed, the personas' admin
+    /// group and school claim, insecure settings allowed, then the overrides.
     pub fn function_settings(&self) -> Vec<(String, String)> {
         let mut settings = vec![
             (
@@ -58,6 +59,18 @@ impl StackOptions {
             // admin, as a demo API with API-key auth would; a deployed API
             // gets this only when its auth mode is API key (infra/template.yaml).
             ("AUTHZ_ALLOW_API_KEY".to_owned(), "true".to_owned()),
+            // The playground's personas: its admins and its teachers' school
+            // claim. A deployed function trusts only the group and claim its
+            // stack names (nothing by default).
+            ("AUTHZ_ADMIN_GROUPS".to_owned(), "admins".to_owned()),
+            (
+                "AUTHZ_SCHOOL_CLAIM".to_owned(),
+                "custom:schoolId".to_owned(),
+            ),
+            // The stand-ins speak plain http (the scoring API) and the local
+            // key is plaintext: refused on Lambda unless allowed (never in
+            // infra/template.yaml).
+            ("ALLOW_INSECURE_SETTINGS".to_owned(), "true".to_owned()),
         ];
         if let Some(config) = &self.legacy_config {
             settings.push(("LEGACY_CONFIG".to_owned(), config.clone()));
@@ -128,6 +141,9 @@ impl LocalStack {
             "LEGACY_LIB_PATH",
             "NEXT_TOKEN_KEY",
             "AUTHZ_ALLOW_API_KEY",
+            "AUTHZ_ADMIN_GROUPS",
+            "AUTHZ_SCHOOL_CLAIM",
+            "ALLOW_INSECURE_SETTINGS",
             "ASSESSMENTS_TABLE",
             "SCORING_API_URL",
             "SCORING_API_KEY",

@@ -104,7 +104,8 @@ pub mod identity {
 
     use crate::fixtures::{DEMO_SCHOOL_A, DEMO_SCHOOL_B};
 
-    /// The school claim the resolver reads by default (`AUTHZ_SCHOOL_CLAIM`).
+    /// The school claim of these identities: the one the playground and the
+    /// test stacks name in `AUTHZ_SCHOOL_CLAIM` (the resolver reads none by default).
     pub const SCHOOL_CLAIM: &str = "custom:schoolId";
 
     fn claims(sub: &str, school: Option<&str>) -> Map<String, Value> {
