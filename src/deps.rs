@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use assessments_common::aws::{AwsSettings, SecretError, resolve_secret};
 use assessments_common::budget::Budget;
-use assessments_common::config::{ConfigError, Env, SecretSetting};
+use assessments_common::config::{ConfigError, Env, InsecureSettings, SecretSetting};
 use assessments_common::observability::MetricsSettings;
 
 use crate::authz::AuthzPolicy;
@@ -47,6 +47,9 @@ pub struct Settings {
     /// `DEADLINE_MARGIN_MS`: the time kept, before the invocation's deadline,
     /// for serializing and returning the response (default 250).
     pub deadline_margin: Duration,
+    /// `ALLOW_INSECURE_SETTINGS` (on Lambda): whether the connection string,
+    /// once read from its secret, may turn TLS or its certificate check off.
+    pub insecure: InsecureSettings,
 }
 
 impl Settings {
@@ -72,6 +75,7 @@ impl Settings {
                 env.number("DEADLINE_MARGIN_MS", 0..=60_000)?
                     .unwrap_or(DEFAULT_DEADLINE_MARGIN_MS),
             ),
+            insecure: InsecureSettings::from_env(env)?,
         })
     }
 }
@@ -129,6 +133,7 @@ impl Deps {
         let sdk = settings.aws.sdk_config().await;
         settings.sql.connection_string =
             resolve_secret(&sdk, &settings.sql_source, "connectionString").await?;
+        settings.sql.check_transport(settings.insecure)?;
         let sql = &settings.sql;
         let profiles = ProfileStore::new(
             settings.aws.dynamodb_client(&sdk),

@@ -121,6 +121,7 @@ async fn a_missing_setting_fails_init_with_a_message_naming_it() {
         "NEXT_TOKEN_KEY".to_owned(),
         support::TEST_TOKEN_KEY.to_owned(),
     ));
+    env.push(("ALLOW_INSECURE_SETTINGS".to_owned(), "true".to_owned()));
     let mut function = Function::spawn(RESOLVER_BINARY, env);
     let status = function.wait(Duration::from_secs(10));
     assert!(!status.success());
@@ -180,40 +181,127 @@ async fn with_managed_concurrency_the_binary_serves_invocations_at_once() {
     assert!(stats.peak_connections <= 4, "{stats:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_production_mode_the_connection_string_comes_from_secrets_manager() {
-    let stack = Stack::start(&[]).await;
-    let (tds, dynamo) = (stack.tds(), stack.dynamo());
-    let api = RuntimeApi::start().await.expect("runtime API");
-    let secret = json!({ "connectionString": tds.connection_string() }).to_string();
-    let arn = testkit::secrets::create_secret(&dynamo.endpoint(), "assessments/sqlserver", &secret)
-        .expect("create the secret");
+/// The resolver as a deployed stack runs it: the connection string and the
+/// `nextToken` key from Secrets Manager, no `ALLOW_INSECURE_SETTINGS`.
+fn production_env(
+    stack: &Stack,
+    api: &RuntimeApi,
+    sql_secret: &str,
+    key_secret: &str,
+) -> Vec<(String, String)> {
     let mut env = stack.env();
-    env.retain(|(k, _)| k != "SQLSERVER_CONNECTION_STRING");
-    env.push(("SQLSERVER_SECRET_ARN".to_owned(), arn));
-    // The SDK's standard per-service endpoint override, as for DynamoDB.
-    env.push((
-        "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
-        dynamo.endpoint(),
-    ));
-    env.extend(lambda_env(&api, "assessments-resolver"));
-    let _function = Function::spawn(RESOLVER_BINARY, env);
-    let page = api
-        .invoke(
+    env.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "SQLSERVER_CONNECTION_STRING" | "NEXT_TOKEN_KEY" | "ALLOW_INSECURE_SETTINGS"
+        )
+    });
+    env.extend([
+        ("SQLSERVER_SECRET_ARN".to_owned(), sql_secret.to_owned()),
+        ("NEXT_TOKEN_SECRET_ARN".to_owned(), key_secret.to_owned()),
+        // The SDK's standard per-service endpoint override, as for DynamoDB.
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+            stack.dynamo().endpoint(),
+        ),
+    ]);
+    env.extend(lambda_env(api, "assessments-resolver"));
+    env
+}
+
+/// Replaces (or adds) one setting.
+fn with(mut env: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != name);
+    env.push((name.to_owned(), value.to_owned()));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lambda_secrets_come_from_secrets_manager_and_insecure_settings_are_refused() {
+    async fn page(api: &RuntimeApi) -> Result<InvocationResult, String> {
+        api.invoke(
             get_assessments(json!({"studentId": "stu-0001", "limit": 1})),
             Duration::from_secs(20),
         )
         .await
-        .expect("invoke");
+    }
+    let stack = Stack::start(&[]).await;
+    let (tds, dynamo) = (stack.tds(), stack.dynamo());
+    let endpoint = dynamo.endpoint();
+    let secret = |name: &str, value: serde_json::Value| {
+        testkit::secrets::create_secret(&endpoint, name, &value.to_string())
+            .expect("create the secret")
+    };
+    // The local server's string checks its certificate against its CA, as a
+    // production string names the RDS CA bundle.
+    let sql = secret(
+        "assessments/sqlserver",
+        json!({ "connectionString": tds.connection_string() }),
+    );
+    let unchecked = secret(
+        "assessments/sqlserver-unchecked",
+        json!({ "connectionString": tds.connection_string_with("Encrypt=true;TrustServerCertificate=true") }),
+    );
+    let key = secret(
+        "assessments/next-token",
+        json!({ "nextTokenKey": support::TEST_TOKEN_KEY }),
+    );
+    // The production path needs no switch.
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let _function = Function::spawn(RESOLVER_BINARY, production_env(&stack, &api, &sql, &key));
+    let answer = page(&api).await.expect("invoke");
     assert!(
-        matches!(page, InvocationResult::Response(ref p) if p["items"].as_array().map(Vec::len) == Some(1)),
-        "{page:?}"
+        matches!(answer, InvocationResult::Response(ref p) if p["items"].as_array().map(Vec::len) == Some(1)),
+        "{answer:?}"
     );
     assert_eq!(
         tds.stats().logins_ok,
         1,
         "connected with the secret's connection string"
     );
+
+    // Each insecure setting fails init, naming it, unless ALLOW_INSECURE_SETTINGS=true.
+    let cases = [
+        (
+            "NEXT_TOKEN_KEY",
+            support::TEST_TOKEN_KEY,
+            &key,
+            "NEXT_TOKEN_KEY is refused on Lambda: a secret in plaintext in the environment (use NEXT_TOKEN_SECRET_ARN)",
+        ),
+        (
+            "SQLSERVER_SECRET_ARN",
+            unchecked.as_str(),
+            &sql,
+            "SQLSERVER_CONNECTION_STRING is refused on Lambda: TrustServerCertificate=true",
+        ),
+    ];
+    for (name, value, replaced, message) in cases {
+        let api = RuntimeApi::start().await.expect("runtime API");
+        let mut env = production_env(&stack, &api, &sql, &key);
+        if name == "NEXT_TOKEN_KEY" {
+            env.retain(|(k, v)| !(k == "NEXT_TOKEN_SECRET_ARN" && v == replaced));
+        }
+        let env = with(env, name, value);
+        let mut refused = Function::spawn(RESOLVER_BINARY, env.clone());
+        assert!(!refused.wait(Duration::from_secs(10)).success(), "{name}");
+        let reported = api.init_errors();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0]["errorType"], "InitError.Configuration");
+        let text = reported[0]["errorMessage"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{name}: {text}");
+        assert!(text.contains("ALLOW_INSECURE_SETTINGS=true"), "{text}");
+
+        let api = RuntimeApi::start().await.expect("runtime API");
+        let mut env = with(env, "ALLOW_INSECURE_SETTINGS", "true");
+        env.retain(|(k, _)| k != "AWS_LAMBDA_RUNTIME_API");
+        env.push(("AWS_LAMBDA_RUNTIME_API".to_owned(), api.address()));
+        let _allowed = Function::spawn(RESOLVER_BINARY, env);
+        let answer = page(&api).await.expect("invoke");
+        assert!(
+            matches!(answer, InvocationResult::Response(_)),
+            "{name}: {answer:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use assessments_common::config::{ConfigError, Env, SecretSetting};
+use assessments_common::config::{ConfigError, Env, InsecureSettings, SecretSetting};
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
@@ -64,6 +64,14 @@ impl ScoringSettings {
                 reason: "must be https (http only for a loopback stand-in)".to_owned(),
             });
         }
+        InsecureSettings::from_env(env)?.check(
+            "SCORING_API_URL",
+            url.scheme() != "https",
+            || {
+                "an http:// URL (the API key and the students' records would cross in the clear)"
+                    .to_owned()
+            },
+        )?;
         let ms = |name, range, default| -> Result<Duration, ConfigError> {
             Ok(Duration::from_millis(
                 env.number(name, range)?.unwrap_or(default),
@@ -179,7 +187,12 @@ impl ScoringClient {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {api_key}"))
             .map_err(|_| "the scoring API key is not a valid header value".to_owned())?;
         authorization.set_sensitive(true);
+        // No redirects: a 3xx is the API's answer (a rejection), never a hop to
+        // another host that would receive the key and the records; and an
+        // https endpoint is https only.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(endpoint.scheme() == "https")
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
             .pool_max_idle_per_host(max_connections)
@@ -439,6 +452,22 @@ mod tests {
         assert!(error.to_string().starts_with("SCORING_API_URL"), "{error}");
         let local = env(&[("SCORING_API_URL", "http://127.0.0.1:9000")]);
         assert!(ScoringSettings::from_env(&local).is_ok());
+        // On Lambda, http (even to loopback) only where insecure settings are allowed.
+        let lambda = [
+            ("SCORING_API_URL", "http://127.0.0.1:9000"),
+            ("SCORING_API_KEY_SECRET_ARN", "arn:aws:secretsmanager:x"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "processor"),
+        ];
+        let error = ScoringSettings::from_env(&Env::from_pairs(lambda)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("SCORING_API_URL is refused on Lambda: an http:// URL"),
+            "{error}"
+        );
+        let mut allowed = lambda.to_vec();
+        allowed.push(("ALLOW_INSECURE_SETTINGS", "true"));
+        assert!(ScoringSettings::from_env(&Env::from_pairs(allowed)).is_ok());
         let slow = env(&[("SCORING_RATE_LIMIT", "0")]);
         assert!(
             ScoringSettings::from_env(&slow)

@@ -110,25 +110,47 @@ async fn the_processor_binary_answers_an_sqs_event_with_its_failed_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_init_failure_is_reported_to_lambda_with_its_error_type() {
-    let api = RuntimeApi::start().await.expect("runtime API");
-    let mut env = lambda_env(&api, "assessment-processor");
-    env.push(("ASSESSMENTS_TABLE".to_owned(), "Assessments".to_owned()));
-    env.push((
-        "SCORING_API_URL".to_owned(),
-        "http://scoring.example.com".to_owned(),
-    ));
-    env.push(("SCORING_API_KEY".to_owned(), "k".to_owned()));
-    let mut function = Function::spawn(PROCESSOR_BINARY, env);
-    let status = function.wait(Duration::from_secs(10));
-    assert!(!status.success());
-    let reported = api.init_errors();
-    assert_eq!(reported.len(), 1, "{reported:?}");
-    assert_eq!(reported[0]["errorType"], "InitError.Configuration");
-    assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
-    assert_eq!(
-        reported[0]["errorMessage"],
-        "configuration: SCORING_API_URL is invalid: must be https (http only for a loopback stand-in)"
-    );
+    // (scoring URL, the key's setting, the message Lambda is told)
+    let cases = [
+        (
+            "http://scoring.example.com",
+            (
+                "SCORING_API_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:k",
+            ),
+            "configuration: SCORING_API_URL is invalid: must be https (http only for a loopback stand-in)",
+        ),
+        // On Lambda, without ALLOW_INSECURE_SETTINGS: not even a loopback stand-in,
+        // and never the key itself in the environment.
+        (
+            "http://127.0.0.1:9",
+            (
+                "SCORING_API_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:k",
+            ),
+            "configuration: SCORING_API_URL is refused on Lambda: an http:// URL (the API key and the students' records would cross in the clear) (ALLOW_INSECURE_SETTINGS=true allows it, for a test or demo stack only)",
+        ),
+        (
+            "https://scoring.example.com",
+            ("SCORING_API_KEY", "k"),
+            "configuration: SCORING_API_KEY is refused on Lambda: a secret in plaintext in the environment (use SCORING_API_KEY_SECRET_ARN) (ALLOW_INSECURE_SETTINGS=true allows it, for a test or demo stack only)",
+        ),
+    ];
+    for (url, (key_name, key), message) in cases {
+        let api = RuntimeApi::start().await.expect("runtime API");
+        let mut env = lambda_env(&api, "assessment-processor");
+        env.push(("ASSESSMENTS_TABLE".to_owned(), "Assessments".to_owned()));
+        env.push(("SCORING_API_URL".to_owned(), url.to_owned()));
+        env.push((key_name.to_owned(), key.to_owned()));
+        let mut function = Function::spawn(PROCESSOR_BINARY, env);
+        let status = function.wait(Duration::from_secs(10));
+        assert!(!status.success());
+        let reported = api.init_errors();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0]["errorType"], "InitError.Configuration");
+        assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
+        assert_eq!(reported[0]["errorMessage"], message);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ mod query;
 
 use std::time::Duration;
 
-use assessments_common::config::{ConfigError, Env};
+use assessments_common::config::{ConfigError, Env, InsecureSettings};
 
 pub use error::SqlError;
 pub use pool::{PoolStatus, SqlPool};
@@ -121,11 +121,91 @@ impl SqlSettings {
         Ok(settings)
     }
 
+    /// Refuses (where [`InsecureSettings`] refuse) a connection string that
+    /// turns the server certificate check off (`TrustServerCertificate=true`)
+    /// or TLS off (`Encrypt=false`, which encrypts the login only, or
+    /// `DANGER_PLAINTEXT`). `TrustServerCertificateCA` pins a CA and stays allowed.
+    pub fn check_transport(&self, insecure: InsecureSettings) -> Result<(), ConfigError> {
+        let invalid = || ConfigError::Invalid {
+            name: CONNECTION_STRING,
+            reason:
+                "not a valid ADO.NET connection string (value not shown: it may hold credentials)"
+                    .to_owned(),
+        };
+        let pairs: connection_string::AdoNetString =
+            self.connection_string.parse().map_err(|_| invalid())?;
+        let value = |key: &str| pairs.get(key).map(|v| v.trim().to_ascii_lowercase());
+        let trust_all = matches!(
+            value("trustservercertificate").as_deref(),
+            Some("true" | "yes")
+        );
+        insecure.check(CONNECTION_STRING, trust_all, || {
+            "TrustServerCertificate=true (the server's certificate would not be checked; name its CA with TrustServerCertificateCA)".to_owned()
+        })?;
+        let encrypt = value("encrypt");
+        let plaintext = matches!(
+            encrypt.as_deref(),
+            Some("false" | "no" | "danger_plaintext")
+        );
+        insecure.check(CONNECTION_STRING, plaintext, || {
+            format!(
+                "Encrypt={} (queries and rows would cross in the clear)",
+                encrypt.as_deref().unwrap_or_default()
+            )
+        })
+    }
+
     /// Parses the connection string. The error never echoes it: it may hold a password.
     pub(crate) fn tiberius_config(&self) -> Result<tiberius::Config, ConfigError> {
         tiberius::Config::from_ado_string(&self.connection_string).map_err(|_| ConfigError::Invalid {
             name: CONNECTION_STRING,
             reason: "not a valid ADO.NET connection string (value not shown: it may hold credentials)".to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_off_or_unchecked_is_refused_where_insecure_settings_are() {
+        let on_lambda = Env::from_pairs([("AWS_LAMBDA_FUNCTION_NAME", "resolver")]);
+        let refused = InsecureSettings::from_env(&on_lambda).expect("valid");
+        let check = |s: &str, insecure| SqlSettings::new(s).check_transport(insecure);
+        for secure in [
+            "Server=tcp:db,1433;User Id=u;Password=p",
+            "Server=tcp:db,1433;Encrypt=true;TrustServerCertificateCA=/opt/rds-ca.pem",
+            "Server=tcp:db,1433;Encrypt=strict;TrustServerCertificate=false",
+        ] {
+            assert_eq!(check(secure, refused), Ok(()), "{secure}");
+        }
+        for (insecure, names) in [
+            (
+                "Server=tcp:db,1433;TrustServerCertificate=true",
+                "TrustServerCertificate=true",
+            ),
+            (
+                "Server=tcp:db,1433;trustservercertificate=YES",
+                "TrustServerCertificate=true",
+            ),
+            (
+                "Server=tcp:db,1433;Encrypt=DANGER_PLAINTEXT",
+                "Encrypt=danger_plaintext",
+            ),
+            ("Server=tcp:db,1433;encrypt=False", "Encrypt=false"),
+        ] {
+            let error = check(insecure, refused).unwrap_err().to_string();
+            assert!(
+                error.starts_with("SQLSERVER_CONNECTION_STRING is refused on Lambda: ")
+                    && error.contains(names),
+                "{error}"
+            );
+            assert!(
+                !error.contains("tcp:db"),
+                "the string is never echoed: {error}"
+            );
+            assert_eq!(check(insecure, InsecureSettings::ALLOWED), Ok(()));
+        }
     }
 }

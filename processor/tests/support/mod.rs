@@ -22,8 +22,11 @@ impl ProcessorStack {
     pub async fn start(overrides: &[(&str, &str)]) -> ProcessorStack {
         let services = LocalServices::start(ServicesOptions {
             scoring_track_ids: true,
-            settings: overrides
+            // The scoring stand-in speaks plain http and the key is in the
+            // environment: refused on Lambda unless allowed, as for every test stack.
+            settings: [("ALLOW_INSECURE_SETTINGS", "true")]
                 .iter()
+                .chain(overrides)
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             ..Default::default()
