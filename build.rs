@@ -3,9 +3,11 @@
 //!
 //! * `LEGACY_SHIM_PATH`: the shim, the default `LEGACY_LIB_PATH`;
 //! * `LEGACY_SHIM_ABI_MISMATCH_PATH`: the same code reporting ABI version 99;
-//! * `LEGACY_SHIM_MISSING_SYMBOL_PATH`: the same code without `la_score`.
+//! * `LEGACY_SHIM_MISSING_SYMBOL_PATH`: the same code without `la_score`;
+//! * `LEGACY_SHIM_SANDBOX_PROBE_PATH`: the same code, hostile at load
+//!   (`sandbox_probe.hpp`).
 //!
-//! The last two exist only for the loader's error tests. And the legacy
+//! The last three exist only for the loader's and the sandbox's tests. And the legacy
 //! component as .NET (`legacy-shim/dotnet/`, issue #15):
 //!
 //! * `LEGACY_DOTNET_ASSEMBLY`: `LegacyApi.dll` (compiled with `mcs`) beside its
@@ -22,12 +24,13 @@ fn main() {
     let include = Path::new("legacy-shim/include");
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-changed=legacy-shim/src/scoring.hpp");
+    println!("cargo:rerun-if-changed=legacy-shim/src/sandbox_probe.hpp");
     println!(
         "cargo:rerun-if-changed={}",
         include.join("legacy_assessment.h").display()
     );
 
-    let variants: [(&str, &str, &[&str]); 3] = [
+    let variants: [(&str, &str, &[&str]); 4] = [
         ("LEGACY_SHIM_PATH", "liblegacy_assessment.so", &[]),
         (
             "LEGACY_SHIM_ABI_MISMATCH_PATH",
@@ -42,6 +45,11 @@ fn main() {
                 "-Wno-unused-function",
                 "-Wno-unused-const-variable",
             ],
+        ),
+        (
+            "LEGACY_SHIM_SANDBOX_PROBE_PATH",
+            "liblegacy_assessment_probe.so",
+            &["-DLA_SHIM_SANDBOX_PROBE"],
         ),
     ];
     // cc finds the C++ compiler the way the rest of the build does (CXX, target, cross tools).

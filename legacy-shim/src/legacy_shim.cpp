@@ -35,6 +35,10 @@
 #include <unordered_set>
 #include <vector>
 
+#ifdef LA_SHIM_SANDBOX_PROBE  // a test variant: a hostile component (sandbox_probe.hpp)
+#include "sandbox_probe.hpp"
+#endif
+
 #ifndef LA_SHIM_ABI_VERSION
 #define LA_SHIM_ABI_VERSION LA_ABI_VERSION
 #endif

@@ -39,6 +39,7 @@ mod ffi;
 mod handle;
 pub mod isolation;
 pub mod protocol;
+mod sandbox;
 mod slots;
 mod types;
 pub mod worker;

@@ -23,6 +23,8 @@ pub const WORKER_ARG: &str = "--legacy-worker";
 /// The library and its configuration, set by the supervisor.
 pub(super) const ENV_LIB: &str = "LEGACY_WORKER_LIB";
 pub(super) const ENV_CONFIG: &str = "LEGACY_WORKER_CONFIG";
+/// The one directory the worker may write to (also its working directory and `TMPDIR`).
+pub(super) const ENV_DIR: &str = "LEGACY_WORKER_DIR";
 
 /// Exit codes of a worker.
 const EXIT_OK: i32 = 0;
@@ -88,6 +90,28 @@ fn run() -> i32 {
     };
     let lib = std::env::var_os(ENV_LIB).map(PathBuf::from);
     let config = std::env::var(ENV_CONFIG).unwrap_or_default();
+    // Confined before the library loads: none of the component's code runs unconfined.
+    let directory = std::env::var_os(ENV_DIR).map(PathBuf::from);
+    let confined = directory
+        .ok_or_else(|| format!("{ENV_DIR} is not set"))
+        .and_then(|dir| super::sandbox::confine(&dir));
+    match confined {
+        Ok(super::sandbox::Confinement::Full) => {}
+        Ok(super::sandbox::Confinement::WithoutLandlock) => {
+            eprintln!(
+                "legacy worker: this kernel has no Landlock: writes are not confined to the worker's directory (the rest of the sandbox applies)"
+            );
+        }
+        Err(reason) => {
+            let _ = write_reply(
+                &mut replies,
+                &Reply::InitFailed {
+                    message: format!("the worker's sandbox could not be applied: {reason}"),
+                },
+            );
+            return EXIT_INIT_FAILED;
+        }
+    }
     let opened = lib
         .ok_or_else(|| LegacyError::InvalidInput(format!("{ENV_LIB} is not set")))
         .and_then(|path| NativeLibrary::load(&path))

@@ -14,6 +14,23 @@ use crate::lambda_api::RuntimeApi;
 pub struct Function {
     pub child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects a pipe's lines on a thread of its own.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&collected);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    collected
+}
+
+fn lines_of(lines: &Mutex<Vec<String>>) -> Vec<String> {
+    lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 impl Function {
@@ -24,25 +41,26 @@ impl Function {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the function");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&stdout);
-        let pipe = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        Function { child, stdout }
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
+        let stderr = collect_lines(child.stderr.take().expect("stderr"));
+        Function {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
+    /// Its stdout lines so far (the logs and EMF documents).
     pub fn output(&self) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lines_of(&self.stdout)
+    }
+
+    /// Its stderr lines so far (what the legacy component and its workers print).
+    pub fn stderr(&self) -> Vec<String> {
+        lines_of(&self.stderr)
     }
 
     /// SIGTERM, then a graceful exit (status 0) within 10 s: its stdout lines

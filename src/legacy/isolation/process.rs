@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::super::NativeStats;
 use super::super::protocol::{self, Reply, WorkerProtocolError};
-use super::super::worker::{ENV_CONFIG, ENV_LIB, WORKER_ARG};
+use super::super::worker::{ENV_CONFIG, ENV_DIR, ENV_LIB, WORKER_ARG};
 
 /// Environment variables a worker inherits (the rest is cleared: a worker
 /// gets none of the function's credentials). `DOTNET_ROOT`: where a .NET
@@ -28,6 +28,8 @@ pub(super) struct Launch<'a> {
     pub worker_path: &'a Path,
     pub lib_path: &'a Path,
     pub engine_config: &'a str,
+    /// The worker's own directory: the one place it may write.
+    pub directory: &'a Path,
 }
 
 /// A worker process with its pipes.
@@ -107,6 +109,9 @@ impl Worker {
             .env_clear()
             .env(ENV_LIB, launch.lib_path)
             .env(ENV_CONFIG, launch.engine_config)
+            .env(ENV_DIR, launch.directory)
+            .env("TMPDIR", launch.directory)
+            .current_dir(launch.directory)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -109,6 +109,8 @@ pub struct Supervisor {
     lib_path: PathBuf,
     engine_config: String,
     worker_path: PathBuf,
+    /// The workers' directory (the one place they may write); removed at shutdown.
+    directory: PathBuf,
     settings: IsolationSettings,
     call_timeout: Duration,
     max_workers: usize,
@@ -167,12 +169,18 @@ impl Supervisor {
                 LegacyError::WorkerUnavailable(format!("cannot find this executable: {e}"))
             })?,
         };
+        // Before any worker exists: none can read this process's environment or memory.
+        crate::legacy::sandbox::protect_parent().map_err(LegacyError::WorkerUnavailable)?;
+        let directory = workers_directory().map_err(|e| {
+            LegacyError::WorkerUnavailable(format!("cannot make the workers' directory: {e}"))
+        })?;
         let max_workers = legacy.max_concurrency.max(1);
         let now = Instant::now();
         let supervisor = Arc::new(Supervisor {
             lib_path: legacy.lib_path.clone(),
             engine_config: legacy.engine_config.clone(),
             worker_path,
+            directory,
             call_timeout: legacy.call_timeout,
             max_workers,
             slots: Mutex::new(Vec::with_capacity(max_workers)),
@@ -533,6 +541,7 @@ impl Supervisor {
             worker_path: &self.worker_path,
             lib_path: &self.lib_path,
             engine_config: &self.engine_config,
+            directory: &self.directory,
         };
         let mut alive = Alive::new(&self.shared);
         match Worker::start(&launch, self.settings.start_timeout).await {
@@ -619,6 +628,9 @@ impl Supervisor {
             }
         }))
         .await;
+        if let Err(error) = std::fs::remove_dir_all(&self.directory) {
+            tracing::warn!(%error, "the legacy workers' directory could not be removed");
+        }
         match waited {
             Ok(_) => Ok(()),
             Err(_) => Err(LegacyError::ShutdownIncomplete {
@@ -627,6 +639,17 @@ impl Supervisor {
             }),
         }
     }
+}
+
+/// A new directory for one supervisor's workers, private to this user
+/// (`$TMPDIR/legacy-workers-<pid>-<n>`: the only writable place on Lambda is /tmp).
+fn workers_directory() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("legacy-workers-{}-{n}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+    Ok(path)
 }
 
 /// How long a recycled worker gets to close its engine and exit.
