@@ -17,6 +17,12 @@
    `ItemErrors` with an `ErrorType` the resolver has, or a metric filter of this template.
    The operational alarms the README's runbook covers all exist, and the dashboard's body
    is valid JSON.
+6. Secure by default (docs/security.md): with every parameter at its default there is no API
+   key and no output holds one; Cognito needs a user pool and an app client regex; AppSync
+   logs, a query depth limit and a resolver count limit; the resolver's invoke permission and
+   its data source role are scoped to this API; every queue refuses non-TLS access and the
+   assessment queue refuses senders not named; log groups are KMS-encrypted; no admin group
+   and no school claim are trusted.
 
 Exits non-zero with one line per problem.
 """
@@ -96,7 +102,14 @@ def main():
 
     found = 0
     for name, resource in resources.items():
+        # A key policy's Resource '*' is the key itself, and its administrators' kms:* is
+        # AWS's default key policy.
+        if resource["Type"] == "AWS::KMS::Key":
+            continue
         for statement in statements(resource.get("Properties", {})):
+            # A Deny narrows: a wildcard there refuses more, never grants.
+            if statement.get("Effect") == "Deny":
+                continue
             found += 1
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             for action in actions:
@@ -112,6 +125,7 @@ def main():
     problems += check_functions(resources)
     problems += check_secrets_stay_out_of_environments(resources)
     problems += check_metrics(resources)
+    problems += check_secure_defaults(template)
 
     for problem in problems:
         print(f"infra/template.yaml: {problem}")
@@ -229,6 +243,71 @@ def check_secrets_stay_out_of_environments(resources):
         variables = resource["Properties"].get("Environment", {}).get("Variables", {})
         if "{{resolve:secretsmanager" in repr(variables):
             problems.append(f"{name}: a Secrets Manager value resolved into the environment; pass its ARN")
+    return problems
+
+
+def check_secure_defaults(template):
+    resources, parameters = template["Resources"], template["Parameters"]
+    problems = []
+    default = lambda name: str(parameters.get(name, {}).get("Default", ""))  # noqa: E731
+    if default("AuthMode") == "API_KEY":
+        problems.append("AuthMode defaults to API_KEY: one static key would read every student")
+    for name in ("AuthzAdminGroups", "AuthzSchoolClaim"):
+        if default(name):
+            problems.append(f"{name} has a default ({default(name)!r}): nothing is trusted unless named")
+    if default("EncryptLogs") != "true":
+        problems.append("EncryptLogs must default to true")
+    if default("AssessmentProducerArns"):
+        problems.append("AssessmentProducerArns must name nobody by default")
+    for output, spec in template.get("Outputs", {}).items():
+        if "ApiKey" in repr(spec.get("Value")):
+            problems.append(f"output {output} holds the API key")
+    rules = repr(template.get("Rules", {}))
+    for name in ("CognitoUserPoolId", "CognitoAppIdClientRegex"):
+        if name not in rules:
+            problems.append(f"no rule requires {name} with Cognito")
+
+    apis = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::AppSync::GraphQLApi"]
+    for api in apis:
+        pool = repr(api.get("UserPoolConfig"))
+        if "AppIdClientRegex" not in pool:
+            problems.append("the Cognito config has no AppIdClientRegex: any app client's token is accepted")
+        log = api.get("LogConfig", {})
+        if not log.get("CloudWatchLogsRoleArn") or log.get("FieldLogLevel") not in ("ERROR", "ALL"):
+            problems.append("AppSync has no LogConfig with a role and field level ERROR")
+        for limit in ("QueryDepthLimit", "ResolverCountLimit"):
+            if limit not in api:
+                problems.append(f"AppSync has no {limit}")
+    if not any(r["Type"] == "AWS::Logs::LogGroup" and "/aws/appsync/" in repr(r["Properties"].get("LogGroupName"))
+               for r in resources.values()):
+        problems.append("no log group (retention) for AppSync's logs")
+
+    permissions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    if not any(p.get("Principal") == "appsync.amazonaws.com" and "SourceArn" in p
+               and ref_name(p.get("FunctionName")) == "ResolverFunction" for p in permissions):
+        problems.append("no invoke permission for AppSync scoped to the API (SourceArn) on the resolver")
+    for p in permissions:
+        if "SourceArn" not in p:
+            problems.append(f"an invoke permission for {p.get('Principal')} without SourceArn")
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        trust = resource["Properties"]["AssumeRolePolicyDocument"]
+        if "appsync.amazonaws.com" in repr(trust) and "aws:Source" not in repr(trust):
+            problems.append(f"{name}: AppSync may assume it for any API (no aws:SourceArn/SourceAccount)")
+
+    queues = {n for n, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    policies = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    for queue in sorted(queues):
+        mine = [p for p in policies if any(ref_name(q) == queue for q in p.get("Queues", []))]
+        if not any("aws:SecureTransport" in repr(p["PolicyDocument"]) for p in mine):
+            problems.append(f"{queue}: no queue policy denying access without TLS (aws:SecureTransport)")
+    if not any("sqs:SendMessage" in repr(p["PolicyDocument"]) and "AssessmentProducerArns" in repr(p["PolicyDocument"])
+               for p in policies):
+        problems.append("the assessment queue does not refuse senders other than AssessmentProducerArns")
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::Logs::LogGroup" and "KmsKeyId" not in resource["Properties"]:
+            problems.append(f"{name}: log group without KmsKeyId")
     return problems
 
 
