@@ -171,6 +171,10 @@ fn isolated(lib_path: PathBuf, config: &str, workers: usize) -> LegacySettings {
             worker_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_assessments-resolver"))),
             restart_backoff: Duration::from_millis(1),
             restart_backoff_max: Duration::from_millis(5),
+            // A .NET worker starts in ~50 ms here; on a loaded machine (seven
+            // tests at once on two cores) one once took over the default 5 s.
+            // These tests check answers, not start times.
+            start_timeout: Duration::from_secs(30),
             ..IsolationSettings::default()
         }),
     }
