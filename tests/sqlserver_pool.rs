@@ -496,6 +496,33 @@ async fn an_unexpected_null_is_an_error_naming_the_column() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_of_another_student_fails_the_page() {
+    let server = start_tds_server().await;
+    let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
+    // Another student, and the same id in other case (equal under SQL
+    // Server's case-insensitive collation, a different DynamoDB key).
+    for other in ["stu-0002", "STU-0001"] {
+        server
+            .faults()
+            .set_column_value(Some(("student_id", Value::String(other.to_owned()))));
+        let error = pool
+            .fetch_page(&first_page("stu-0001", 5), &budget())
+            .await
+            .expect_err(other);
+        assert_eq!(
+            error.to_string(),
+            "column student_id: a row of another student than the one asked for"
+        );
+    }
+    server.faults().clear();
+    let page = pool
+        .fetch_page(&first_page("stu-0001", 5), &budget())
+        .await
+        .expect("page");
+    assert!(page.records.iter().all(|r| &*r.student_id == "stu-0001"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use() {
     let server = start_tds_server().await;
     let pool = SqlPool::new(&pool_settings(&server, |s| {

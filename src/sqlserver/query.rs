@@ -129,9 +129,9 @@ impl SqlPool {
         if let Some(first) = rows.first() {
             check_columns(first)?;
         }
-        let mut student_id: Option<Arc<str>> = None;
+        let student_id: Arc<str> = Arc::from(request.student_id.as_str());
         for row in &rows {
-            records.push(decode_record(row, &mut student_id)?);
+            records.push(decode_record(row, &student_id)?);
         }
         let page_size = request.page_size as usize;
         let next = if records.len() > page_size {
@@ -247,24 +247,24 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, SqlError>
     }
 }
 
-/// One row; `student_id` keeps the page's id, shared while rows repeat it.
-fn decode_record(
-    row: &Row,
-    student_id: &mut Option<Arc<str>>,
-) -> Result<AssessmentRecord, SqlError> {
+/// One row of `student_id`'s page: a row of another student is refused, not
+/// returned (the id is shared by every record of the page).
+fn decode_record(row: &Row, student_id: &Arc<str>) -> Result<AssessmentRecord, SqlError> {
     let type_name: &str = column(row, 2)?;
     let assessment_type = AssessmentType::parse(type_name).ok_or_else(|| SqlError::Decode {
         column: "assessment_type",
         reason: "not a known assessment type".to_owned(),
     })?;
     let id: &str = column(row, 1)?;
-    let shared = match student_id {
-        Some(shared) if **shared == *id => Arc::clone(shared),
-        _ => Arc::clone(student_id.insert(Arc::from(id))),
-    };
+    if id != &**student_id {
+        return Err(SqlError::Decode {
+            column: "student_id",
+            reason: "a row of another student than the one asked for".to_owned(),
+        });
+    }
     Ok(AssessmentRecord {
         assessment_id: column(row, 0)?,
-        student_id: shared,
+        student_id: Arc::clone(student_id),
         assessment_type,
         administered_at: column(row, 3)?,
         raw_score: column(row, 4)?,

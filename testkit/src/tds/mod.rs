@@ -84,7 +84,8 @@ pub struct Faults {
     stall_queries_ms: AtomicU64,
     drops: Trigger,
     errors: Trigger,
-    null_column: Mutex<Option<String>>,
+    /// A column and the value every result row gets in it.
+    column_value: Mutex<Option<(String, Value)>>,
 }
 
 impl Faults {
@@ -121,7 +122,13 @@ impl Faults {
     }
     /// Send NULL in this column of every result row (a schema drift the client must catch).
     pub fn set_null_column(&self, column: Option<&str>) {
-        *self.null_column.lock().unwrap_or_else(|p| p.into_inner()) = column.map(str::to_owned);
+        self.set_column_value(column.map(|c| (c, Value::Null)));
+    }
+    /// Send this value in this column of every result row (e.g. another
+    /// student's id: rows the client must not take for the student's).
+    pub fn set_column_value(&self, column: Option<(&str, Value)>) {
+        *self.column_value.lock().unwrap_or_else(|p| p.into_inner()) =
+            column.map(|(c, v)| (c.to_owned(), v));
     }
     /// Back to a healthy server.
     pub fn clear(&self) {
@@ -136,14 +143,14 @@ impl Faults {
 
     fn corrupt(&self, outcome: StatementOutcome) -> StatementOutcome {
         let column = self
-            .null_column
+            .column_value
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match (outcome, column) {
-            (StatementOutcome::Rows { columns, mut rows }, Some(name)) => {
+            (StatementOutcome::Rows { columns, mut rows }, Some((name, value))) => {
                 if let Some(index) = columns.iter().position(|c| c.name == name) {
-                    rows.iter_mut().for_each(|row| row[index] = Value::Null);
+                    rows.iter_mut().for_each(|row| row[index] = value.clone());
                 }
                 StatementOutcome::Rows { columns, rows }
             }
