@@ -2,7 +2,8 @@
 //! identity chooser and the live panel; `/basic` without npm packages),
 //! `GET /assets/{name}`, `POST /graphql`, `GET /stats`, `GET /schema.graphql`,
 //! and `POST /sqs` (an SQS event through the assessment processor, as Lambda
-//! would deliver it).
+//! would deliver it). It answers only requests for a loopback host, and no
+//! POST from another origin (a web page elsewhere cannot drive it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +36,34 @@ pub fn router(app: Arc<App>) -> axum::Router {
         .route("/stats", get(stats))
         .route("/schema.graphql", get(schema))
         .route("/sqs", post(sqs))
+        .layer(axum::middleware::from_fn(same_origin_only))
         .with_state(app)
+}
+
+/// Refuses what a web page on another site could make a browser send: a
+/// request whose `Host` is not this machine's loopback name (DNS rebinding),
+/// or a POST whose `Origin` is not this server. Requests without `Origin`
+/// (curl, the tests, the console's own fetches in some browsers) pass.
+async fn same_origin_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = request.headers();
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST).unwrap_or("");
+    let (name, _port) = host.rsplit_once(':').unwrap_or((host, ""));
+    let local_host = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
+    let cross_site = request.method() == axum::http::Method::POST
+        && text(header::ORIGIN).is_some_and(|origin| origin != format!("http://{host}"));
+    if !local_host || cross_site {
+        let message = if local_host {
+            "cross-site request refused: the Origin is not this playground"
+        } else {
+            "request refused: the playground answers only on localhost (Host header)"
+        };
+        return (axum::http::StatusCode::FORBIDDEN, message).into_response();
+    }
+    next.run(request).await
 }
 
 /// GraphiQL when its npm packages are installed, the basic console otherwise.

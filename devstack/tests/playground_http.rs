@@ -483,6 +483,43 @@ async fn the_console_page_and_the_schema_are_served_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_site_cannot_drive_the_playground() {
+    let playground = start(StackOptions::default(), 10).await;
+    let query =
+        json!({"query": "{ getAssessments(studentId: \"stu-0001\", limit: 1) { items { id } } }"})
+            .to_string();
+    let own = playground.url.clone();
+    let host = own.trim_start_matches("http://").to_owned();
+    let before = playground.stats().await["invocations"].as_u64();
+    for headers in [
+        // A cross-site POST from a browser carries the page's Origin.
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("origin", "http://localhost:1")],
+        // DNS rebinding: another name for 127.0.0.1, with its own Origin.
+        vec![("host", "evil.example"), ("origin", "http://evil.example")],
+    ] {
+        for path in ["/graphql", "/sqs"] {
+            let (status, text) = playground.post_with(path, &headers, query.clone()).await;
+            assert_eq!(status, 403, "{path} {headers:?}: {text}");
+        }
+    }
+    assert_eq!(playground.stats().await["invocations"].as_u64(), before);
+    // The console's own requests, and clients that send no Origin (curl, scripts).
+    for headers in [
+        vec![("origin", own.as_str())],
+        vec![],
+        vec![("host", host.as_str())],
+    ] {
+        let (status, text) = playground
+            .post_with("/graphql", &headers, query.clone())
+            .await;
+        assert_eq!(status, 200, "{headers:?}: {text}");
+        assert!(text.contains("\"items\""), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sqs_event_posted_to_the_playground_goes_through_the_processor() {
     let playground = start(StackOptions::default(), 10).await;
     let (status, text) = playground

@@ -91,13 +91,22 @@ impl Playground {
 
     /// POSTs a raw body; the status and the body back.
     pub async fn post(&self, path: &str, body: String) -> (u16, String) {
-        send(
-            axum::http::Request::post(format!("{}{path}", self.url))
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .expect("request"),
-        )
-        .await
+        self.post_with(path, &[], body).await
+    }
+
+    /// [`Self::post`] with extra `headers` (a `host` among them replaces the URL's).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> (u16, String) {
+        let mut request = axum::http::Request::post(format!("{}{path}", self.url))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request.body(Body::from(body)).expect("request")).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
