@@ -5,7 +5,8 @@
 //! Item attributes: `studentId`, `assessmentId`, `type`, `takenAt`,
 //! `relatedId` (optional: another student id whose history is linked),
 //! `rawData` (map), `score` (number), `result` (map: the scoring API's
-//! answer), `scoredAt`, `messageId`.
+//! answer), `scoredAt`, `messageId`, `producerId` (SQS's `SenderId` of the
+//! message: who produced the record).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -77,6 +78,8 @@ pub enum WriteOutcome {
 pub struct ScoreWrite<'a> {
     pub message: &'a AssessmentMessage,
     pub message_id: &'a str,
+    /// Who sent the message (SQS's `SenderId`), kept as `producerId`.
+    pub producer_id: Option<&'a str>,
     pub score: f64,
     pub result: &'a Map<String, Value>,
     pub scored_at: &'a str,
@@ -265,7 +268,7 @@ impl AssessmentStore {
                         Ok(json) => history.items.push(json),
                         Err(error) => {
                             // Not representable as JSON: left out, and said so.
-                            tracing::warn!(%error, student_id, "history item skipped");
+                            tracing::warn!(%error, depth, "history item skipped");
                             history.truncated = true;
                         }
                     }
@@ -320,6 +323,12 @@ impl AssessmentStore {
             "messageId".to_owned(),
             AttributeValue::S(scored.message_id.to_owned()),
         );
+        if let Some(producer) = scored.producer_id {
+            item.insert(
+                "producerId".to_owned(),
+                AttributeValue::S(producer.to_owned()),
+            );
+        }
         let write = self
             .client
             .put_item()

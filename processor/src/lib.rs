@@ -218,11 +218,16 @@ impl RecordReport {
     }
 }
 
-/// One record of a batch: its id (for `batchItemFailures`) and body.
+/// One record of a batch: its id (for `batchItemFailures`), body, and who
+/// sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub message_id: &'a str,
     pub body: Option<&'a str>,
+    /// SQS's `SenderId` attribute: the principal that sent the message, as
+    /// SQS saw it (a producer cannot set it). The queue policy admits only
+    /// the named producers; the written item keeps it as `producerId`.
+    pub sender_id: Option<&'a str>,
 }
 
 /// The processor's clients, built once.
@@ -296,7 +301,7 @@ impl Processor {
             .enumerate()
             .filter(|(index, _)| leader[*index].is_none())
             .map(|(index, message)| {
-                let message_id = records[index].message_id;
+                let record = records[index];
                 async move {
                     let report = match message {
                         Err(invalid) => RecordReport::new(RecordOutcome::Failed(
@@ -305,7 +310,7 @@ impl Processor {
                         Ok(message) => {
                             let started = Instant::now();
                             let mut report = RecordReport::new(RecordOutcome::AlreadyScored);
-                            let run = self.process(message, message_id, stop_at, &mut report);
+                            let run = self.process(message, record, stop_at, &mut report);
                             report.outcome =
                                 match tokio::time::timeout_at(stop_at.into(), run).await {
                                     Ok(Ok(outcome)) => outcome,
@@ -346,7 +351,7 @@ impl Processor {
     async fn process(
         &self,
         message: &AssessmentMessage,
-        message_id: &str,
+        record: Record<'_>,
         stop_at: Instant,
         report: &mut RecordReport,
     ) -> Result<RecordOutcome, ProcessError> {
@@ -402,7 +407,8 @@ impl Processor {
             .store
             .put_scored(&ScoreWrite {
                 message,
-                message_id,
+                message_id: record.message_id,
+                producer_id: record.sender_id,
                 score: score.score,
                 result: &score.result,
                 scored_at: &scored_at,

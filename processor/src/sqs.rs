@@ -56,6 +56,7 @@ pub async fn handle_with_report(
         .map(|r| Record {
             message_id: r.message_id.as_deref().unwrap_or(""),
             body: r.body.as_deref(),
+            sender_id: r.attributes.get("SenderId").map(String::as_str),
         })
         .collect();
     let mut reports = deps.processor.process_batch(&records, deadline).await;

@@ -234,6 +234,8 @@ async fn a_hundred_records_are_each_scored_once_within_the_rate_limit() {
             .await
             .expect("written");
         assert_eq!(item["messageId"], format!("msg-{i}"));
+        // Who sent it, as SQS says (testkit's events carry SenderId AIDAEXAMPLE).
+        assert_eq!(item["producerId"], "AIDAEXAMPLE");
         assert!(item["score"].is_number());
     }
 }
