@@ -339,9 +339,21 @@ async fn a_library_that_does_not_load_fails_init_with_its_reason() {
     let _serial = serial();
     let mut settings = isolated("", 1, Duration::from_secs(5), |_| {});
     settings.lib_path = PathBuf::from("/nonexistent/liblegacy.so");
+    let workers_dirs = || -> std::collections::BTreeSet<PathBuf> {
+        let prefix = format!("legacy-workers-{}-", std::process::id());
+        (std::fs::read_dir(std::env::temp_dir()).expect("temp dir"))
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    };
+    let before = workers_dirs();
     let error = LegacyEngine::start(&settings)
         .await
         .expect_err("no library");
+    // The workers' directory made for the failed start is gone with it.
+    let left: Vec<_> = workers_dirs().difference(&before).cloned().collect();
+    assert!(left.is_empty(), "{left:?}");
     let message = error.to_string();
     assert!(
         matches!(error, LegacyError::WorkerUnavailable(_)),

@@ -641,6 +641,15 @@ impl Supervisor {
     }
 }
 
+/// The workers' directory goes with the supervisor, also when init fails
+/// after it was made or shutdown never ran (shutdown removes it first, and says
+/// when it cannot).
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
 /// A new directory for one supervisor's workers, private to this user
 /// (`$TMPDIR/legacy-workers-<pid>-<n>`: the only writable place on Lambda is /tmp).
 fn workers_directory() -> std::io::Result<PathBuf> {
