@@ -37,7 +37,7 @@ pub fn appsync_event(data: &[u8]) {
                 from: args.from,
                 to: args.to,
             };
-            let _ = signer.verify(token, &scope);
+            let _ = signer.verify(token, &scope, chrono::Utc::now());
         }
     }
 }

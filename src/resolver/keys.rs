@@ -22,7 +22,7 @@ use assessments_common::config::{ConfigError, Env, SecretSetting};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::token::{SigningKey, TokenKeys, TokenSigner};
+use super::token::{DEFAULT_TTL, SigningKey, TokenKeys, TokenSigner};
 
 /// The JSON field of the secret that holds the key, when the value is JSON.
 pub const SECRET_JSON_FIELD: &str = "nextTokenKey";
@@ -39,6 +39,8 @@ pub struct TokenKeySettings {
     pub source: SecretSetting,
     /// `NEXT_TOKEN_KEY_GRACE_SECONDS`: how long the previous key still verifies.
     pub grace: Duration,
+    /// `NEXT_TOKEN_TTL_SECONDS` (60..=86400, default 900): how long a token pages on.
+    pub ttl: Duration,
 }
 
 impl TokenKeySettings {
@@ -48,6 +50,9 @@ impl TokenKeySettings {
             grace: env
                 .number("NEXT_TOKEN_KEY_GRACE_SECONDS", 0..=30 * 86_400)?
                 .map_or(DEFAULT_GRACE, Duration::from_secs),
+            ttl: env
+                .number("NEXT_TOKEN_TTL_SECONDS", 60..=86_400)?
+                .map_or(DEFAULT_TTL, Duration::from_secs),
         })
     }
 }
@@ -82,7 +87,10 @@ pub async fn load(
     settings: &TokenKeySettings,
 ) -> Result<(TokenSigner, Option<KeySource>), KeyError> {
     match &settings.source {
-        SecretSetting::Value(key) => Ok((TokenSigner::new(key.as_bytes())?, None)),
+        SecretSetting::Value(key) => Ok((
+            TokenSigner::new(key.as_bytes())?.with_ttl(settings.ttl),
+            None,
+        )),
         SecretSetting::SecretArn(arn) => {
             let source = KeySource {
                 sdk: sdk.clone(),
@@ -97,7 +105,10 @@ pub async fn load(
                 previous_until = %keys.previous_until,
                 "nextToken keys read"
             );
-            Ok((TokenSigner::with_keys(keys), Some(source)))
+            Ok((
+                TokenSigner::with_keys(keys).with_ttl(settings.ttl),
+                Some(source),
+            ))
         }
     }
 }

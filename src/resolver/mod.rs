@@ -25,6 +25,7 @@ use assessments_common::budget::Budget;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
+use crate::audit::AuditKey;
 use crate::authz::{Access, AuthzPolicy, Caller};
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
 use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
@@ -62,6 +63,7 @@ pub struct Resolver {
     tokens: TokenSigner,
     key_source: Option<KeySource>,
     policy: AuthzPolicy,
+    audit: AuditKey,
 }
 
 /// An item that passed validation, token verification and the caller check.
@@ -84,6 +86,7 @@ impl Resolver {
             profiles,
             sql,
             legacy,
+            audit: AuditKey::derive(&tokens.0.keys().current),
             tokens: tokens.0,
             key_source: tokens.1,
             policy,
@@ -92,6 +95,11 @@ impl Resolver {
 
     pub fn policy(&self) -> &AuthzPolicy {
         &self.policy
+    }
+
+    /// The key of the audit lines' student hashes.
+    pub fn audit_key(&self) -> &AuditKey {
+        &self.audit
     }
 
     pub fn sql(&self) -> &SqlPool {
@@ -131,7 +139,7 @@ impl Resolver {
             Vec::with_capacity(items.len());
         let mut planned = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
-            match item.and_then(|item| self.plan(index, item)) {
+            match item.and_then(|item| self.plan(index, item, now)) {
                 Ok(plan) => {
                     planned.push(plan);
                     results.push(None);
@@ -212,7 +220,6 @@ impl Resolver {
         timings.sql = open_time + scoped_time;
 
         let started = Instant::now();
-        let processed_at = UtcMillis(now.naive_utc());
         let profiles = &profiles;
         let ready: Vec<_> = open
             .into_iter()
@@ -223,9 +230,7 @@ impl Resolver {
             .into_iter()
             .map(|(plan, page)| {
                 Box::pin(async move {
-                    let result = self
-                        .finish(plan, page, profiles, processed_at, budget)
-                        .await;
+                    let result = self.finish(plan, page, profiles, now, budget).await;
                     (plan.index, result)
                 })
             })
@@ -270,10 +275,15 @@ impl Resolver {
 
     /// Verifies the token, decides what the caller may read, and turns the
     /// arguments into the page query.
-    fn plan(&self, index: usize, item: ItemRequest) -> Result<Planned, ResolveError> {
+    fn plan(
+        &self,
+        index: usize,
+        item: ItemRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Planned, ResolveError> {
         let ItemRequest { args, caller } = item;
         let after = match &args.next_token {
-            Some(token) => Some(self.tokens.verify(token, &scope(&args))?),
+            Some(token) => Some(self.tokens.verify(token, &scope(&args), now)?),
             None => None,
         };
         let access = self.policy.access(&caller);
@@ -304,9 +314,10 @@ impl Resolver {
         plan: &Planned,
         page: Result<Page, SqlError>,
         profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
-        processed_at: UtcMillis,
+        now: DateTime<Utc>,
         budget: &Budget,
     ) -> Result<AssessmentPage, ResolveError> {
+        let processed_at = UtcMillis(now.naive_utc());
         let profiles = profiles
             .as_ref()
             .map_err(|e| ResolveError::Profile(e.clone()))?;
@@ -336,7 +347,7 @@ impl Resolver {
             .collect();
         let next_token = page
             .next
-            .map(|cursor| self.tokens.issue(&scope(&plan.args), cursor));
+            .map(|cursor| self.tokens.issue(&scope(&plan.args), cursor, now));
         Ok(AssessmentPage { items, next_token })
     }
 }

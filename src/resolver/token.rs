@@ -4,7 +4,9 @@
 //!
 //! Format: `key id "." base64url(payload JSON) "." base64url(HMAC(the first two parts))`.
 //! The key id lets keys rotate: tokens signed with the previous key stay
-//! valid for a grace period after the rotation, then are refused.
+//! valid for a grace period after the rotation, then are refused. A token
+//! also expires (`NEXT_TOKEN_TTL_SECONDS`, default 15 minutes after it was
+//! issued): an expired one is refused, and the client asks for the first page again.
 
 use assessments_common::config::ConfigError;
 use base64::Engine;
@@ -22,6 +24,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Shortest signing key accepted.
 pub const MIN_KEY_LEN: usize = 32;
+/// The default `NEXT_TOKEN_TTL_SECONDS`: how long a token pages on.
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// The payload format this build issues and accepts.
+const VERSION: u8 = 3;
 
 /// What a token is valid for: the other arguments of the query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,6 +48,8 @@ struct Payload {
     /// administered_at, microseconds since the Unix epoch.
     a: i64,
     i: i64,
+    /// Expiry, seconds since the Unix epoch.
+    x: i64,
 }
 
 /// One signing key and its id (carried in every token it signs, so the
@@ -72,6 +80,13 @@ impl SigningKey {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A key for another purpose, derived from this one: `HMAC(key, label)`.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -130,12 +145,14 @@ impl TokenKeys {
 #[derive(Debug)]
 pub struct TokenSigner {
     keys: std::sync::RwLock<std::sync::Arc<TokenKeys>>,
+    ttl: chrono::Duration,
 }
 
 impl Clone for TokenSigner {
     fn clone(&self) -> Self {
         TokenSigner {
             keys: std::sync::RwLock::new(self.keys()),
+            ttl: self.ttl,
         }
     }
 }
@@ -162,7 +179,14 @@ impl TokenSigner {
     pub fn with_keys(keys: TokenKeys) -> Self {
         TokenSigner {
             keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            ttl: chrono::Duration::seconds(DEFAULT_TTL.as_secs() as i64),
         }
+    }
+
+    /// The same signer, its tokens valid for `ttl` after they are issued.
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        self
     }
 
     /// The keys now (a snapshot).
@@ -189,15 +213,20 @@ impl TokenSigner {
         key_id(token).is_some_and(|id| !self.keys().knows(id))
     }
 
-    pub fn issue(&self, scope: &TokenScope<'_>, cursor: Cursor) -> String {
+    /// A token for the page after `cursor`, issued at `now`.
+    pub fn issue(&self, scope: &TokenScope<'_>, cursor: Cursor, now: DateTime<Utc>) -> String {
         let payload = Payload {
-            v: 2,
+            v: VERSION,
             s: scope.student_id.to_owned(),
             t: scope.assessment_type.map(|t| t.as_str().to_owned()),
             f: scope.from,
             u: scope.to,
             a: cursor.administered_at.and_utc().timestamp_micros(),
             i: cursor.assessment_id,
+            x: now
+                .checked_add_signed(self.ttl)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                .timestamp(),
         };
         // Serializing plain strings, dates and integers cannot fail.
         let json = serde_json::to_vec(&payload).unwrap_or_default();
@@ -210,12 +239,9 @@ impl TokenSigner {
     }
 
     /// The cursor in `token`, if one of our keys signed it for exactly `scope`
-    /// (a rotated-out key only until its grace period ends).
-    pub fn verify(&self, token: &str, scope: &TokenScope<'_>) -> Result<Cursor, ResolveError> {
-        self.verify_at(token, scope, Utc::now())
-    }
-
-    pub fn verify_at(
+    /// (a rotated-out key only until its grace period ends) and it has not
+    /// expired at `now`.
+    pub fn verify(
         &self,
         token: &str,
         scope: &TokenScope<'_>,
@@ -231,8 +257,17 @@ impl TokenSigner {
         mac.verify_slice(&tag).map_err(|_| refused())?;
         let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| refused())?;
         let payload: Payload = serde_json::from_slice(&json).map_err(|_| refused())?;
-        if payload.v != 2 {
+        if payload.v != VERSION {
             return Err(refused());
+        }
+        if now.timestamp() >= payload.x {
+            return Err(ResolveError::validation(
+                "nextToken",
+                format!(
+                    "has expired (a token pages on for {} seconds after it is issued): request the first page again",
+                    self.ttl.num_seconds()
+                ),
+            ));
         }
         let same_query = payload.s == scope.student_id
             && payload.t.as_deref() == scope.assessment_type.map(AssessmentType::as_str)
@@ -277,15 +312,18 @@ mod tests {
             administered_at: at,
             assessment_id: 100_074,
         };
-        let token = signer.issue(&scope("stu-0001"), cursor);
+        let now = Utc::now();
+        let token = signer.issue(&scope("stu-0001"), cursor, now);
         assert_eq!(
-            signer.verify(&token, &scope("stu-0001")).expect("valid"),
+            signer
+                .verify(&token, &scope("stu-0001"), now)
+                .expect("valid"),
             cursor
         );
 
         // Another student's query.
         let other = signer
-            .verify(&token, &scope("stu-0002"))
+            .verify(&token, &scope("stu-0002"), now)
             .expect_err("other query");
         assert!(other.to_string().contains("belongs to another query"));
         // One changed character in the payload or the tag.
@@ -294,15 +332,16 @@ mod tests {
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let altered = String::from_utf8(bytes).expect("ascii");
             assert!(
-                signer.verify(&altered, &scope("stu-0001")).is_err(),
+                signer.verify(&altered, &scope("stu-0001"), now).is_err(),
                 "altered at {i}"
             );
         }
         // Signed with another key.
-        let forged = TokenSigner::new(&[8u8; 32])
-            .expect("key")
-            .issue(&scope("stu-0001"), cursor);
-        assert!(signer.verify(&forged, &scope("stu-0001")).is_err());
+        let forged =
+            TokenSigner::new(&[8u8; 32])
+                .expect("key")
+                .issue(&scope("stu-0001"), cursor, now);
+        assert!(signer.verify(&forged, &scope("stu-0001"), now).is_err());
         assert!(TokenSigner::new(b"short").is_err());
     }
     #[test]
@@ -317,32 +356,72 @@ mod tests {
         let old = SigningKey::new(&[1u8; 32]).expect("key");
         let new = SigningKey::new(&[2u8; 32]).expect("key");
         assert_ne!(old.id(), new.id());
-        let before = TokenSigner::with_keys(TokenKeys::single(old.clone()));
-        let token = before.issue(&scope("stu-0001"), cursor);
+        let day = std::time::Duration::from_secs(86_400);
+        let before = TokenSigner::with_keys(TokenKeys::single(old.clone())).with_ttl(day);
+        let rotated_at = Utc::now();
+        let token = before.issue(&scope("stu-0001"), cursor, rotated_at);
         assert!(token.starts_with(&format!("{}.", old.id())));
 
-        let rotated_at = Utc::now();
         let grace = chrono::Duration::hours(1);
         let after = TokenSigner::with_keys(TokenKeys {
             current: new.clone(),
             previous: Some(old),
             previous_until: rotated_at + grace,
-        });
+        })
+        .with_ttl(day);
         let during = rotated_at + chrono::Duration::minutes(59);
         assert_eq!(
-            after.verify_at(&token, &scope("stu-0001"), during).ok(),
+            after.verify(&token, &scope("stu-0001"), during).ok(),
             Some(cursor)
         );
         let past = rotated_at + chrono::Duration::minutes(61);
-        assert!(after.verify_at(&token, &scope("stu-0001"), past).is_err());
+        assert!(after.verify(&token, &scope("stu-0001"), past).is_err());
         // New tokens are signed with the new key; the old signer has never seen it.
-        let fresh = after.issue(&scope("stu-0001"), cursor);
+        let fresh = after.issue(&scope("stu-0001"), cursor, rotated_at);
         assert!(fresh.starts_with(&format!("{}.", new.id())));
         assert!(before.is_unknown_key(&fresh));
         assert!(!after.is_unknown_key(&token));
         assert!(!after.is_unknown_key("not a token"));
         before.replace(TokenKeys::single(new));
-        assert_eq!(before.verify(&fresh, &scope("stu-0001")).ok(), Some(cursor));
+        assert_eq!(
+            before.verify(&fresh, &scope("stu-0001"), rotated_at).ok(),
+            Some(cursor)
+        );
         assert!(!format!("{before:?}").contains("[2, 2"));
+    }
+
+    #[test]
+    fn a_token_expires_after_its_ttl() {
+        let signer = TokenSigner::new(&[7u8; 32])
+            .expect("key")
+            .with_ttl(std::time::Duration::from_secs(900));
+        let cursor = Cursor {
+            administered_at: DateTime::from_timestamp(1_700_000_000, 0)
+                .expect("dt")
+                .naive_utc(),
+            assessment_id: 7,
+        };
+        let issued = Utc::now();
+        let token = signer.issue(&scope("stu-0001"), cursor, issued);
+        let just_before = issued + chrono::Duration::seconds(899);
+        assert_eq!(
+            signer.verify(&token, &scope("stu-0001"), just_before).ok(),
+            Some(cursor)
+        );
+        let expired = signer
+            .verify(
+                &token,
+                &scope("stu-0001"),
+                issued + chrono::Duration::seconds(900),
+            )
+            .expect_err("expired");
+        assert_eq!(
+            expired.error_type(),
+            crate::resolver::ErrorType::ValidationError
+        );
+        assert!(
+            expired.to_string().starts_with("nextToken: has expired"),
+            "{expired}"
+        );
     }
 }
