@@ -19,10 +19,11 @@ use assessments_common::budget::Budget;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::audit::AuditEntry;
 use crate::authz::{Caller, TokenKind};
 use crate::deps::Deps;
 use crate::report::InvocationReport;
-use assessments_common::rules::json_kind;
+use assessments_common::rules::{is_valid_student_id, json_kind};
 
 use crate::resolver::{AssessmentPage, ErrorType, ItemRequest, ResolveError, parse_args};
 
@@ -89,11 +90,12 @@ impl std::fmt::Display for AppSyncError {
 
 impl std::error::Error for AppSyncError {}
 
-impl From<&ResolveError> for AppSyncError {
-    fn from(e: &ResolveError) -> Self {
+impl AppSyncError {
+    /// What the client sees of `e`, in the invocation `request_id`.
+    pub fn new(e: &ResolveError, request_id: &str) -> Self {
         AppSyncError {
             error_type: e.error_type(),
-            message: e.client_message(),
+            message: e.client_message(request_id),
         }
     }
 }
@@ -237,6 +239,24 @@ impl<'de> Deserialize<'de> for Invocation {
 /// Turns one event into validated arguments and the caller (the fuzzer
 /// drives this directly).
 pub fn parse_event(event: Event) -> Result<ItemRequest, ResolveError> {
+    let caller = event_caller(&event);
+    parse_event_as(event, caller)
+}
+
+/// Who sent `event`, as its `identity` says.
+pub fn event_caller(event: &Event) -> Caller {
+    caller(event.identity.as_ref().unwrap_or(&Value::Null))
+}
+
+/// The `studentId` argument of `event`, if it is a valid one (also when
+/// other arguments are not).
+fn event_student(event: &Event) -> Option<&str> {
+    let id = event.arguments.as_ref()?.get("studentId")?.as_str()?;
+    is_valid_student_id(id).then_some(id)
+}
+
+/// [`parse_event`], the caller already read.
+fn parse_event_as(event: Event, caller: Caller) -> Result<ItemRequest, ResolveError> {
     if let Some(kind) = event.not_an_object {
         return Err(ResolveError::InvalidEvent(format!(
             "an event must be a JSON object, got {kind}"
@@ -276,7 +296,7 @@ pub fn parse_event(event: Event) -> Result<ItemRequest, ResolveError> {
     }
     Ok(ItemRequest {
         args: parse_args(event.arguments.as_ref())?,
-        caller: caller(event.identity.as_ref().unwrap_or(&Value::Null)),
+        caller,
     })
 }
 
@@ -382,23 +402,36 @@ pub async fn handle_with_report(
             ));
             let report = InvocationReport::rejected(request_id, started.elapsed(), e.error_type());
             deps.record(&report);
-            return (Err(AppSyncError::from(&e)), report);
+            return (Err(AppSyncError::new(&e, request_id)), report);
         }
         Invocation::Batch(events) => (true, events),
         Invocation::Single(event) => (false, vec![event]),
     };
-    let items: Vec<_> = events.into_iter().map(parse_event).collect();
-    let (mut results, timings) = deps.resolver.get_assessments(items, now, &budget).await;
+    let resolver = &deps.resolver;
+    let mut audit = Vec::with_capacity(events.len());
+    let mut items = Vec::with_capacity(events.len());
+    for event in events {
+        let caller = event_caller(&event);
+        let (policy, key) = (resolver.policy(), resolver.audit_key());
+        audit.push(AuditEntry::new(&caller, event_student(&event), policy, key));
+        items.push(parse_event_as(event, caller));
+    }
+    let (mut results, timings) = resolver.get_assessments(items, now, &budget).await;
     if batch {
-        fit_batch(&mut results);
+        fit_batch(&mut results, request_id);
     }
 
     let mut report =
         InvocationReport::new(request_id, batch, results.len(), started.elapsed(), timings);
-    for result in &results {
+    for (result, entry) in results.iter().zip(&audit) {
+        let outcome = result.as_ref().map(|_| ());
+        entry.log(request_id, resolver.audit_key(), outcome);
         if let Err(e) = result {
             report.count_error(e.error_type());
-            tracing::warn!(request_id, error_type = %e.error_type(), error = %e, "getAssessments item failed");
+            // The caller's own errors name the student: the audit line has them.
+            if !e.is_callers() {
+                tracing::warn!(request_id, error_type = %e.error_type(), error = %e, "getAssessments item failed");
+            }
         }
     }
     deps.record(&report);
@@ -410,7 +443,7 @@ pub async fn handle_with_report(
                 Ok(page) => BatchElement::Data { data: page },
                 Err(e) => BatchElement::Error {
                     data: (),
-                    error_message: e.client_message(),
+                    error_message: e.client_message(request_id),
                     error_type: e.error_type().as_str(),
                 },
             })
@@ -422,13 +455,16 @@ pub async fn handle_with_report(
                 if page.json_len_bound() > RESPONSE_LIMIT_BYTES
                     && json_len(&page) > RESPONSE_LIMIT_BYTES =>
             {
-                Err(AppSyncError::from(&ResolveError::ResponseTooLarge {
-                    limit_bytes: RESPONSE_LIMIT_BYTES,
-                    batch: false,
-                }))
+                Err(AppSyncError::new(
+                    &ResolveError::ResponseTooLarge {
+                        limit_bytes: RESPONSE_LIMIT_BYTES,
+                        batch: false,
+                    },
+                    request_id,
+                ))
             }
             Some(Ok(page)) => Ok(Response::Page(page)),
-            Some(Err(e)) => Err(AppSyncError::from(&e)),
+            Some(Err(e)) => Err(AppSyncError::new(&e, request_id)),
             None => Err(AppSyncError {
                 error_type: ErrorType::InternalError,
                 message: "no result".to_owned(),
@@ -458,16 +494,18 @@ fn json_len(value: &impl serde::Serialize) -> usize {
 
 /// `{"data":` + page + `}`, or the error element (its strings at their
 /// longest JSON-escaped): an element's bytes in the batch response.
-fn element_len(result: &Result<AssessmentPage, ResolveError>) -> usize {
+fn element_len(result: &Result<AssessmentPage, ResolveError>, request_id: &str) -> usize {
     match result {
         Ok(page) => 9 + json_len(page),
-        Err(e) => 48 + json_len(&e.client_message()) + json_len(&e.error_type().as_str()),
+        Err(e) => 48 + json_len(&e.client_message(request_id)) + json_len(&e.error_type().as_str()),
     }
 }
 
 /// Cuts a batch's response to Lambda's limit: items are replaced, from the
 /// end, by `ResponseTooLarge` errors until the whole list fits.
-fn fit_batch(results: &mut [Result<AssessmentPage, ResolveError>]) {
+fn fit_batch(results: &mut [Result<AssessmentPage, ResolveError>], request_id: &str) {
+    let element_len =
+        |result: &Result<AssessmentPage, ResolveError>| element_len(result, request_id);
     // Bounded without serializing first: nearly always far under the limit.
     let bound = 2
         + results.len()

@@ -69,6 +69,17 @@ impl Caller {
             Caller::Unrecognized => "unrecognized",
         }
     }
+
+    /// Who the caller is, for the audit line: a token's or a Lambda
+    /// authorizer's `sub`, an IAM caller's ARN; none for an API key.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Caller::Iam { user_arn } => user_arn.as_deref(),
+            Caller::Token { claims, .. } => claims.get("sub").and_then(Value::as_str),
+            Caller::LambdaAuthorizer { context } => context.get("sub").and_then(Value::as_str),
+            Caller::ApiKey | Caller::Unrecognized => None,
+        }
+    }
 }
 
 /// What a caller may read, before looking at any student.

@@ -4,6 +4,7 @@
 //! * [`appsync`]: the event format: direct resolver events in, values or errors out;
 //! * [`resolver`]: the business rules (validation, paging, enrichment);
 //! * [`authz`]: who may read which student (the policy over AppSync's `identity`);
+//! * [`audit`]: the audit line of each item (who read which student, hashed);
 //! * [`profiles`]: student profiles in DynamoDB;
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
 //! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
@@ -16,6 +17,7 @@
 //! (`processor/`) through `assessments-common` (`common/`).
 
 pub mod appsync;
+pub mod audit;
 pub mod authz;
 pub mod deps;
 pub mod fuzzing;

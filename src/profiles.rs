@@ -39,8 +39,10 @@ pub struct Profile {
 pub enum ProfileError {
     #[error(transparent)]
     Dynamo(#[from] DynamoError),
-    #[error("the profile of student {student_id} is malformed: {reason}")]
-    Malformed { student_id: String, reason: String },
+    /// The student is the one the item asked for; no id here, so the error
+    /// can be logged.
+    #[error("the student's profile is malformed: {reason}")]
+    Malformed { reason: String },
 }
 
 /// One student's profile as read: the profile, or why that item is unusable.
@@ -203,7 +205,6 @@ fn decode(
     item: &HashMap<String, AttributeValue>,
 ) -> Result<Profile, ProfileError> {
     let malformed = |reason: &str| ProfileError::Malformed {
-        student_id: student_id.to_owned(),
         reason: reason.to_owned(),
     };
     let number = |name: &str| -> Result<f64, ProfileError> {

@@ -302,6 +302,107 @@ async fn with_no_admin_group_and_no_school_claim_set_nobody_is_admitted() {
     }
 }
 
+/// The audit line's student hash, computed as docs/security.md says:
+/// HMAC-SHA256(HMAC-SHA256(nextToken key, label), student id), 16 bytes, base64url.
+fn audit_ref(token_key: &str, student_id: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mac = |key: &[u8], data: &[u8]| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes()
+    };
+    let audit_key = mac(token_key.as_bytes(), b"assessments-resolver audit v1");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(&mac(&audit_key, student_id.as_bytes())[..16])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_has_one_audit_line_and_no_line_names_a_student() {
+    let stack = Stack::start(&[]).await;
+    let token_key = (stack.env().into_iter())
+        .find(|(k, _)| k == "NEXT_TOKEN_KEY")
+        .map(|(_, v)| v)
+        .expect("the stack's key");
+    let teacher = || identity::cognito("teacher-a", &["teachers"], Some(DEMO_SCHOOL_A));
+    // (student, caller, limit, decision, errorType)
+    let cases: [(&str, Value, i64, &str, Option<&str>); 5] = [
+        (
+            "stu-0002",
+            identity::cognito("root", &["admins"], None),
+            2,
+            "allowed",
+            None,
+        ),
+        ("stu-0001", teacher(), 2, "allowed", None),
+        ("stu-0002", teacher(), 2, "denied", Some("Unauthorized")),
+        (
+            "stu-7777",
+            identity::iam(TRUSTED_ROLE),
+            2,
+            "allowed",
+            Some("NotFound"),
+        ),
+        (
+            "stu-0001",
+            teacher(),
+            0,
+            "rejected",
+            Some("ValidationError"),
+        ),
+    ];
+    // At the default level, and at `error`: audit lines are kept at every level.
+    for level in [None, Some("error")] {
+        let api = RuntimeApi::start().await.expect("runtime API");
+        let extra: Vec<(&str, &str)> = level.map(|l| ("RUST_LOG", l)).into_iter().collect();
+        let mut function = spawn(&stack, &api, &extra);
+        let batch = Value::Array(
+            (cases.iter())
+                .map(|(student, caller, limit, ..)| {
+                    ResolverEvent::get_assessments(json!({"studentId": student, "limit": limit}))
+                        .identity(caller.clone())
+                        .into_json()
+                })
+                .collect(),
+        );
+        let InvocationResult::Response(answers) = api.invoke(batch, TIMEOUT).await.expect("invoke")
+        else {
+            panic!("a batch always gets a response")
+        };
+        let (output, _) = function.terminate();
+        let audit: Vec<Value> = (output.iter())
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["message"] == "audit")
+            .collect();
+        assert_eq!(audit.len(), cases.len(), "{level:?}: {output:#?}");
+        for ((case, line), answer) in cases
+            .iter()
+            .zip(&audit)
+            .zip(answers.as_array().expect("list"))
+        {
+            let (student, caller, _, decision, error_type) = case;
+            assert_eq!(line["student"], audit_ref(&token_key, student), "{line}");
+            assert_eq!(line["decision"], *decision, "{line}");
+            assert_eq!(line["error_type"].as_str(), *error_type, "{line}");
+            assert_eq!(answer.get("errorType").and_then(Value::as_str), *error_type);
+            let caller_id = caller["sub"].as_str().or(caller["userArn"].as_str());
+            assert_eq!(line["caller_id"].as_str(), caller_id, "{line}");
+            assert!(
+                line["request_id"].is_string() && line["audit_key"].is_string(),
+                "{line}"
+            );
+        }
+        assert_eq!(audit[0]["caller_kind"], "cognito");
+        assert_eq!(audit[3]["caller_kind"], "iam");
+        // The raw ids are in no line: not the audit lines, not the others.
+        for line in &output {
+            for student in ["stu-0001", "stu-0002", "stu-7777"] {
+                assert!(!line.contains(student), "{student} logged: {line}");
+            }
+        }
+    }
+}
+
 /// Adds a claim to an identity built by [`identity`].
 trait TapClaim {
     fn tap_claim(self, claim: &str, value: &str) -> Value;

@@ -340,11 +340,8 @@ async fn a_malformed_profile_fails_only_its_own_items() {
     for bad in [&items[1], &items[3]] {
         assert_eq!(bad["errorType"], "InternalError", "{bad}");
         let message = bad["errorMessage"].as_str().unwrap_or_default();
-        assert!(message.contains("stu-0003"), "{message}");
-        assert!(
-            !message.contains("stu-0001") && !message.contains("stu-0004"),
-            "no other request's data: {message}"
-        );
+        assert!(message.contains("profile is malformed: grade"), "{message}");
+        assert!(!message.contains("stu-"), "no request's data: {message}");
     }
     let single = get_assessments(json!({"studentId": "stu-0003"}));
     let (answer, _) = invoke(&api, single, Duration::from_secs(20)).await;

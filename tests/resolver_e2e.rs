@@ -505,7 +505,7 @@ async fn legacy_component_failures_surface_as_their_error_types() {
             "fail_every=1",
             "2000",
             "LegacyComponentError",
-            "injected scoring failure",
+            "it could not score these assessments (the function's log has the detail under request id",
         ),
         (
             "malformed=nan",
@@ -535,6 +535,8 @@ async fn legacy_component_failures_surface_as_their_error_types() {
             "{config}: {}",
             error.message
         );
+        // The component's own text stays in the log.
+        assert!(!error.message.contains("injected"), "{}", error.message);
         stack.assert_clean().await;
         stack.deps().shutdown().await;
     }

@@ -171,7 +171,8 @@ impl<'a, P: Serialize> EmfDocument<'a, P> {
     }
 }
 
-/// JSON logs to stdout, level from `RUST_LOG` (default `info`); and X-Ray
+/// JSON logs to stdout, level from `RUST_LOG` (default `info`; the `audit`
+/// target is always at `info`); and X-Ray
 /// subsegments when `AWS_XRAY_DAEMON_ADDRESS` is set ([`crate::xray`]).
 /// Each has its own filter, so the logs' level never enables the tracing
 /// spans, nor the other way round.
@@ -179,8 +180,12 @@ pub fn init_tracing() {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Audit lines (the resolver's `audit` target) are kept whatever the level.
+    if let Ok(audit) = "audit=info".parse() {
+        filter = filter.add_directive(audit);
+    }
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)

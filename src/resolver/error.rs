@@ -1,5 +1,7 @@
 //! The resolver's errors and their stable AppSync error types.
 
+use assessments_common::dynamo::DynamoError;
+
 use crate::legacy::LegacyError;
 use crate::profiles::ProfileError;
 use crate::sqlserver::SqlError;
@@ -117,13 +119,75 @@ impl ResolveError {
         }
     }
 
-    /// The message clients see: what was wrong with the request, or which
-    /// dependency failed. Never SQL text, connection strings or credentials
-    /// (none of the wrapped errors carry them).
-    pub fn client_message(&self) -> String {
-        match self {
-            ResolveError::Legacy(e) => format!("legacy assessment component: {e}"),
-            other => other.to_string(),
+    /// The message clients see: what was wrong with the request, which
+    /// bound fired, or which dependency failed. A failure whose detail is
+    /// the dependency's own text (the component's message, a TLS or network
+    /// error, a decode problem) gets a fixed message naming `request_id`,
+    /// under which the detail is logged. Never SQL text, connection strings
+    /// or credentials (none of the wrapped errors carry them).
+    pub fn client_message(&self, request_id: &str) -> String {
+        match self.fixed_message() {
+            Some(fixed) => {
+                format!("{fixed} (the function's log has the detail under request id {request_id})")
+            }
+            None => match self {
+                ResolveError::Legacy(e) => format!("legacy assessment component: {e}"),
+                other => other.to_string(),
+            },
         }
+    }
+
+    /// The fixed message of an error whose own text comes from a dependency.
+    fn fixed_message(&self) -> Option<&'static str> {
+        use LegacyError as L;
+        match self {
+            ResolveError::Legacy(L::Native { .. } | L::InvalidInput(_)) => {
+                Some("legacy assessment component: it could not score these assessments")
+            }
+            ResolveError::Legacy(L::MalformedOutput(_)) => {
+                Some("legacy assessment component: it returned malformed output")
+            }
+            ResolveError::Legacy(L::WorkerCrashed | L::WorkerPanicked) => {
+                Some("legacy assessment component: it stopped while scoring")
+            }
+            ResolveError::Legacy(
+                L::Load { .. }
+                | L::Hosting { .. }
+                | L::MissingSymbol { .. }
+                | L::AbiMismatch { .. }
+                | L::WorkerUnavailable(_)
+                | L::ShutdownIncomplete { .. },
+            ) => Some("legacy assessment component: it is not available"),
+            ResolveError::Sql(SqlError::Tls(_)) => {
+                Some("SQL Server (assessment records): the TLS handshake failed")
+            }
+            ResolveError::Sql(SqlError::Connect(_)) => {
+                Some("SQL Server (assessment records): cannot connect")
+            }
+            ResolveError::Sql(SqlError::ConnectionLost(_)) => {
+                Some("SQL Server (assessment records): the connection was lost during the query")
+            }
+            ResolveError::Sql(SqlError::Decode { .. } | SqlError::Config(_)) => {
+                Some("SQL Server (assessment records): the rows could not be read")
+            }
+            ResolveError::Profile(ProfileError::Dynamo(DynamoError::Unavailable { .. })) => {
+                Some("DynamoDB (student profiles) is unavailable")
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the caller caused it (invalid request, not entitled, no such
+    /// student): the audit line says so, and no other line is logged.
+    pub fn is_callers(&self) -> bool {
+        matches!(
+            self.error_type(),
+            ErrorType::ValidationError
+                | ErrorType::NotFound
+                | ErrorType::Unauthorized
+                | ErrorType::UnsupportedField
+                | ErrorType::InvalidEvent
+                | ErrorType::ResponseTooLarge
+        )
     }
 }

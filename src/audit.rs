@@ -1,0 +1,190 @@
+//! Who read which student: one audit log line per item answered.
+//!
+//! Each line carries the request id, the caller's kind and id (the token's
+//! `sub`, the IAM caller's ARN, a Lambda authorizer's `sub`; none for an API
+//! key), a keyed hash of the student id, the decision, and the item's
+//! `errorType` when it failed. The student id itself is in no log line: the
+//! hash is `HMAC-SHA256(audit key, studentId)`, its first 16 bytes in
+//! base64url, and the audit key is derived from the `nextToken` key current at
+//! init (`HMAC-SHA256(that key, "assessments-resolver audit v1")`), whose id the
+//! line names as `audit_key`. To find a student's lines, compute the hash with
+//! the key of that id (docs/security.md shows how); without the key a hash
+//! tells nothing about the id.
+//!
+//! The lines are logged under the `audit` target, which the log filter keeps
+//! at `info` whatever `RUST_LOG` says.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::authz::{Access, AuthzPolicy, Caller};
+use crate::resolver::{ErrorType, ResolveError, SigningKey};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The label the audit key is derived under.
+const LABEL: &[u8] = b"assessments-resolver audit v1";
+
+/// The key that hashes student ids in audit lines.
+#[derive(Clone)]
+pub struct AuditKey {
+    key: [u8; 32],
+    /// The id of the `nextToken` key it was derived from.
+    id: String,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditKey(from {}, <key redacted>)", self.id)
+    }
+}
+
+impl AuditKey {
+    pub fn derive(from: &SigningKey) -> Self {
+        AuditKey {
+            key: from.derive(LABEL),
+            id: from.id().to_owned(),
+        }
+    }
+
+    /// The id of the key it was derived from (the lines' `audit_key`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The keyed hash of `student_id` that audit lines carry.
+    pub fn student_ref(&self, student_id: &str) -> String {
+        // HMAC accepts keys of any length; this cannot fail.
+        let mut mac = HmacSha256::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(student_id.as_bytes());
+        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+/// What an item's audit line says about its caller and student, taken from
+/// the event before it is resolved (also when its arguments are invalid).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    caller_kind: &'static str,
+    caller_id: Option<String>,
+    student: Option<String>,
+    access: Access,
+}
+
+impl AuditEntry {
+    /// The entry for an item of `caller` about `student_id` (none when the
+    /// event names no valid one).
+    pub fn new(
+        caller: &Caller,
+        student_id: Option<&str>,
+        policy: &AuthzPolicy,
+        key: &AuditKey,
+    ) -> Self {
+        AuditEntry {
+            caller_kind: caller.kind(),
+            caller_id: caller.id().map(str::to_owned),
+            student: student_id.map(|id| key.student_ref(id)),
+            access: policy.access(caller),
+        }
+    }
+
+    /// Whether the caller was let read the student: `allowed`, `denied`,
+    /// `rejected` (the request was invalid, so no decision was made), or
+    /// `undecided` (a school-scoped caller whose student's profile could not
+    /// be read: its rows are read only once the profile shows the student in
+    /// the school).
+    pub fn decision(&self, outcome: Result<(), &ResolveError>) -> &'static str {
+        let error_type = outcome.map_err(ResolveError::error_type);
+        match (outcome, &self.access) {
+            (Err(_), _)
+                if matches!(
+                    error_type,
+                    Err(ErrorType::ValidationError
+                        | ErrorType::InvalidEvent
+                        | ErrorType::UnsupportedField)
+                ) =>
+            {
+                "rejected"
+            }
+            (Err(ResolveError::Unauthorized { .. }), _) | (_, Access::Denied(_)) => "denied",
+            (Err(ResolveError::Profile(_)), Access::School(_)) => "undecided",
+            (_, Access::All | Access::School(_)) => "allowed",
+        }
+    }
+
+    /// Logs the item's audit line.
+    pub fn log(&self, request_id: &str, key: &AuditKey, outcome: Result<(), &ResolveError>) {
+        tracing::info!(
+            target: "audit",
+            request_id,
+            caller_kind = self.caller_kind,
+            caller_id = self.caller_id.as_deref(),
+            student = self.student.as_deref(),
+            audit_key = key.id(),
+            decision = self.decision(outcome),
+            error_type = outcome.err().map(|e| e.error_type().as_str()),
+            "audit"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_student_ref_is_keyed_stable_and_hides_the_id() {
+        let a = AuditKey::derive(&SigningKey::new(&[1u8; 32]).expect("key"));
+        let b = AuditKey::derive(&SigningKey::new(&[2u8; 32]).expect("key"));
+        let one = a.student_ref("stu-0001");
+        assert_eq!(one, a.student_ref("stu-0001"));
+        assert_ne!(one, a.student_ref("stu-0002"));
+        assert_ne!(one, b.student_ref("stu-0001"));
+        assert_eq!(one.len(), 22);
+        assert!(!one.contains("stu"));
+        assert!(!format!("{a:?}").contains("[1"));
+    }
+
+    #[test]
+    fn decisions_follow_the_access_and_the_outcome() {
+        let entry = |access| AuditEntry {
+            caller_kind: "cognito",
+            caller_id: None,
+            student: None,
+            access,
+        };
+        let school = Access::School("sch-1".into());
+        let not_found = ResolveError::NotFound {
+            student_id: "stu-0001".into(),
+        };
+        let unauthorized = ResolveError::Unauthorized {
+            student_id: "stu-0001".into(),
+        };
+        let invalid = ResolveError::validation("limit", "must be a number");
+        let profile = ResolveError::Profile(crate::profiles::ProfileError::Malformed {
+            reason: "grade".into(),
+        });
+        let legacy = ResolveError::Legacy(crate::legacy::LegacyError::WorkerCrashed);
+        let cases = [
+            (Access::All, Ok(()), "allowed"),
+            (Access::All, Err(&not_found), "allowed"),
+            (Access::All, Err(&invalid), "rejected"),
+            (Access::Denied("x"), Err(&unauthorized), "denied"),
+            (Access::Denied("x"), Err(&invalid), "rejected"),
+            (school.clone(), Ok(()), "allowed"),
+            (school.clone(), Err(&unauthorized), "denied"),
+            (school.clone(), Err(&profile), "undecided"),
+            (school, Err(&legacy), "allowed"),
+        ];
+        for (access, outcome, want) in cases {
+            assert_eq!(
+                entry(access.clone()).decision(outcome),
+                want,
+                "{access:?} {outcome:?}"
+            );
+        }
+    }
+}
