@@ -412,7 +412,7 @@ pub async fn handle_with_report(
     let mut items = Vec::with_capacity(events.len());
     for event in events {
         let caller = event_caller(&event);
-        let (policy, key) = (resolver.policy(), resolver.audit_key());
+        let (policy, key) = (resolver.policy(), &deps.audit);
         audit.push(AuditEntry::new(&caller, event_student(&event), policy, key));
         items.push(parse_event_as(event, caller));
     }
@@ -425,7 +425,7 @@ pub async fn handle_with_report(
         InvocationReport::new(request_id, batch, results.len(), started.elapsed(), timings);
     for (result, entry) in results.iter().zip(&audit) {
         let outcome = result.as_ref().map(|_| ());
-        entry.log(request_id, resolver.audit_key(), outcome);
+        entry.log(request_id, &deps.audit, outcome);
         if let Err(e) = result {
             report.count_error(e.error_type());
             // The caller's own errors name the student: the audit line has them.

@@ -10,6 +10,7 @@ use assessments_common::budget::Budget;
 use assessments_common::config::{ConfigError, Env, InsecureSettings, SecretSetting};
 use assessments_common::observability::MetricsSettings;
 
+use crate::audit::AuditKey;
 use crate::authz::AuthzPolicy;
 use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
 use crate::profiles::ProfileStore;
@@ -118,6 +119,9 @@ pub struct InvocationCounters {
 #[derive(Debug)]
 pub struct Deps {
     pub resolver: Resolver,
+    /// Hashes the student ids of the audit lines (derived from the `nextToken`
+    /// key current at init).
+    pub audit: AuditKey,
     pub counters: InvocationCounters,
     /// The running counters' values the metrics have reported.
     reported: ReportedTotals,
@@ -149,8 +153,10 @@ impl Deps {
             legacy_library = %settings.legacy.lib_path.display(),
             "dependencies ready"
         );
+        let resolver = Resolver::new(profiles, pool, legacy, tokens, settings.authz);
         Ok(Deps {
-            resolver: Resolver::new(profiles, pool, legacy, tokens, settings.authz),
+            audit: AuditKey::derive(&resolver.token_keys().current),
+            resolver,
             counters: InvocationCounters::default(),
             reported: ReportedTotals::default(),
             metrics: settings.metrics,

@@ -25,7 +25,6 @@ use assessments_common::budget::Budget;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use crate::audit::AuditKey;
 use crate::authz::{Access, AuthzPolicy, Caller};
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
 use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
@@ -63,7 +62,6 @@ pub struct Resolver {
     tokens: TokenSigner,
     key_source: Option<KeySource>,
     policy: AuthzPolicy,
-    audit: AuditKey,
 }
 
 /// An item that passed validation, token verification and the caller check.
@@ -86,7 +84,6 @@ impl Resolver {
             profiles,
             sql,
             legacy,
-            audit: AuditKey::derive(&tokens.0.keys().current),
             tokens: tokens.0,
             key_source: tokens.1,
             policy,
@@ -97,9 +94,9 @@ impl Resolver {
         &self.policy
     }
 
-    /// The key of the audit lines' student hashes.
-    pub fn audit_key(&self) -> &AuditKey {
-        &self.audit
+    /// The `nextToken` keys in use.
+    pub fn token_keys(&self) -> std::sync::Arc<TokenKeys> {
+        self.tokens.keys()
     }
 
     pub fn sql(&self) -> &SqlPool {
