@@ -111,36 +111,44 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_setting_fails_init_with_a_message_naming_it() {
-    let api = RuntimeApi::start().await.expect("runtime API");
-    let mut env = lambda_env(&api, "assessments-resolver");
-    env.push((
-        "SQLSERVER_CONNECTION_STRING".to_owned(),
-        "Server=tcp:127.0.0.1,1;Encrypt=DANGER_PLAINTEXT".to_owned(),
-    ));
-    env.push((
-        "NEXT_TOKEN_KEY".to_owned(),
-        support::TEST_TOKEN_KEY.to_owned(),
-    ));
-    env.push(("ALLOW_INSECURE_SETTINGS".to_owned(), "true".to_owned()));
-    let mut function = Function::spawn(RESOLVER_BINARY, env);
-    let status = function.wait(Duration::from_secs(10));
-    assert!(!status.success());
-    let logs = function.output().join("\n");
-    assert!(
-        logs.contains("STUDENTS_TABLE is required and not set"),
-        "{logs}"
-    );
-    // Lambda is told why, with a stable errorType (not only "Runtime exited").
-    let reported = api.init_errors();
-    assert_eq!(reported.len(), 1, "{reported:?}");
-    assert_eq!(reported[0]["errorType"], "InitError.Configuration");
-    assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
-    assert!(
-        reported[0]["errorMessage"]
-            .as_str()
-            .is_some_and(|m| m.contains("STUDENTS_TABLE is required and not set")),
-        "{reported:?}"
-    );
+    // LEGACY_LIB_PATH has no default: the binary carries no component of its own.
+    for (missing, present) in [
+        (
+            "STUDENTS_TABLE",
+            ("LEGACY_LIB_PATH", legacy_shim::SHIM_PATH),
+        ),
+        ("LEGACY_LIB_PATH", ("STUDENTS_TABLE", "students")),
+    ] {
+        let api = RuntimeApi::start().await.expect("runtime API");
+        let mut env = lambda_env(&api, "assessments-resolver");
+        env.push((
+            "SQLSERVER_CONNECTION_STRING".to_owned(),
+            "Server=tcp:127.0.0.1,1;Encrypt=DANGER_PLAINTEXT".to_owned(),
+        ));
+        env.push((
+            "NEXT_TOKEN_KEY".to_owned(),
+            support::TEST_TOKEN_KEY.to_owned(),
+        ));
+        env.push(("ALLOW_INSECURE_SETTINGS".to_owned(), "true".to_owned()));
+        env.push((present.0.to_owned(), present.1.to_owned()));
+        let mut function = Function::spawn(RESOLVER_BINARY, env);
+        let status = function.wait(Duration::from_secs(10));
+        assert!(!status.success(), "{missing}");
+        let expected = format!("{missing} is required and not set");
+        let logs = function.output().join("\n");
+        assert!(logs.contains(&expected), "{logs}");
+        // Lambda is told why, with a stable errorType (not only "Runtime exited").
+        let reported = api.init_errors();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0]["errorType"], "InitError.Configuration");
+        assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
+        assert!(
+            reported[0]["errorMessage"]
+                .as_str()
+                .is_some_and(|m| m.contains(&expected)),
+            "{reported:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

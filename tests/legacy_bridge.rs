@@ -107,7 +107,7 @@ async fn scores_follow_the_documented_norm_tables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_mixed_calls_release_every_handle() {
     let _lock = native_counters_lock();
-    let shim = PathBuf::from(assessments_resolver::legacy::DEFAULT_LIB_PATH);
+    let shim = PathBuf::from(legacy_shim::SHIM_PATH);
     let before = mixed::counters(&shim);
     let (fast, slow) = mixed::open_engines(&shim).await;
     let tally = mixed::sequential(&fast, &slow).await;
@@ -118,7 +118,7 @@ async fn ten_thousand_mixed_calls_release_every_handle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_tasks_release_every_handle() {
     let _lock = native_counters_lock();
-    let shim = PathBuf::from(assessments_resolver::legacy::DEFAULT_LIB_PATH);
+    let shim = PathBuf::from(legacy_shim::SHIM_PATH);
     let before = mixed::counters(&shim);
     let (fast, slow) = mixed::open_engines(&shim).await;
     let tally = mixed::concurrent(&fast, &slow, 64).await;
@@ -249,7 +249,7 @@ fn a_missing_library_is_an_error_naming_the_path() {
 
 #[test]
 fn a_missing_symbol_is_an_error_naming_it_and_the_path() {
-    let path = env!("LEGACY_SHIM_MISSING_SYMBOL_PATH");
+    let path = legacy_shim::MISSING_SYMBOL_PATH;
     let settings = assessments_resolver::legacy::LegacySettings {
         lib_path: PathBuf::from(path),
         ..shim_settings("")
@@ -264,7 +264,7 @@ fn a_missing_symbol_is_an_error_naming_it_and_the_path() {
 
 #[test]
 fn an_abi_version_mismatch_is_refused_at_load() {
-    let path = env!("LEGACY_SHIM_ABI_MISMATCH_PATH");
+    let path = legacy_shim::ABI_MISMATCH_PATH;
     let settings = assessments_resolver::legacy::LegacySettings {
         lib_path: PathBuf::from(path),
         ..shim_settings("")

@@ -28,7 +28,7 @@ use testkit::fixtures::Fixtures;
 /// The assembly build.rs compiled; `None` (the test returns) only where the
 /// .NET tests are not required and `mcs` is missing.
 fn assembly() -> Option<PathBuf> {
-    let built = env!("LEGACY_DOTNET_ASSEMBLY");
+    let built = legacy_shim::DOTNET_ASSEMBLY_PATH;
     if built.is_empty() {
         assert!(
             std::env::var_os("LEGACY_DOTNET_REQUIRED").is_none(),
@@ -88,12 +88,9 @@ async fn the_dotnet_component_scores_every_demo_student_exactly_as_the_cpp_mock(
     let dotnet = LegacyEngine::start(&in_process(assembly, ""))
         .await
         .expect("the .NET component starts");
-    let cpp = LegacyEngine::start(&in_process(
-        PathBuf::from(assessments_resolver::legacy::DEFAULT_LIB_PATH),
-        "",
-    ))
-    .await
-    .expect("the C++ mock starts");
+    let cpp = LegacyEngine::start(&in_process(PathBuf::from(legacy_shim::SHIM_PATH), ""))
+        .await
+        .expect("the C++ mock starts");
     let before = dotnet
         .native_stats()
         .expect("the .NET component's counters");
@@ -249,7 +246,7 @@ async fn ten_thousand_mixed_calls_in_dotnet_workers_release_every_handle() {
     for i in 0..mixed::STRESS_CALLS {
         let outcome = match i % 100 {
             0 if i % 1000 == 0 => match slow.score(context, rows(2), &budget()).await {
-                Err(LegacyError::WorkerHung { .. }) => "timed out (worker killed)",
+                Err(LegacyError::Timeout { .. }) => "timed out (worker killed)",
                 other => panic!("call {i}: expected a hung worker, got {other:?}"),
             },
             2 | 3 => {

@@ -16,7 +16,7 @@ use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
 use support::{RESOLVER_BINARY, Stack};
 
-const PROBE: &str = env!("LEGACY_SHIM_SANDBOX_PROBE_PATH");
+const PROBE: &str = legacy_shim::SANDBOX_PROBE_PATH;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_component_in_a_worker_reads_no_credentials_attaches_to_nothing_writes_nowhere_else()

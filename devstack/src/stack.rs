@@ -52,7 +52,7 @@ impl StackOptions {
                 "LEGACY_LIB_PATH".to_owned(),
                 self.legacy_lib_path
                     .clone()
-                    .unwrap_or_else(|| assessments_resolver::legacy::DEFAULT_LIB_PATH.to_owned()),
+                    .unwrap_or_else(|| legacy_shim::SHIM_PATH.to_owned()),
             ),
             ("NEXT_TOKEN_KEY".to_owned(), LOCAL_TOKEN_KEY.to_owned()),
             // Local runs answer API-key (null identity) callers like an

@@ -560,7 +560,7 @@ async fn an_sqs_event_posted_to_the_playground_goes_through_the_processor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_playground_runs_the_dotnet_component_and_shows_its_counters() {
-    let assembly = assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH;
+    let assembly = legacy_shim::DOTNET_ASSEMBLY_PATH;
     if assembly.is_empty() {
         assert!(
             std::env::var_os("LEGACY_DOTNET_REQUIRED").is_none(),

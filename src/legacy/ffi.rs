@@ -205,7 +205,7 @@ mod tests {
     /// it first: a second release is refused, counted, and frees nothing.
     #[test]
     fn the_shim_detects_a_double_release_without_touching_memory() {
-        let lib = NativeLibrary::load(Path::new(crate::legacy::DEFAULT_LIB_PATH)).expect("load");
+        let lib = NativeLibrary::load(Path::new(legacy_shim::SHIM_PATH)).expect("load");
         let before = lib.stats().expect("stats");
         let mut engine: *mut LaEngine = std::ptr::null_mut();
         // SAFETY: valid NUL-terminated config and out-pointer.

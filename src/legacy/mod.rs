@@ -59,23 +59,15 @@ pub use types::{
 };
 pub use worker::run_worker_if_requested;
 
-/// The mocked shim that `cargo build` compiles from `legacy-shim/`: the
-/// default `LEGACY_LIB_PATH` for local runs and tests. Production sets
-/// `LEGACY_LIB_PATH` to the real component (the Lambda layer's `/opt/lib/...`).
-pub const DEFAULT_LIB_PATH: &str = env!("LEGACY_SHIM_PATH");
-
-/// The .NET component (`legacy-shim/dotnet/`) that `cargo build` compiled, for
-/// local runs and tests: `LEGACY_LIB_PATH` set to it hosts it through hostfxr.
-/// Empty when `mcs` was not installed at build time.
-pub const DOTNET_ASSEMBLY_PATH: &str = env!("LEGACY_DOTNET_ASSEMBLY");
-
 /// Most native calls a process allows at once (`LEGACY_MAX_CONCURRENCY` upper bound).
 pub const MAX_CONCURRENCY_LIMIT: usize = 256;
 
 /// How to load and run the legacy component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegacySettings {
-    /// `LEGACY_LIB_PATH`: the shared library.
+    /// `LEGACY_LIB_PATH` (required): the shared library, or a .NET assembly.
+    /// No default: this build carries no component of its own (the mock
+    /// the tests load is the `legacy-shim` crate's).
     pub lib_path: PathBuf,
     /// `LEGACY_CONFIG`: the engine's configuration string.
     pub engine_config: String,
@@ -100,7 +92,7 @@ pub enum Isolation {
 impl Default for LegacySettings {
     fn default() -> Self {
         LegacySettings {
-            lib_path: PathBuf::from(DEFAULT_LIB_PATH),
+            lib_path: PathBuf::new(),
             engine_config: String::new(),
             max_concurrency: 4,
             call_timeout: Duration::from_secs(5),
@@ -112,18 +104,16 @@ impl Default for LegacySettings {
 }
 
 impl LegacySettings {
-    /// Reads the `LEGACY_*` settings; a missing one takes its default, an
-    /// invalid one is an error naming the variable.
+    /// Reads the `LEGACY_*` settings: `LEGACY_LIB_PATH` is required, a
+    /// missing other one takes its default, an invalid one is an error naming
+    /// the variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = LegacySettings::default();
         let max_concurrency = env
             .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
             .map_or(defaults.max_concurrency, |n| n as usize);
         Ok(LegacySettings {
-            lib_path: env
-                .string("LEGACY_LIB_PATH")?
-                .map(PathBuf::from)
-                .unwrap_or(defaults.lib_path),
+            lib_path: PathBuf::from(env.required("LEGACY_LIB_PATH")?),
             engine_config: env
                 .string("LEGACY_CONFIG")?
                 .unwrap_or(defaults.engine_config),
@@ -232,6 +222,7 @@ mod tests {
     #[test]
     fn isolation_is_the_default_and_reads_its_settings() {
         let env = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
             ("LEGACY_WORKER_PATH", "/opt/bin/worker"),
             ("LEGACY_WORKER_MAX_CALLS", "500"),
             ("LEGACY_WORKER_MAX_RSS_MB", "64"),
@@ -251,6 +242,7 @@ mod tests {
         );
         // Without an explicit limit, the function's memory is shared out.
         let lambda = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
             ("LEGACY_MAX_CONCURRENCY", "2"),
         ]);
@@ -261,14 +253,20 @@ mod tests {
             panic!("process isolation is the default")
         };
         assert_eq!(isolation.max_rss_kib, 96 * 1024);
-        let in_process = Env::from_pairs([("LEGACY_ISOLATION", "in-process")]);
+        let in_process = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("LEGACY_ISOLATION", "in-process"),
+        ]);
         assert_eq!(
             LegacySettings::from_env(&in_process)
                 .expect("settings")
                 .isolation,
             Isolation::InProcess
         );
-        let bad = Env::from_pairs([("LEGACY_ISOLATION", "threads")]);
+        let bad = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("LEGACY_ISOLATION", "threads"),
+        ]);
         assert!(
             LegacySettings::from_env(&bad)
                 .unwrap_err()

@@ -8,8 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use assessments_resolver::legacy::{
-    AssessmentRow, AssessmentType, DEFAULT_LIB_PATH, LegacySettings, NativeStats, StudentContext,
-    library_stats,
+    AssessmentRow, AssessmentType, LegacySettings, NativeStats, StudentContext, library_stats,
 };
 
 /// The shim's handle counters are process-wide: tests that assert them take
@@ -72,9 +71,10 @@ pub fn budget() -> assessments_common::budget::Budget {
     assessments_common::budget::Budget::after(Duration::from_secs(60))
 }
 
-/// Settings for the mocked shim that `cargo build` compiled, with `config`.
+/// Settings for the mocked shim (the `legacy-shim` crate built it), with `config`.
 pub fn shim_settings(config: &str) -> LegacySettings {
     LegacySettings {
+        lib_path: std::path::PathBuf::from(legacy_shim::SHIM_PATH),
         engine_config: config.to_owned(),
         ..LegacySettings::default()
     }
@@ -136,7 +136,7 @@ pub fn rows(n: usize) -> Vec<AssessmentRow> {
 
 /// The shim's process-wide counters.
 pub fn shim_stats() -> NativeStats {
-    library_stats(Path::new(DEFAULT_LIB_PATH))
+    library_stats(Path::new(legacy_shim::SHIM_PATH))
         .expect("the shim loads")
         .expect("the shim exports la_stats_get")
 }

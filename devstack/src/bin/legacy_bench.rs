@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use assessments_resolver::legacy::{
-    AssessmentRow, AssessmentType, DEFAULT_LIB_PATH, DOTNET_ASSEMBLY_PATH, Isolation,
-    IsolationSettings, LegacyEngine, LegacySettings, StudentContext,
+    AssessmentRow, AssessmentType, Isolation, IsolationSettings, LegacyEngine, LegacySettings,
+    StudentContext,
 };
 use clap::Parser;
 use serde_json::json;
@@ -57,7 +57,7 @@ fn main() {
 
 #[tokio::main]
 async fn run(args: Args) -> Result<(), String> {
-    if DOTNET_ASSEMBLY_PATH.is_empty() {
+    if legacy_shim::DOTNET_ASSEMBLY_PATH.is_empty() {
         return Err("the .NET component was not built (install mono-mcs, then build)".to_owned());
     }
     let context = StudentContext {
@@ -66,9 +66,12 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let input = rows(args.rows);
     let budget = || assessments_common::budget::Budget::after(Duration::from_secs(60));
-    let chosen = [("cpp", DEFAULT_LIB_PATH), ("dotnet", DOTNET_ASSEMBLY_PATH)]
-        .into_iter()
-        .filter(|(name, _)| args.only.as_deref().is_none_or(|only| only == *name));
+    let chosen = [
+        ("cpp", legacy_shim::SHIM_PATH),
+        ("dotnet", legacy_shim::DOTNET_ASSEMBLY_PATH),
+    ]
+    .into_iter()
+    .filter(|(name, _)| args.only.as_deref().is_none_or(|only| only == *name));
     for (name, path) in chosen {
         let in_process = LegacySettings {
             lib_path: PathBuf::from(path),

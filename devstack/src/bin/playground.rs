@@ -80,13 +80,13 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         "starting the local stack (TDS server, DynamoDB via moto, legacy shim, scoring API stand-in)..."
     );
     let legacy_lib_path = match (args.dotnet, args.legacy_lib_path) {
-        (true, _) if assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH.is_empty() => {
+        (true, _) if legacy_shim::DOTNET_ASSEMBLY_PATH.is_empty() => {
             return Err(
                 "--dotnet: the .NET component was not built (install mono-mcs, then cargo build)"
                     .into(),
             );
         }
-        (true, _) => Some(assessments_resolver::legacy::DOTNET_ASSEMBLY_PATH.to_owned()),
+        (true, _) => Some(legacy_shim::DOTNET_ASSEMBLY_PATH.to_owned()),
         (false, path) => path,
     };
     let console = if devstack::console::installed() {

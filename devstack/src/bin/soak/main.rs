@@ -230,11 +230,9 @@ async fn run(args: Args) -> Result<(), String> {
     deps.shutdown().await;
     // Native calls that timed out finish in the background: give them a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let native = assessments_resolver::legacy::library_stats(Path::new(
-        assessments_resolver::legacy::DEFAULT_LIB_PATH,
-    ))
-    .map_err(|e| e.to_string())?
-    .unwrap_or_default();
+    let native = assessments_resolver::legacy::library_stats(Path::new(legacy_shim::SHIM_PATH))
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
 
     let m = measure.lock().unwrap_or_else(|p| p.into_inner());
     let rss_start = rss_start.load(Ordering::Relaxed);

@@ -1,7 +1,9 @@
-//! Compiles the mocked legacy component (`legacy-shim/`) into shared libraries,
-//! so `cargo build` / `cargo test` need no manual step:
+//! Compiles the mocked legacy component (this directory) into shared
+//! libraries for the tests, the playground and the benchmarks (never for the
+//! product: the resolver's own build compiles no native code), so `cargo test`
+//! needs no manual step:
 //!
-//! * `LEGACY_SHIM_PATH`: the shim, the default `LEGACY_LIB_PATH`;
+//! * `LEGACY_SHIM_PATH`: the shim;
 //! * `LEGACY_SHIM_ABI_MISMATCH_PATH`: the same code reporting ABI version 99;
 //! * `LEGACY_SHIM_MISSING_SYMBOL_PATH`: the same code without `la_score`;
 //! * `LEGACY_SHIM_SANDBOX_PROBE_PATH`: the same code, hostile at load
@@ -20,11 +22,11 @@ use std::process::Command;
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let source = Path::new("legacy-shim/src/legacy_shim.cpp");
-    let include = Path::new("legacy-shim/include");
+    let source = Path::new("src/legacy_shim.cpp");
+    let include = Path::new("include");
     println!("cargo:rerun-if-changed={}", source.display());
-    println!("cargo:rerun-if-changed=legacy-shim/src/scoring.hpp");
-    println!("cargo:rerun-if-changed=legacy-shim/src/sandbox_probe.hpp");
+    println!("cargo:rerun-if-changed=src/scoring.hpp");
+    println!("cargo:rerun-if-changed=src/sandbox_probe.hpp");
     println!(
         "cargo:rerun-if-changed={}",
         include.join("legacy_assessment.h").display()
@@ -64,7 +66,7 @@ fn main() {
 
 /// The .NET component: its unmanaged core (g++) and the managed facade (mcs).
 fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
-    let root = Path::new("legacy-shim/dotnet");
+    let root = Path::new("dotnet");
     let core = root.join("core/assessment_core.cpp");
     let facade = root.join("LegacyApi.cs");
     let config = root.join("LegacyApi.runtimeconfig.json");
@@ -77,7 +79,7 @@ fn build_dotnet(compiler: &cc::Tool, dir: &Path, include: &Path) {
         compiler,
         &core,
         &dir.join("libassessment_core.so"),
-        &[include, Path::new("legacy-shim/src")],
+        &[include, Path::new("src")],
         &[],
     );
 
