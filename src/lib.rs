@@ -9,8 +9,7 @@
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
 //! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
 //! * [`deps`]: settings and the dependencies built once per execution environment;
-//! * [`report`]: what one invocation did, as a log line and EMF metrics;
-//! * [`fuzzing`]: the fuzz targets' entry points.
+//! * [`report`]: what one invocation did, as a log line and EMF metrics.
 //!
 //! Settings, the AWS SDK, the time budget, DynamoDB error classification and
 //! the EMF builder are shared with the assessment processor
@@ -20,7 +19,6 @@ pub mod appsync;
 pub mod audit;
 pub mod authz;
 pub mod deps;
-pub mod fuzzing;
 pub mod legacy;
 pub mod profiles;
 pub mod report;

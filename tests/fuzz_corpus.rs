@@ -8,6 +8,9 @@
 
 mod support;
 
+#[path = "../fuzz/entries.rs"]
+mod entries;
+
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
@@ -33,17 +36,47 @@ fn replay(target: &str, entry: fn(&[u8])) -> usize {
 
 #[test]
 fn the_appsync_event_corpus_replays_cleanly() {
-    let n = replay(
-        "appsync_event",
-        assessments_resolver::fuzzing::appsync_event,
-    );
+    let n = replay("appsync_event", entries::appsync_event);
     assert!(n >= 5, "{n} inputs");
 }
 
 #[test]
 fn the_worker_reply_corpus_replays_cleanly() {
-    let n = replay("worker_reply", assessments_resolver::fuzzing::worker_reply);
+    let n = replay("worker_reply", entries::worker_reply);
     assert!(n >= 4, "{n} inputs");
+}
+
+#[test]
+fn the_reply_stream_splits_into_frames_and_stops_at_a_bad_one() {
+    use assessments_resolver::legacy::protocol::{Reply, WorkerProtocolError, encode};
+    let replies = [
+        Reply::Ready {
+            pid: 42,
+            native: None,
+        },
+        Reply::Ready {
+            pid: 43,
+            native: None,
+        },
+    ];
+    let stream: Vec<u8> = replies
+        .iter()
+        .flat_map(|r| encode(r).expect("encode"))
+        .collect();
+    let decoded: Vec<Reply> = (entries::decode_reply_stream(&stream).into_iter())
+        .map(|r| r.expect("valid"))
+        .collect();
+    assert_eq!(decoded, replies);
+    // Cut inside the second frame: the first survives, the rest is "truncated".
+    let cut = entries::decode_reply_stream(&stream[..stream.len() - 3]);
+    assert!(cut[0].is_ok());
+    assert!(matches!(cut[1], Err(WorkerProtocolError::Truncated { .. })));
+    // A length over the limit is refused before anything is allocated for it.
+    let oversized = entries::decode_reply_stream(&[255, 255, 255, 255, 0]);
+    assert!(matches!(
+        oversized[0],
+        Err(WorkerProtocolError::TooLarge(_))
+    ));
 }
 
 #[test]

@@ -1,4 +1,7 @@
-//! See `assessments_resolver::fuzzing::appsync_event`.
+//! See `fuzz/entries.rs`, `appsync_event`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| assessments_resolver::fuzzing::appsync_event(data));
+#[path = "../entries.rs"]
+mod entries;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entries::appsync_event(data));

@@ -1,4 +1,7 @@
-//! See `assessments_resolver::fuzzing::worker_reply`.
+//! See `fuzz/entries.rs`, `worker_reply`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| assessments_resolver::fuzzing::worker_reply(data));
+#[path = "../entries.rs"]
+mod entries;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entries::worker_reply(data));

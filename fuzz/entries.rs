@@ -1,12 +1,17 @@
-//! Entry points of the fuzz targets (`fuzz/`), shared with their regression
-//! test (`tests/fuzz_corpus.rs`, which replays the committed corpus and every
-//! input that once broke something on stable Rust). Each takes arbitrary bytes
-//! and must return without panicking, however malformed they are.
+//! The fuzz targets' entry points (`fuzz_targets/`), shared with their
+//! regression test (`tests/fuzz_corpus.rs` includes this file, and replays
+//! the committed corpus and every input that once broke something on stable
+//! Rust). Each takes arbitrary bytes and must return without panicking,
+//! however malformed they are. Only the resolver's public API is used: the
+//! product carries no fuzzing code.
+#![allow(dead_code)] // each includer uses its own part
 
-use crate::appsync::{Invocation, MAX_BATCH, parse_event};
-use crate::legacy::protocol::{Reply, check_scored_reply, decode_reply_stream};
-use crate::legacy::{AssessmentRow, AssessmentType};
-use crate::resolver::{TokenScope, TokenSigner};
+use assessments_resolver::appsync::{Invocation, MAX_BATCH, parse_event};
+use assessments_resolver::legacy::protocol::{
+    Reply, WorkerProtocolError, check_scored_reply, decode_reply, payload_len,
+};
+use assessments_resolver::legacy::{AssessmentRow, AssessmentType};
+use assessments_resolver::resolver::{TokenScope, TokenSigner};
 
 const KEY: &[u8] = b"fuzzing-key-fuzzing-key-fuzzing-key!";
 
@@ -70,4 +75,38 @@ pub fn worker_reply(data: &[u8]) {
                 && r.accuracy.is_finite()));
         }
     }
+}
+
+/// Splits a byte stream into frames and decodes each as a reply: what the
+/// supervisor does with a worker's output, as one function (the `worker_reply` target).
+/// Stops at the first frame that is too large or cut off.
+pub fn decode_reply_stream(mut stream: &[u8]) -> Vec<Result<Reply, WorkerProtocolError>> {
+    let mut replies = Vec::new();
+    while !stream.is_empty() {
+        let Some((header, rest)) = stream.split_first_chunk::<4>() else {
+            replies.push(Err(WorkerProtocolError::Truncated {
+                expected: 4,
+                got: stream.len(),
+            }));
+            break;
+        };
+        let len = match payload_len(*header) {
+            Ok(len) => len,
+            Err(e) => {
+                replies.push(Err(e));
+                break;
+            }
+        };
+        if rest.len() < len {
+            replies.push(Err(WorkerProtocolError::Truncated {
+                expected: len,
+                got: rest.len(),
+            }));
+            break;
+        }
+        let (payload, rest) = rest.split_at(len);
+        replies.push(decode_reply(payload));
+        stream = rest;
+    }
+    replies
 }
