@@ -102,7 +102,9 @@ pub enum LegacyError {
     #[error("malformed output from the legacy component: {0}")]
     MalformedOutput(String),
     /// The call's own timeout, or the invocation's deadline, ended the wait
-    /// for its answer (a call cut by the deadline finishes in the background).
+    /// for its answer. In process, a call cut short finishes in the
+    /// background; in a worker, a call past `LEGACY_CALL_TIMEOUT_MS` has its
+    /// worker killed (logged, and counted as a hang).
     #[error("the legacy component did not answer within {limit}")]
     Timeout { limit: Limit },
     /// Every call slot stayed busy until the invocation's deadline; the call
@@ -119,10 +121,11 @@ pub enum LegacyError {
     /// exit). How it died is logged, not put in the message clients see.
     #[error("the call failed: its worker process stopped")]
     WorkerCrashed,
-    /// Process isolation: the worker ran the call past `LEGACY_CALL_TIMEOUT_MS`
-    /// (its own time, not time spent waiting for it) and was killed.
-    #[error("the call did not finish within {}ms (LEGACY_CALL_TIMEOUT_MS); its worker process was stopped", after.as_millis())]
-    WorkerHung { after: Duration },
+    /// Process isolation: a worker could not open the component (load, ABI
+    /// check, symbols, engine): the component's error as the worker reported
+    /// it, the same text as the error in process.
+    #[error("{0}")]
+    WorkerInit(String),
     /// Process isolation: no worker could be started.
     #[error("no worker process could be started: {0}")]
     WorkerUnavailable(String),

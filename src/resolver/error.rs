@@ -155,6 +155,7 @@ impl ResolveError {
                 | L::Hosting { .. }
                 | L::MissingSymbol { .. }
                 | L::AbiMismatch { .. }
+                | L::WorkerInit(_)
                 | L::WorkerUnavailable(_)
                 | L::ShutdownIncomplete { .. },
             ) => Some("legacy assessment component: it is not available"),

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use assessments_common::budget::Budget;
+use assessments_common::budget::{Budget, Limit};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ use super::super::types::{AssessmentRow, ScoredAssessment, StudentContext, valid
 use super::super::{LegacySettings, NativeStats};
 use super::IsolationSettings;
 use super::breaker::{Admission, Breaker, BreakerState, CallOutcome, Transition};
-use super::process::{Launch, Lost, Worker, describe_exit};
+use super::process::{Launch, Lost, StartFailure, Worker, describe_exit};
 use super::stats::{IsolationStats, NativeTotals, SupervisorCounters};
 
 /// What a call's outcome is, for its caller.
@@ -427,8 +427,13 @@ impl Supervisor {
                     "legacy worker ran a call past LEGACY_CALL_TIMEOUT_MS; killed"
                 );
                 self.note_death();
-                return Settled::Died(LegacyError::WorkerHung {
-                    after: self.call_timeout,
+                // The same answer as a call timing out in process: the
+                // bound that fired; that the worker was killed is logged.
+                return Settled::Died(LegacyError::Timeout {
+                    limit: Limit::Own {
+                        after: self.call_timeout,
+                        setting: "LEGACY_CALL_TIMEOUT_MS",
+                    },
                 });
             }
         };
@@ -560,7 +565,12 @@ impl Supervisor {
                 SupervisorCounters::add(&self.shared.counters.start_failures);
                 tracing::error!(%failure, "legacy worker failed to start");
                 self.note_death();
-                Err(LegacyError::WorkerUnavailable(failure.to_string()))
+                Err(match failure {
+                    // The component's own error, as the worker read it: the
+                    // same text as in process.
+                    StartFailure::InitFailed(message) => LegacyError::WorkerInit(message),
+                    other => LegacyError::WorkerUnavailable(other.to_string()),
+                })
             }
         }
     }
