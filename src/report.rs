@@ -27,7 +27,7 @@ pub const METRICS_NAMESPACE: &str = "AssessmentsResolver";
 pub const ITEM_ERRORS_METRIC: &str = "ItemErrors";
 
 /// Every metric the resolver emits (dimension `FunctionName`): name, unit,
-/// what it means and what normal looks like. The README's runbook and the
+/// what it means and what normal looks like. The runbook (docs/operations.md) and the
 /// template's alarms use these names.
 pub const METRICS: &[(&str, &str, &str)] = &[
     (
@@ -53,12 +53,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "SqlMs",
         "Milliseconds",
-        "waiting for SQL Server (pool, connect, page queries)",
+        "waiting for SQL Server (pool, connect, page queries), summed over a batch's items",
     ),
     (
         "LegacyMs",
         "Milliseconds",
-        "scoring through the legacy component (slot wait and calls)",
+        "scoring through the legacy component (slot wait and calls), summed over a batch's items",
     ),
     (
         "ProfilesRequested",

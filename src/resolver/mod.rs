@@ -19,16 +19,21 @@ mod output;
 mod token;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assessments_common::budget::Budget;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use futures_util::future::{FutureExt, Shared};
 
 use crate::authz::{Access, AuthzPolicy, Caller};
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
 use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
-use crate::sqlserver::{AssessmentRecord, Page, PageRequest, SqlError, SqlPool};
+use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
 
 pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
 pub use error::{ErrorType, ResolveError};
@@ -46,8 +51,11 @@ pub struct ItemRequest {
 /// Where one invocation spent its time, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timings {
+    /// Reading the batch's profiles (once for the batch).
     pub profiles: Duration,
+    /// Waiting for SQL Server, summed over the batch's items.
     pub sql: Duration,
+    /// Scoring through the legacy component, summed over the batch's items.
     pub legacy: Duration,
     /// Distinct student profiles requested from DynamoDB.
     pub profiles_requested: u32,
@@ -66,7 +74,6 @@ pub struct Resolver {
 
 /// An item that passed validation, token verification and the caller check.
 struct Planned {
-    index: usize,
     args: GetAssessmentsArgs,
     request: PageRequest,
     access: Access,
@@ -116,168 +123,145 @@ impl Resolver {
     /// `now` is the invocation's one clock read, every item's `processedAt`.
     /// Every item's waits end within `budget`: an item still waiting then
     /// fails alone with a timeout naming the dependency.
+    ///
+    /// Stages: plan each item (validate, verify its token, authorize the
+    /// caller), read every distinct student's profile once for the batch,
+    /// then resolve each item ([`Self::resolve`]: its page, scored and
+    /// assembled), at most as many items at once as the pool has connections.
     pub async fn get_assessments(
         &self,
         items: Vec<Result<ItemRequest, ResolveError>>,
         now: DateTime<Utc>,
         budget: &Budget,
     ) -> (Vec<Result<AssessmentPage, ResolveError>>, Timings) {
-        // A token signed with a key this environment has not seen: the keys
-        // may have rotated since init.
-        if let Some(source) = &self.key_source {
-            let unknown = items.iter().flatten().any(|item| {
-                (item.args.next_token.as_deref()).is_some_and(|t| self.tokens.is_unknown_key(t))
-            });
-            if unknown {
-                source.refresh(&self.tokens, budget).await;
-            }
-        }
-        let mut results: Vec<Option<Result<AssessmentPage, ResolveError>>> =
-            Vec::with_capacity(items.len());
-        let mut planned = Vec::new();
-        for (index, item) in items.into_iter().enumerate() {
-            match item.and_then(|item| self.plan(index, item, now)) {
-                Ok(plan) => {
-                    planned.push(plan);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
-        let mut timings = Timings::default();
-
-        // Profiles, and at the same time the rows of the items whose caller may
-        // read any student; rows at most `max_size` queries at once.
-        let student_ids: Vec<&str> = planned.iter().map(|p| p.args.student_id.as_str()).collect();
-        let concurrency = self.sql.status().max_size.max(1);
-        let profiles = async {
-            let started = Instant::now();
-            let distinct: std::collections::HashSet<&str> = student_ids.iter().copied().collect();
-            let result = match distinct.len() {
-                0 => Ok(HashMap::new()),
-                1 => {
-                    // One student: GetItem; a malformed profile is that student's error.
-                    let id = student_ids[0];
-                    match self.profiles.get(id, budget).await {
-                        Ok(profile) => Ok(profile
-                            .map(|p| (id.to_owned(), Ok(p)))
-                            .into_iter()
-                            .collect()),
-                        Err(e @ ProfileError::Malformed { .. }) => {
-                            Ok(HashMap::from([(id.to_owned(), Err(e))]))
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => self.profiles.get_many(&student_ids, budget).await,
-            };
-            (result, started.elapsed(), distinct.len() as u32)
-        };
-        let open: Vec<&Planned> = planned.iter().filter(|p| p.access == Access::All).collect();
+        self.refresh_keys(&items, budget).await;
+        let plans: Vec<Result<Planned, ResolveError>> = (items.into_iter())
+            .map(|item| item.and_then(|item| self.plan(item, now)))
+            .collect();
+        let mut students: Vec<String> = plans
+            .iter()
+            .flatten()
+            .map(|p| p.args.student_id.clone())
+            .collect();
+        students.sort_unstable();
+        students.dedup();
         // Boxed here and below: the dependencies' futures are large (kilobytes),
         // and unboxed they are copied whole each time a combinator moves or
         // completes one (memcpy was a fifth of an invocation's instructions).
-        let ((profiles, profile_time, reads), (open_pages, open_time)) = tokio::join!(
-            Box::pin(profiles),
-            Box::pin(self.fetch_pages(&open, concurrency, budget))
-        );
-        timings.profiles = profile_time;
-        timings.profiles_requested = reads;
-
-        // Items limited to a school: entitled only if the profile says so. A
-        // missing profile is refused exactly like another school's student.
-        let mut scoped = Vec::new();
-        for plan in planned.iter().filter(|p| p.access != Access::All) {
-            let entitled = match &profiles {
-                // DynamoDB failed: that error (it says nothing about the
-                // student), and no SQL for a caller not known to be entitled.
-                Err(e) => {
-                    results[plan.index] = Some(Err(ResolveError::Profile(e.clone())));
-                    continue;
-                }
-                Ok(found) => match found.get(&plan.args.student_id) {
-                    Some(Ok(profile)) => plan.access.permits(profile.school_id.as_deref()),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "school-scoped caller refused: the profile does not decode");
-                        false
-                    }
-                    None => false,
-                },
-            };
-            if entitled {
-                scoped.push(plan);
-            } else {
-                results[plan.index] = Some(Err(ResolveError::Unauthorized {
-                    student_id: plan.args.student_id.clone(),
-                }));
-            }
-        }
-        let (scoped_pages, scoped_time) =
-            Box::pin(self.fetch_pages(&scoped, concurrency, budget)).await;
-        timings.sql = open_time + scoped_time;
-
-        let started = Instant::now();
-        let profiles = &profiles;
-        let ready: Vec<_> = open
-            .into_iter()
-            .zip(open_pages)
-            .chain(scoped.into_iter().zip(scoped_pages))
-            .collect();
-        let finishing: Vec<_> = ready
-            .into_iter()
-            .map(|(plan, page)| {
-                Box::pin(async move {
-                    let result = self.finish(plan, page, profiles, now, budget).await;
-                    (plan.index, result)
-                })
-            })
-            .collect();
-        let scored: Vec<(usize, Result<AssessmentPage, ResolveError>)> =
-            futures_util::stream::iter(finishing)
-                .buffered(concurrency)
-                .collect()
-                .await;
-        timings.legacy = started.elapsed();
-        for (index, result) in scored {
-            results[index] = Some(result);
-        }
-        let results = results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| unreachable!("every item has a result")))
-            .collect();
-        (results, timings)
-    }
-
-    /// The pages of `plans`, in order, at most `concurrency` queries at once.
-    async fn fetch_pages(
-        &self,
-        plans: &[&Planned],
-        concurrency: usize,
-        budget: &Budget,
-    ) -> (Vec<Result<Page, SqlError>>, Duration) {
-        let started = Instant::now();
-        // The futures are built first and then driven `concurrency` at a
-        // time (a closure inside the stream would trip a rustc
-        // higher-ranked-lifetime limitation once the future must be Send).
-        let queries: Vec<_> = plans
-            .iter()
-            .map(|p| Box::pin(self.sql.fetch_page(&p.request, budget)))
-            .collect();
-        let pages = futures_util::stream::iter(queries)
-            .buffered(concurrency)
+        let read: Pin<Box<dyn Future<Output = Arc<ProfilesRead>> + Send + '_>> =
+            Box::pin(self.read_profiles(students, budget));
+        let profiles = read.shared();
+        let clock = StageClock::default();
+        let resolving = plans.into_iter().map(|plan| {
+            let profiles = profiles.clone();
+            let clock = &clock;
+            Box::pin(async move { self.resolve(plan?, profiles, now, budget, clock).await })
+        });
+        let concurrency = self.sql.status().max_size.max(1);
+        let results = (futures_util::stream::iter(resolving).buffered(concurrency))
             .collect()
             .await;
-        (pages, started.elapsed())
+        (results, clock.timings(profiles.peek().map(Arc::as_ref)))
+    }
+
+    /// Re-reads the `nextToken` keys when a token names a key this
+    /// environment has not seen: the keys may have rotated since init.
+    async fn refresh_keys(&self, items: &[Result<ItemRequest, ResolveError>], budget: &Budget) {
+        let Some(source) = &self.key_source else {
+            return;
+        };
+        let unknown = items.iter().flatten().any(|item| {
+            (item.args.next_token.as_deref()).is_some_and(|t| self.tokens.is_unknown_key(t))
+        });
+        if unknown {
+            source.refresh(&self.tokens, budget).await;
+        }
+    }
+
+    /// Every student's profile, read once for the batch: GetItem for one
+    /// student (a malformed profile is that student's error), BatchGetItem for more.
+    async fn read_profiles(&self, students: Vec<String>, budget: &Budget) -> Arc<ProfilesRead> {
+        let started = Instant::now();
+        let result = match students.as_slice() {
+            [] => Ok(HashMap::new()),
+            [id] => match self.profiles.get(id, budget).await {
+                Ok(profile) => Ok(profile.map(|p| (id.clone(), Ok(p))).into_iter().collect()),
+                Err(e @ ProfileError::Malformed { .. }) => {
+                    Ok(HashMap::from([(id.clone(), Err(e))]))
+                }
+                Err(e) => Err(e),
+            },
+            many => {
+                let ids: Vec<&str> = many.iter().map(String::as_str).collect();
+                self.profiles.get_many(&ids, budget).await
+            }
+        };
+        Arc::new(ProfilesRead {
+            result,
+            elapsed: started.elapsed(),
+            requested: students.len() as u32,
+        })
+    }
+
+    /// One planned item: its page (for a caller entitled to every student,
+    /// read while the profiles are; for one limited to a school, only once
+    /// the profile shows the student is in it), scored and assembled.
+    async fn resolve(
+        &self,
+        plan: Planned,
+        profiles: SharedProfiles<'_>,
+        now: DateTime<Utc>,
+        budget: &Budget,
+        clock: &StageClock,
+    ) -> Result<AssessmentPage, ResolveError> {
+        let page = || clock.sql(Box::pin(self.sql.fetch_page(&plan.request, budget)));
+        let (profiles, page) = if plan.access == Access::All {
+            tokio::join!(profiles, page())
+        } else {
+            let profiles = profiles.await;
+            entitle(&plan, &profiles.result)?;
+            (profiles, page().await)
+        };
+        let profile = match profiles
+            .result
+            .as_ref()
+            .map(|found| found.get(&plan.args.student_id))
+        {
+            Err(e) => return Err(ResolveError::Profile(e.clone())),
+            Ok(None) => {
+                return Err(ResolveError::NotFound {
+                    student_id: plan.args.student_id,
+                });
+            }
+            Ok(Some(read)) => read
+                .as_ref()
+                .map_err(|e| ResolveError::Profile(e.clone()))?,
+        };
+        let page = page?;
+        let rows: Vec<AssessmentRow> = page.records.iter().map(legacy_row).collect();
+        let scored = if rows.is_empty() {
+            Vec::new()
+        } else {
+            let context = StudentContext {
+                grade: profile.grade,
+                reading_level: profile.reading_level,
+            };
+            clock
+                .legacy(Box::pin(self.legacy.score(context, rows, budget)))
+                .await?
+        };
+        let processed_at = UtcMillis(now.naive_utc());
+        let items = (page.records.iter().zip(scored))
+            .map(|(record, scored)| enrich(record, scored, profile, processed_at))
+            .collect();
+        let next_token =
+            (page.next).map(|cursor| self.tokens.issue(&scope(&plan.args), cursor, now));
+        Ok(AssessmentPage { items, next_token })
     }
 
     /// Verifies the token, decides what the caller may read, and turns the
     /// arguments into the page query.
-    fn plan(
-        &self,
-        index: usize,
-        item: ItemRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Planned, ResolveError> {
+    fn plan(&self, item: ItemRequest, now: DateTime<Utc>) -> Result<Planned, ResolveError> {
         let ItemRequest { args, caller } = item;
         let after = match &args.next_token {
             Some(token) => Some(self.tokens.verify(token, &scope(&args), now)?),
@@ -299,53 +283,83 @@ impl Resolver {
             page_size: args.limit,
         };
         Ok(Planned {
-            index,
             args,
             request,
             access,
         })
     }
+}
 
-    async fn finish(
-        &self,
-        plan: &Planned,
-        page: Result<Page, SqlError>,
-        profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
-        now: DateTime<Utc>,
-        budget: &Budget,
-    ) -> Result<AssessmentPage, ResolveError> {
-        let processed_at = UtcMillis(now.naive_utc());
-        let profiles = profiles
-            .as_ref()
-            .map_err(|e| ResolveError::Profile(e.clone()))?;
-        let profile = profiles
-            .get(&plan.args.student_id)
-            .ok_or_else(|| ResolveError::NotFound {
-                student_id: plan.args.student_id.clone(),
-            })?
-            .as_ref()
-            .map_err(|e| ResolveError::Profile(e.clone()))?;
-        let page = page?;
-        let context = StudentContext {
-            grade: profile.grade,
-            reading_level: profile.reading_level,
-        };
-        let rows: Vec<AssessmentRow> = page.records.iter().map(legacy_row).collect();
-        let scored = if rows.is_empty() {
-            Vec::new()
-        } else {
-            self.legacy.score(context, rows, budget).await?
-        };
-        let items = page
-            .records
-            .iter()
-            .zip(scored)
-            .map(|(record, scored)| enrich(record, scored, profile, processed_at))
-            .collect();
-        let next_token = page
-            .next
-            .map(|cursor| self.tokens.issue(&scope(&plan.args), cursor, now));
-        Ok(AssessmentPage { items, next_token })
+/// The batch's profiles, as read once, and what reading them took.
+struct ProfilesRead {
+    result: Result<HashMap<String, ProfileRead>, ProfileError>,
+    elapsed: Duration,
+    requested: u32,
+}
+
+/// The profile read, awaited by every item of the batch.
+type SharedProfiles<'a> = Shared<Pin<Box<dyn Future<Output = Arc<ProfilesRead>> + Send + 'a>>>;
+
+/// A caller limited to a school reads the student only if the profile says
+/// the student is in it. A missing profile, or one that does not decode, is
+/// refused exactly like another school's student; a DynamoDB failure is that
+/// error (it says nothing about the student), and no SQL is sent for the item.
+fn entitle(
+    plan: &Planned,
+    profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
+) -> Result<(), ResolveError> {
+    let found = profiles
+        .as_ref()
+        .map_err(|e| ResolveError::Profile(e.clone()))?;
+    let entitled = match found.get(&plan.args.student_id) {
+        Some(Ok(profile)) => plan.access.permits(profile.school_id.as_deref()),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "school-scoped caller refused: the profile does not decode");
+            false
+        }
+        None => false,
+    };
+    if entitled {
+        Ok(())
+    } else {
+        Err(ResolveError::Unauthorized {
+            student_id: plan.args.student_id.clone(),
+        })
+    }
+}
+
+/// The time a batch's items spent on SQL Server and on the legacy component,
+/// summed over the items (a single invocation: its own).
+#[derive(Default)]
+struct StageClock {
+    sql_ns: AtomicU64,
+    legacy_ns: AtomicU64,
+}
+
+impl StageClock {
+    async fn sql<T>(&self, work: impl Future<Output = T>) -> T {
+        Self::timed(&self.sql_ns, work).await
+    }
+
+    async fn legacy<T>(&self, work: impl Future<Output = T>) -> T {
+        Self::timed(&self.legacy_ns, work).await
+    }
+
+    async fn timed<T>(total: &AtomicU64, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let output = work.await;
+        let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        total.fetch_add(spent, Ordering::Relaxed);
+        output
+    }
+
+    fn timings(&self, profiles: Option<&ProfilesRead>) -> Timings {
+        Timings {
+            profiles: profiles.map_or(Duration::ZERO, |p| p.elapsed),
+            profiles_requested: profiles.map_or(0, |p| p.requested),
+            sql: Duration::from_nanos(self.sql_ns.load(Ordering::Relaxed)),
+            legacy: Duration::from_nanos(self.legacy_ns.load(Ordering::Relaxed)),
+        }
     }
 }
 
