@@ -15,7 +15,7 @@
    one the code emits: the `METRICS` tables of src/report.rs and processor/src/report.rs
    (each checked by a Rust test against what the EMF builder writes), the per-error-type
    `ItemErrors` with an `ErrorType` the resolver has, or a metric filter of this template.
-   The operational alarms the README's runbook covers all exist, and the dashboard's body
+   The operational alarms docs/operations.md's runbook covers all exist, and the dashboard's body
    is valid JSON.
 6. Secure by default (docs/security.md): with every parameter at its default there is no API
    key and no output holds one; Cognito needs a user pool and an app client regex; AppSync
@@ -143,7 +143,7 @@ METRIC_TABLES = {
     "AssessmentsResolver": ROOT / "src/report.rs",
     "AssessmentProcessor": ROOT / "processor/src/report.rs",
 }
-# The alarms the README's runbook covers: (namespace, metric).
+# The alarms docs/operations.md's runbook covers: (namespace, metric).
 REQUIRED_ALARMS = {
     ("AssessmentsResolver", "LegacyWorkerCrashes"),
     ("AssessmentsResolver", "LegacyWorkerHangs"),
@@ -202,17 +202,16 @@ def check_metrics(resources):
     for namespace, metric in sorted(REQUIRED_ALARMS - alarmed):
         problems.append(f"no alarm on {namespace}/{metric}")
 
-    # The README documents every metric, and its runbook every alarm.
-    readme = (ROOT / "README.md").read_text()
-    operating = readme.split("## Operating it", 1)[-1].split("\n## ", 1)[0]
-    runbook = operating.split("### Runbook", 1)[-1]
+    # docs/operations.md documents every metric, and its runbook every alarm.
+    operating = (ROOT / "docs" / "operations.md").read_text()
+    runbook = operating.split("## Runbook", 1)[-1]
     for namespace, names in emitted.items():
         for metric in sorted(names):
             if f"`{metric}`" not in operating:
-                problems.append(f"README, Operating it: metric {namespace}/{metric} is not documented")
+                problems.append(f"docs/operations.md: metric {namespace}/{metric} is not documented")
     for name, resource in resources.items():
         if resource["Type"] == "AWS::CloudWatch::Alarm" and f"**`{name}`**" not in runbook:
-            problems.append(f"README, Runbook: no entry for {name}")
+            problems.append(f"docs/operations.md, Runbook: no entry for {name}")
 
     dashboards = [(n, r) for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     if len(dashboards) != 1:

@@ -25,7 +25,7 @@ use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
 /// posted to the Runtime API.
 pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 250;
 
-/// Every setting of the function. See the README's configuration table.
+/// Every setting of the function. See docs/configuration.md.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub students_table: String,

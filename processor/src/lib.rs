@@ -45,7 +45,7 @@ use self::message::{AssessmentMessage, InvalidMessage};
 use self::report::BatchReport;
 use self::scoring::{CallStats, ScoringClient, ScoringError, ScoringSettings, ScoringTotals};
 
-/// Every setting of the processor. See the README's configuration table.
+/// Every setting of the processor. See docs/configuration.md.
 #[derive(Debug, Clone)]
 pub struct ProcessorSettings {
     /// `ASSESSMENTS_TABLE`.

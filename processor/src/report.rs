@@ -14,7 +14,7 @@ pub const PROCESSOR_METRICS_NAMESPACE: &str = "AssessmentProcessor";
 
 /// Every metric the processor emits per invocation (dimension
 /// `FunctionName`): name, unit, meaning. The template's alarms and the
-/// README's runbook use these names.
+/// runbook (docs/operations.md) use these names.
 pub const METRICS: &[(&str, &str, &str)] = &[
     ("Records", "Count", "records in the SQS batch"),
     ("Scored", "Count", "records scored and written now"),
