@@ -1,6 +1,6 @@
 //! The async face of the legacy component, what the resolver uses: in this
 //! process ([`InProcessEngine`], below) or in worker processes
-//! ([`super::isolation::IsolatedEngine`]), chosen by `LEGACY_ISOLATION`.
+//! ([`super::isolation::Supervisor`]), chosen by `LEGACY_ISOLATION`.
 //!
 //! In process, native calls block, so they run on tokio's blocking pool, at most
 //! `max_concurrency` at a time, each bounded by `call_timeout`. Everything a
@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use super::error::LegacyError;
 use super::ffi::NativeLibrary;
 use super::handle::EngineHandle;
-use super::isolation::{IsolatedEngine, IsolationStats};
+use super::isolation::{IsolationStats, Supervisor};
 use super::slots::acquire_slot;
 use super::types::{AssessmentRow, ScoredAssessment, StudentContext, validate_input};
 use super::{Isolation, LegacySettings, NativeStats};
@@ -39,8 +39,7 @@ pub struct LegacyEngine {
 #[derive(Debug)]
 enum EngineMode {
     InProcess(InProcessEngine),
-    // Boxed: built once per process, and much larger than the in-process engine.
-    Isolated(Box<IsolatedEngine>),
+    Isolated(Arc<Supervisor>),
 }
 
 impl LegacyEngine {
@@ -58,9 +57,7 @@ impl LegacyEngine {
         match &settings.isolation {
             Isolation::InProcess => Self::open(settings),
             Isolation::Process(isolation) => Ok(LegacyEngine {
-                mode: EngineMode::Isolated(Box::new(
-                    IsolatedEngine::start(settings, isolation.clone()).await?,
-                )),
+                mode: EngineMode::Isolated(Supervisor::start(settings, isolation.clone()).await?),
             }),
         }
     }

@@ -26,15 +26,9 @@ mod stats;
 mod supervisor;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use assessments_common::budget::Budget;
-
-use super::error::LegacyError;
-use super::types::{AssessmentRow, ScoredAssessment, StudentContext};
-use super::{LegacySettings, NativeStats};
-use supervisor::Supervisor;
+pub(crate) use supervisor::Supervisor;
 
 pub use breaker::BreakerState;
 pub use process::describe_exit;
@@ -98,64 +92,6 @@ pub fn worker_rss_limit_kib(memory_mb: u64, workers: usize) -> u64 {
     let reserve = FUNCTION_RESERVE_MB.max(memory_mb / 4);
     let share = memory_mb.saturating_sub(reserve) / workers.max(1) as u64;
     share.max(MIN_WORKER_RSS_MB) * 1024
-}
-
-/// The component in worker processes: the same API as in process.
-pub struct IsolatedEngine {
-    supervisor: Arc<Supervisor>,
-}
-
-impl std::fmt::Debug for IsolatedEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IsolatedEngine")
-            .field("max_workers", &self.supervisor.max_concurrency())
-            .finish_non_exhaustive()
-    }
-}
-
-impl IsolatedEngine {
-    /// Starts the first worker (a library that does not load fails init).
-    pub async fn start(
-        legacy: &LegacySettings,
-        settings: IsolationSettings,
-    ) -> Result<Self, LegacyError> {
-        Ok(IsolatedEngine {
-            supervisor: Supervisor::start(legacy, settings).await?,
-        })
-    }
-
-    pub async fn score(
-        &self,
-        context: StudentContext,
-        rows: Vec<AssessmentRow>,
-        budget: &Budget,
-    ) -> Result<Vec<ScoredAssessment>, LegacyError> {
-        self.supervisor.score(context, rows, budget).await
-    }
-
-    pub fn max_concurrency(&self) -> usize {
-        self.supervisor.max_concurrency()
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.supervisor.in_flight()
-    }
-
-    pub fn stats(&self) -> IsolationStats {
-        self.supervisor.stats()
-    }
-
-    pub fn native_stats(&self) -> Option<NativeStats> {
-        self.supervisor.native_stats()
-    }
-
-    pub fn idle_workers_rss_kib(&self) -> u64 {
-        self.supervisor.idle_workers_rss_kib()
-    }
-
-    pub async fn shutdown(&self, grace: Duration) -> Result<(), LegacyError> {
-        self.supervisor.shutdown(grace).await
-    }
 }
 
 #[cfg(test)]

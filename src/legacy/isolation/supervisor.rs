@@ -651,6 +651,14 @@ impl Supervisor {
     }
 }
 
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("max_workers", &self.max_workers)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The workers' directory goes with the supervisor, also when init fails
 /// after it was made or shutdown never ran (shutdown removes it first, and says
 /// when it cannot).
