@@ -370,6 +370,40 @@ async fn a_library_that_does_not_load_fails_init_with_its_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_directories_left_by_killed_processes_neither_block_init_nor_pile_up() {
+    let _serial = serial();
+    let temp = std::env::temp_dir();
+    // A process that was killed left its directory, with a file in it.
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = gone.id();
+    gone.wait().expect("wait");
+    let dead = temp.join(format!("legacy-workers-{dead_pid}-0"));
+    std::fs::create_dir_all(&dead).expect("leftover");
+    std::fs::write(dead.join("scratch"), b"x").expect("leftover file");
+    // And names this process would take next are taken (the same pid, in a
+    // later environment of the same /tmp).
+    let taken: Vec<PathBuf> = (0..60)
+        .map(|n| temp.join(format!("legacy-workers-{}-{n}", std::process::id())))
+        .filter(|path| std::fs::create_dir(path).is_ok())
+        .collect();
+    let engine = LegacyEngine::start(&isolated("", 1, Duration::from_secs(5), |_| {}))
+        .await
+        .expect("init is not blocked by a leftover directory");
+    assert_eq!(
+        kind(&engine.score(grade3(), rows(1), &budget()).await),
+        "ok"
+    );
+    assert!(!dead.exists(), "a dead process's directory is removed");
+    engine
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    for path in taken {
+        let _ = std::fs::remove_dir(path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resolver_keeps_serving_while_its_workers_crash() {
     let _serial = serial();
     let worker = env!("CARGO_BIN_EXE_assessments-resolver");
