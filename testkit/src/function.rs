@@ -15,18 +15,21 @@ pub struct Function {
     pub child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    readers: [std::thread::JoinHandle<()>; 2],
 }
 
 /// Collects a pipe's lines on a thread of its own.
-fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+fn collect_lines(
+    pipe: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let collected = Arc::new(Mutex::new(Vec::new()));
     let lines = Arc::clone(&collected);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
         }
     });
-    collected
+    (collected, reader)
 }
 
 fn lines_of(lines: &Mutex<Vec<String>>) -> Vec<String> {
@@ -44,12 +47,13 @@ impl Function {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the function");
-        let stdout = collect_lines(child.stdout.take().expect("stdout"));
-        let stderr = collect_lines(child.stderr.take().expect("stderr"));
+        let (stdout, out_reader) = collect_lines(child.stdout.take().expect("stdout"));
+        let (stderr, err_reader) = collect_lines(child.stderr.take().expect("stderr"));
         Function {
             child,
             stdout,
             stderr,
+            readers: [out_reader, err_reader],
         }
     }
 
@@ -78,11 +82,17 @@ impl Function {
         (output, emf)
     }
 
-    /// Waits for the process to exit, up to `timeout`.
+    /// Waits for the process to exit, up to `timeout`, and then for its last
+    /// lines to be collected (until its pipes close, or `timeout` again if a
+    /// child of its own still holds them).
     pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let drained = Instant::now() + timeout;
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status;
             }
             assert!(
