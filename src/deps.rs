@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use assessments_common::aws::{AwsSettings, SecretError, resolve_secret};
+use assessments_common::aws::{AwsSettings, SecretError, Secrets};
 use assessments_common::budget::Budget;
-use assessments_common::config::{ConfigError, Env, InsecureSettings, SecretSetting};
+use assessments_common::config::{ConfigError, Env, InsecureSettings};
 use assessments_common::observability::MetricsSettings;
 
 use crate::audit::AuditKey;
@@ -15,8 +15,8 @@ use crate::authz::AuthzPolicy;
 use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
 use crate::profiles::ProfileStore;
 use crate::report::{InvocationReport, ReportedTotals, ResourceState};
-use crate::resolver::keys::{self, KeyError};
-use crate::resolver::{Resolver, TokenKeySettings};
+use crate::resolver::keys::{self, KeyError, KeySource};
+use crate::resolver::{Resolver, TokenKeySettings, TokenSigner};
 use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
 
 /// The default `DEADLINE_MARGIN_MS`: serializing the largest response Lambda
@@ -25,20 +25,23 @@ use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
 /// posted to the Runtime API.
 pub const DEFAULT_DEADLINE_MARGIN_MS: u64 = 250;
 
-/// Every setting of the function. See docs/configuration.md.
-#[derive(Debug, Clone)]
+/// Every setting of the function, complete: the environment's values and
+/// the secrets they name. See docs/configuration.md.
+#[derive(Debug)]
 pub struct Settings {
     pub students_table: String,
-    /// `SQLSERVER_CONNECTION_STRING` or `SQLSERVER_SECRET_ARN` (the secret's value is the
-    /// connection string, or JSON with a `connectionString` field).
-    pub sql_source: SecretSetting,
-    /// Pool settings (`SQL_*`); the connection string is filled in from `sql_source` at init.
+    /// Pool settings (`SQL_*`) and the connection string: `SQLSERVER_CONNECTION_STRING`,
+    /// or the value of `SQLSERVER_SECRET_ARN` (the connection string, or JSON
+    /// with a `connectionString` field).
     pub sql: SqlSettings,
     pub legacy: LegacySettings,
     /// Region, credentials, DynamoDB endpoint, timeouts and retries.
     pub aws: AwsSettings,
-    /// `NEXT_TOKEN_SECRET_ARN` (or `NEXT_TOKEN_KEY`) and the rotated-out key's grace period.
-    pub next_token: TokenKeySettings,
+    /// The SDK configuration built from `aws`.
+    pub sdk: aws_config::SdkConfig,
+    /// The `nextToken` keys (`NEXT_TOKEN_KEY`, or `NEXT_TOKEN_SECRET_ARN`'s
+    /// current and previous versions) and where they are re-read after a rotation.
+    pub tokens: (TokenSigner, Option<KeySource>),
     /// `AUTHZ_*`: who may read which student.
     pub authz: AuthzPolicy,
     /// `METRICS_EMF` and `AWS_LAMBDA_FUNCTION_NAME`.
@@ -48,35 +51,45 @@ pub struct Settings {
     /// `DEADLINE_MARGIN_MS`: the time kept, before the invocation's deadline,
     /// for serializing and returning the response (default 250).
     pub deadline_margin: Duration,
-    /// `ALLOW_INSECURE_SETTINGS` (on Lambda): whether the connection string,
-    /// once read from its secret, may turn TLS or its certificate check off.
-    pub insecure: InsecureSettings,
 }
 
 impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// Reads every setting in one phase: the environment, then the secrets it
+    /// names (each read bounded by `SECRETS_TIMEOUT_MS`), then the pool
+    /// settings with the connection string. `ALLOW_INSECURE_SETTINGS`
+    /// (on Lambda) decides whether the connection string, once read, may turn
+    /// TLS or its certificate check off.
+    pub async fn load(env: &Env) -> Result<Settings, InitError> {
         let sql_source = env.secret("SQLSERVER_CONNECTION_STRING", "SQLSERVER_SECRET_ARN")?;
-        let connection_string = match &sql_source {
-            SecretSetting::Value(s) => s.clone(),
-            SecretSetting::SecretArn(_) => String::new(),
-        };
+        let next_token = TokenKeySettings::from_env(env)?;
+        let insecure = InsecureSettings::from_env(env)?;
+        let aws = AwsSettings::from_env(env)?;
+        let students_table = env.required("STUDENTS_TABLE")?;
+        let legacy = LegacySettings::from_env(env)?;
+        let authz = AuthzPolicy::from_env(env)?;
+        let metrics = MetricsSettings::from_env(env, "assessments-resolver")?;
+        let shutdown_grace = env.number("SHUTDOWN_GRACE_MS", 0..=10_000)?.unwrap_or(400);
+        let deadline_margin = env.number("DEADLINE_MARGIN_MS", 0..=60_000)?;
+
+        let sdk = aws.sdk_config().await;
+        let secrets = Secrets::new(&sdk, &aws);
+        let connection_string = secrets.resolve(&sql_source, "connectionString").await?;
+        let sql = SqlSettings::from_env(env, connection_string)?;
+        sql.check_transport(insecure)?;
+        let tokens = keys::load(&secrets, &next_token).await?;
         Ok(Settings {
-            students_table: env.required("STUDENTS_TABLE")?,
-            sql: SqlSettings::from_env(env, connection_string)?,
-            sql_source,
-            legacy: LegacySettings::from_env(env)?,
-            aws: AwsSettings::from_env(env)?,
-            next_token: TokenKeySettings::from_env(env)?,
-            authz: AuthzPolicy::from_env(env)?,
-            metrics: MetricsSettings::from_env(env, "assessments-resolver")?,
-            shutdown_grace: Duration::from_millis(
-                env.number("SHUTDOWN_GRACE_MS", 0..=10_000)?.unwrap_or(400),
-            ),
+            students_table,
+            sql,
+            legacy,
+            aws,
+            sdk,
+            tokens,
+            authz,
+            metrics,
+            shutdown_grace: Duration::from_millis(shutdown_grace),
             deadline_margin: Duration::from_millis(
-                env.number("DEADLINE_MARGIN_MS", 0..=60_000)?
-                    .unwrap_or(DEFAULT_DEADLINE_MARGIN_MS),
+                deadline_margin.unwrap_or(DEFAULT_DEADLINE_MARGIN_MS),
             ),
-            insecure: InsecureSettings::from_env(env)?,
         })
     }
 }
@@ -133,27 +146,21 @@ pub struct Deps {
 impl Deps {
     /// Builds everything from the settings. The SQL pool connects lazily;
     /// the legacy library is loaded and its engine opened now.
-    pub async fn init(mut settings: Settings) -> Result<Deps, InitError> {
-        let sdk = settings.aws.sdk_config().await;
-        settings.sql.connection_string =
-            resolve_secret(&sdk, &settings.sql_source, "connectionString").await?;
-        settings.sql.check_transport(settings.insecure)?;
-        let sql = &settings.sql;
+    pub async fn init(settings: Settings) -> Result<Deps, InitError> {
         let profiles = ProfileStore::new(
-            settings.aws.dynamodb_client(&sdk),
+            settings.aws.dynamodb_client(&settings.sdk),
             settings.students_table.clone(),
             settings.aws.dynamodb_timeouts(),
         );
-        let pool = SqlPool::new(sql)?;
+        let pool = SqlPool::new(&settings.sql)?;
         let legacy = LegacyEngine::start(&settings.legacy).await?;
-        let tokens = keys::load(&sdk, &settings.next_token).await?;
         tracing::info!(
             table = %settings.students_table,
             pool_max = settings.sql.max_size,
             legacy_library = %settings.legacy.lib_path.display(),
             "dependencies ready"
         );
-        let resolver = Resolver::new(profiles, pool, legacy, tokens, settings.authz);
+        let resolver = Resolver::new(profiles, pool, legacy, settings.tokens, settings.authz);
         Ok(Deps {
             audit: AuditKey::derive(&resolver.token_keys().current),
             resolver,

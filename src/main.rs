@@ -37,7 +37,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
 async fn serve() -> Result<(), lambda_runtime::Error> {
     assessments_common::observability::init_tracing();
     // An init failure is logged and reported to Lambda with its errorType.
-    let init = async { Deps::init(Settings::from_env(&Env::from_process())?).await };
+    let init = async { Deps::init(Settings::load(&Env::from_process()).await?).await };
     let deps = match init.await {
         Ok(deps) => Arc::new(deps),
         Err(error) => {

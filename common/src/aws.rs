@@ -26,6 +26,8 @@ pub struct AwsSettings {
     pub dynamodb_timeout: Duration,
     /// `DYNAMODB_MAX_ATTEMPTS`: attempts per operation, first included (default 4).
     pub dynamodb_max_attempts: u32,
+    /// `SECRETS_TIMEOUT_MS`: one Secrets Manager read, retries included (default 2000).
+    pub secrets_timeout: Duration,
     /// Static credentials when the environment carries them (`AWS_ACCESS_KEY_ID`...);
     /// otherwise the SDK's default chain (the execution role on Lambda).
     credentials: Option<(String, String, Option<String>)>,
@@ -39,6 +41,7 @@ impl std::fmt::Debug for AwsSettings {
             .field("region", &self.region)
             .field("dynamodb_timeout", &self.dynamodb_timeout)
             .field("dynamodb_max_attempts", &self.dynamodb_max_attempts)
+            .field("secrets_timeout", &self.secrets_timeout)
             .field("static_credentials", &self.credentials.is_some())
             .finish()
     }
@@ -64,6 +67,10 @@ impl AwsSettings {
                     .unwrap_or(2000),
             ),
             dynamodb_max_attempts: env.number("DYNAMODB_MAX_ATTEMPTS", 1..=10)?.unwrap_or(4) as u32,
+            secrets_timeout: Duration::from_millis(
+                env.number("SECRETS_TIMEOUT_MS", 1..=60_000)?
+                    .unwrap_or(2000),
+            ),
             credentials,
         })
     }
@@ -132,41 +139,105 @@ pub struct SecretError {
     pub reason: String,
 }
 
-/// The value of a secret setting: given directly, or read from Secrets Manager.
-pub async fn resolve_secret(
-    sdk: &aws_config::SdkConfig,
-    setting: &SecretSetting,
-    json_field: &str,
-) -> Result<String, SecretError> {
-    match setting {
-        SecretSetting::Value(value) => Ok(value.clone()),
-        SecretSetting::SecretArn(arn) => read_secret(sdk, arn, json_field).await,
-    }
+/// Secrets Manager, read at init (and when the `nextToken` keys rotate),
+/// every read bounded by `SECRETS_TIMEOUT_MS` of its own: a secret that does
+/// not come fails init naming that bound, not DynamoDB's.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    client: aws_sdk_secretsmanager::Client,
+    timeout: Duration,
 }
 
-/// Reads a string secret at init. Its value is either the setting itself, or
-/// a JSON object carrying it in `json_field` (how Secrets Manager's console
-/// stores key/value secrets).
-pub async fn read_secret(
-    sdk: &aws_config::SdkConfig,
-    arn: &str,
-    json_field: &str,
-) -> Result<String, SecretError> {
-    let client = aws_sdk_secretsmanager::Client::new(sdk);
-    let failed = |reason: String| SecretError {
-        arn: arn.to_owned(),
-        reason,
-    };
-    let output = client
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|e| failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
-    let value = output
-        .secret_string()
-        .ok_or_else(|| failed("the secret has no string value".to_owned()))?;
-    secret_value(value, json_field).map_err(failed)
+impl Secrets {
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &AwsSettings) -> Self {
+        use aws_config::timeout::TimeoutConfig;
+        let timeout = settings.secrets_timeout;
+        let config = aws_sdk_secretsmanager::config::Builder::from(sdk)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        Secrets {
+            client: aws_sdk_secretsmanager::Client::from_conf(config),
+            timeout,
+        }
+    }
+
+    /// The value of a secret setting: given directly, or its secret's
+    /// current version (see [`Secrets::read_stage`]).
+    pub async fn resolve(
+        &self,
+        setting: &SecretSetting,
+        json_field: &str,
+    ) -> Result<String, SecretError> {
+        match setting {
+            SecretSetting::Value(value) => Ok(value.clone()),
+            SecretSetting::SecretArn(arn) => {
+                match self.read_stage(arn, "AWSCURRENT", json_field).await? {
+                    Some(version) => Ok(version.value),
+                    None => Err(SecretError {
+                        arn: arn.clone(),
+                        reason: "no AWSCURRENT version".to_owned(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The version of a secret with staging label `stage` (`AWSCURRENT`,
+    /// `AWSPREVIOUS`), `None` when a label other than `AWSCURRENT` is on no
+    /// version. Its value is either the setting itself, or a JSON object
+    /// carrying it in `json_field` (how the console stores key/value secrets).
+    pub async fn read_stage(
+        &self,
+        arn: &str,
+        stage: &str,
+        json_field: &str,
+    ) -> Result<Option<SecretVersion>, SecretError> {
+        use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+        let failed = |reason: String| SecretError {
+            arn: arn.to_owned(),
+            reason,
+        };
+        let timed_out = || {
+            failed(format!(
+                "no answer within SECRETS_TIMEOUT_MS ({} ms)",
+                self.timeout.as_millis()
+            ))
+        };
+        let request = self
+            .client
+            .get_secret_value()
+            .secret_id(arn)
+            .version_stage(stage);
+        // The SDK's operation timeout bounds the call; this bounds the rest
+        // (credentials, endpoint resolution) by the same setting.
+        let output = match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) | Ok(Err(SdkError::TimeoutError(_))) => return Err(timed_out()),
+            Ok(Ok(output)) => output,
+            Ok(Err(e))
+                if stage != "AWSCURRENT" && e.code() == Some("ResourceNotFoundException") =>
+            {
+                return Ok(None);
+            }
+            Ok(Err(e)) => {
+                return Err(failed(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                ));
+            }
+        };
+        let value = output
+            .secret_string()
+            .ok_or_else(|| failed(format!("the {stage} version has no string value")))?;
+        let value = secret_value(value, json_field).map_err(failed)?;
+        let created = output
+            .created_date()
+            .and_then(|d| std::time::SystemTime::try_from(*d).ok());
+        Ok(Some(SecretVersion { value, created }))
+    }
 }
 
 /// One version of a secret, by staging label.
@@ -184,48 +255,6 @@ impl std::fmt::Debug for SecretVersion {
             .field("created", &self.created)
             .finish()
     }
-}
-
-/// The version of a secret with staging label `stage` (`AWSCURRENT`,
-/// `AWSPREVIOUS`), `None` when no version has that label. The value is read
-/// as in [`read_secret`].
-pub async fn read_secret_stage(
-    sdk: &aws_config::SdkConfig,
-    arn: &str,
-    stage: &str,
-    json_field: &str,
-) -> Result<Option<SecretVersion>, SecretError> {
-    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
-    let client = aws_sdk_secretsmanager::Client::new(sdk);
-    let failed = |reason: String| SecretError {
-        arn: arn.to_owned(),
-        reason,
-    };
-    let output = match client
-        .get_secret_value()
-        .secret_id(arn)
-        .version_stage(stage)
-        .send()
-        .await
-    {
-        Ok(output) => output,
-        Err(e) if stage != "AWSCURRENT" && e.code() == Some("ResourceNotFoundException") => {
-            return Ok(None);
-        }
-        Err(e) => {
-            return Err(failed(
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-            ));
-        }
-    };
-    let value = output
-        .secret_string()
-        .ok_or_else(|| failed(format!("the {stage} version has no string value")))?;
-    let value = secret_value(value, json_field).map_err(failed)?;
-    let created = output
-        .created_date()
-        .and_then(|d| std::time::SystemTime::try_from(*d).ok());
-    Ok(Some(SecretVersion { value, created }))
 }
 
 fn secret_value(value: &str, json_field: &str) -> Result<String, String> {
@@ -256,6 +285,35 @@ mod tests {
         assert!(missing.contains("apiKey"), "{missing}");
         assert!(!missing.contains("k1"), "the value leaked: {missing}");
         assert!(secret_value("", "apiKey").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_that_does_not_come_fails_naming_its_own_bound() {
+        // Accepts connections (the kernel does) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let env = Env::from_pairs([
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("DYNAMODB_TIMEOUT_MS", "60000"),
+            ("SECRETS_TIMEOUT_MS", "750"),
+        ]);
+        let settings = AwsSettings::from_env(&env).expect("settings");
+        let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+        let mut sdk = settings.sdk_config().await.into_builder();
+        sdk.set_endpoint_url(Some(endpoint));
+        let secrets = Secrets::new(&sdk.build(), &settings);
+        let setting =
+            SecretSetting::SecretArn("arn:aws:secretsmanager:us-east-1:1:secret:x".into());
+        let started = tokio::time::Instant::now();
+        let error = secrets.resolve(&setting, "apiKey").await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot read the secret arn:aws:secretsmanager:us-east-1:1:secret:x: \
+             no answer within SECRETS_TIMEOUT_MS (750 ms)"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        drop(silent);
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl LocalStack {
         let services = LocalServices::start(services_options).await?;
 
         let all = Env::from_pairs(services.process_env());
-        let settings = Settings::from_env(&all).map_err(|e| e.to_string())?;
+        let settings = Settings::load(&all).await.map_err(|e| e.to_string())?;
         let deps = Deps::init(settings).await.map_err(|e| e.to_string())?;
         let processor_settings = ProcessorSettings::from_env(&all).map_err(|e| e.to_string())?;
         let processor = ProcessorDeps::init(processor_settings)

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use assessments_common::aws::{AwsSettings, SecretError, resolve_secret};
+use assessments_common::aws::{AwsSettings, SecretError, Secrets};
 use assessments_common::config::{ConfigError, Env};
 use assessments_common::dynamo::DynamoError;
 use assessments_common::observability::MetricsSettings;
@@ -447,7 +447,9 @@ pub struct ProcessorDeps {
 impl ProcessorDeps {
     pub async fn init(settings: ProcessorSettings) -> Result<ProcessorDeps, ProcessorInitError> {
         let sdk = settings.aws.sdk_config().await;
-        let api_key = resolve_secret(&sdk, &settings.scoring.api_key, "apiKey").await?;
+        let api_key = Secrets::new(&sdk, &settings.aws)
+            .resolve(&settings.scoring.api_key, "apiKey")
+            .await?;
         let store = AssessmentStore::new(
             settings.aws.dynamodb_client(&sdk),
             settings.assessments_table.clone(),

@@ -16,7 +16,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use assessments_common::aws::{SecretError, read_secret_stage};
+use assessments_common::aws::{SecretError, Secrets};
 use assessments_common::budget::Budget;
 use assessments_common::config::{ConfigError, Env, SecretSetting};
 use chrono::{DateTime, Utc};
@@ -67,7 +67,7 @@ pub enum KeyError {
 
 /// The secret the keys are re-read from after a rotation.
 pub struct KeySource {
-    sdk: aws_config::SdkConfig,
+    secrets: Secrets,
     arn: String,
     grace: Duration,
     /// The last re-read (not the read at init: the first unknown key re-reads at once).
@@ -83,7 +83,7 @@ impl std::fmt::Debug for KeySource {
 /// The signer for `settings`, and the secret to re-read when keys rotate
 /// (`None` for a plaintext key).
 pub async fn load(
-    sdk: &aws_config::SdkConfig,
+    secrets: &Secrets,
     settings: &TokenKeySettings,
 ) -> Result<(TokenSigner, Option<KeySource>), KeyError> {
     match &settings.source {
@@ -93,7 +93,7 @@ pub async fn load(
         )),
         SecretSetting::SecretArn(arn) => {
             let source = KeySource {
-                sdk: sdk.clone(),
+                secrets: secrets.clone(),
                 arn: arn.clone(),
                 grace: settings.grace,
                 last_refresh: Mutex::new(None),
@@ -115,14 +115,16 @@ pub async fn load(
 
 impl KeySource {
     async fn read(&self) -> Result<TokenKeys, KeyError> {
-        let current = read_secret_stage(&self.sdk, &self.arn, "AWSCURRENT", SECRET_JSON_FIELD)
+        let current = (self.secrets)
+            .read_stage(&self.arn, "AWSCURRENT", SECRET_JSON_FIELD)
             .await?
             .ok_or_else(|| SecretError {
                 arn: self.arn.clone(),
                 reason: "no AWSCURRENT version".to_owned(),
             })?;
-        let previous =
-            read_secret_stage(&self.sdk, &self.arn, "AWSPREVIOUS", SECRET_JSON_FIELD).await?;
+        let previous = (self.secrets)
+            .read_stage(&self.arn, "AWSPREVIOUS", SECRET_JSON_FIELD)
+            .await?;
         let rotated_at: DateTime<Utc> = current.created.map_or_else(Utc::now, DateTime::from);
         let grace = chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::MAX);
         Ok(TokenKeys {
