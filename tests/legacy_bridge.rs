@@ -154,7 +154,6 @@ async fn a_call_past_its_timeout_keeps_its_slot_until_the_native_call_returns() 
         error.to_string(),
         "the legacy component did not answer within 50ms (LEGACY_CALL_TIMEOUT_MS)"
     );
-    assert!(error.is_transient());
     // The timed-out native call still runs and holds the only slot.
     assert_eq!(engine.in_flight(), 1);
     let engine = Arc::into_inner(engine).expect("sole owner");

@@ -71,14 +71,17 @@ impl LaScoredAssessment {
     }
 }
 
+/// The component's process-wide handle counters, as `la_stats` fills them
+/// in (and as a worker reports them to its supervisor).
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LaStats {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NativeStats {
     pub engines_opened: u64,
     pub engines_closed: u64,
     pub results_opened: u64,
     pub results_closed: u64,
     pub score_calls: u64,
+    /// Releases of unknown or already-released handles. Zero unless a bug.
     pub violations: u64,
 }
 
@@ -97,4 +100,4 @@ pub(super) type ResultGetFn =
     unsafe extern "C" fn(*const LaResult, usize, *mut LaScoredAssessment) -> c_int;
 pub(super) type ResultFreeFn = unsafe extern "C" fn(*mut LaResult) -> c_int;
 pub(super) type LastErrorFn = unsafe extern "C" fn(*mut c_char, usize) -> usize;
-pub(super) type StatsFn = unsafe extern "C" fn(*mut LaStats) -> c_int;
+pub(super) type StatsFn = unsafe extern "C" fn(*mut NativeStats) -> c_int;

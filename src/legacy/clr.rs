@@ -23,7 +23,7 @@ use netcorehost::pdcstring::PdCString;
 
 use super::abi::{
     AbiVersionFn, EngineCloseFn, EngineOpenFn, LaAssessmentRow, LaEngine, LaResult,
-    LaScoredAssessment, LaStats, LaStudentContext, LastErrorFn, ResultCountFn, ResultFreeFn,
+    LaScoredAssessment, LaStudentContext, LastErrorFn, NativeStats, ResultCountFn, ResultFreeFn,
     ResultGetFn, ScoreFn, StatsFn,
 };
 use super::error::LegacyError;
@@ -170,7 +170,7 @@ fn resolve(loader: &AssemblyDelegateLoader, stem: &str) -> Result<ClrEntryPoints
         last_error: export!(loader, stem, "la_last_error_message", "LastErrorMessageFn",
             fn(*mut c_char, usize) -> usize => LastErrorFn),
         stats: export!(loader, stem, "la_stats_get", "StatsGetFn",
-            fn(*mut LaStats) -> c_int => StatsFn),
+            fn(*mut NativeStats) -> c_int => StatsFn),
     })
 }
 

@@ -234,7 +234,7 @@ impl InProcessEngine {
 
     /// The component's process-wide handle counters, when it exports them.
     pub fn native_stats(&self) -> Option<NativeStats> {
-        self.engine_ref()?.library().stats().map(NativeStats::from)
+        self.engine_ref()?.library().stats()
     }
 
     /// Stops accepting calls, waits up to `grace` for running ones, then

@@ -133,17 +133,3 @@ pub enum LegacyError {
     #[error("the component is failing repeatedly; calls are refused for {}ms", retry_in.as_millis())]
     CircuitOpen { retry_in: Duration },
 }
-
-impl LegacyError {
-    /// Whether a retry of the same request could succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            LegacyError::Native {
-                status: NativeStatus::Scoring,
-                ..
-            } | LegacyError::Timeout { .. }
-                | LegacyError::Saturated { .. }
-        )
-    }
-}

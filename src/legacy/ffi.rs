@@ -8,7 +8,8 @@ use std::ffi::{c_char, c_int};
 use std::path::{Path, PathBuf};
 
 pub use super::abi::{
-    ABI_VERSION, LaAssessmentRow, LaEngine, LaResult, LaScoredAssessment, LaStats, LaStudentContext,
+    ABI_VERSION, LaAssessmentRow, LaEngine, LaResult, LaScoredAssessment, LaStudentContext,
+    NativeStats,
 };
 use super::abi::{
     AbiVersionFn, EngineCloseFn, EngineOpenFn, LastErrorFn, ResultCountFn, ResultFreeFn,
@@ -187,9 +188,9 @@ impl NativeLibrary {
     }
 
     /// Process-wide handle counters, when the library exports them.
-    pub fn stats(&self) -> Option<LaStats> {
+    pub fn stats(&self) -> Option<NativeStats> {
         let stats_fn = self.stats?;
-        let mut out = LaStats::default();
+        let mut out = NativeStats::default();
         // SAFETY: `out` is caller-owned storage of the header's `la_stats` layout;
         // the function only writes into it.
         let raw = unsafe { stats_fn(&mut out) };

@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use assessments_common::config::{ConfigError, Env};
 
+pub use abi::NativeStats;
 pub use engine::LegacyEngine;
 pub use error::{LegacyError, NativeStatus};
 pub use ffi::ABI_VERSION;
@@ -169,21 +170,7 @@ fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, Co
 /// instance, so these are the counters of the engines it runs. `None` when the
 /// library does not export them.
 pub fn library_stats(lib_path: &Path) -> Result<Option<NativeStats>, LegacyError> {
-    Ok(ffi::NativeLibrary::load(lib_path)?
-        .stats()
-        .map(NativeStats::from))
-}
-
-/// The component's process-wide handle counters (`la_stats`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct NativeStats {
-    pub engines_opened: u64,
-    pub engines_closed: u64,
-    pub results_opened: u64,
-    pub results_closed: u64,
-    pub score_calls: u64,
-    /// Releases of unknown or already-released handles. Zero unless a bug.
-    pub violations: u64,
+    Ok(ffi::NativeLibrary::load(lib_path)?.stats())
 }
 
 impl NativeStats {
@@ -199,19 +186,6 @@ impl NativeStats {
 
     pub fn live_engines(&self) -> u64 {
         self.engines_opened.saturating_sub(self.engines_closed)
-    }
-}
-
-impl From<ffi::LaStats> for NativeStats {
-    fn from(s: ffi::LaStats) -> Self {
-        NativeStats {
-            engines_opened: s.engines_opened,
-            engines_closed: s.engines_closed,
-            results_opened: s.results_opened,
-            results_closed: s.results_closed,
-            score_calls: s.score_calls,
-            violations: s.violations,
-        }
     }
 }
 

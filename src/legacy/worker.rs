@@ -11,7 +11,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::NativeStats;
 use super::error::LegacyError;
 use super::ffi::NativeLibrary;
 use super::handle::EngineHandle;
@@ -128,7 +127,7 @@ fn run() -> i32 {
             return EXIT_INIT_FAILED;
         }
     };
-    let native = || engine.library().stats().map(NativeStats::from);
+    let native = || engine.library().stats();
     if write_reply(
         &mut replies,
         &Reply::Ready {
