@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use assessments_common::observability::{EmfDocument, Metric, ms};
+use assessments_common::observability::{EmfDocument, MetricTable, ms, with_units};
 use serde::Serialize;
 
 use crate::legacy::{BreakerState, IsolationStats};
@@ -29,7 +29,7 @@ pub const ITEM_ERRORS_METRIC: &str = "ItemErrors";
 /// Every metric the resolver emits (dimension `FunctionName`): name, unit,
 /// what it means and what normal looks like. The runbook (docs/operations.md) and the
 /// template's alarms use these names.
-pub const METRICS: &[(&str, &str, &str)] = &[
+pub const METRICS: &MetricTable = &[
     (
         "Items",
         "Count",
@@ -288,52 +288,34 @@ impl InvocationReport {
         timestamp_ms: i64,
     ) -> Vec<EmfDocument<'a, EmfProperties<'a>>> {
         let resources = self.resources.unwrap_or_default();
-        let mut metrics: Vec<Metric> = vec![
-            ("Items", "Count", self.items as f64),
-            ("Errors", "Count", self.errors as f64),
-            ("DurationMs", "Milliseconds", ms(self.duration)),
-            ("ProfilesMs", "Milliseconds", ms(self.timings.profiles)),
-            ("SqlMs", "Milliseconds", ms(self.timings.sql)),
-            ("LegacyMs", "Milliseconds", ms(self.timings.legacy)),
-            (
-                "ProfilesRequested",
-                "Count",
-                self.timings.profiles_requested as f64,
-            ),
-            ("PoolInUse", "Count", resources.pool.in_use as f64),
-            ("PoolPeak", "Count", resources.pool_peak as f64),
-            (
-                "NativeLiveHandles",
-                "Count",
-                resources.native_live_handles.unwrap_or(0) as f64,
-            ),
-            (
-                "NativeViolations",
-                "Count",
-                resources.native_violations.unwrap_or(0) as f64,
-            ),
+        let native = |n: Option<u64>| n.unwrap_or(0) as f64;
+        let mut values = vec![
+            ("Items", self.items as f64),
+            ("Errors", self.errors as f64),
+            ("DurationMs", ms(self.duration)),
+            ("ProfilesMs", ms(self.timings.profiles)),
+            ("SqlMs", ms(self.timings.sql)),
+            ("LegacyMs", ms(self.timings.legacy)),
+            ("ProfilesRequested", self.timings.profiles_requested as f64),
+            ("PoolInUse", resources.pool.in_use as f64),
+            ("PoolPeak", resources.pool_peak as f64),
+            ("NativeLiveHandles", native(resources.native_live_handles)),
+            ("NativeViolations", native(resources.native_violations)),
         ];
         if let Some(isolation) = resources.isolation {
             let open = isolation.breaker != Some(BreakerState::Closed);
-            metrics.extend([
-                ("LegacyWorkers", "Count", isolation.workers as f64),
-                ("LegacyWorkersStarted", "Count", isolation.started as f64),
-                ("LegacyWorkerCrashes", "Count", isolation.crashes as f64),
-                ("LegacyWorkerHangs", "Count", isolation.hangs as f64),
-                ("LegacyWorkersRecycled", "Count", isolation.recycled as f64),
-                (
-                    "LegacyWorkerStartFailures",
-                    "Count",
-                    isolation.start_failures as f64,
-                ),
-                (
-                    "LegacyBreakerOpened",
-                    "Count",
-                    isolation.breaker_opened as f64,
-                ),
-                ("LegacyBreakerOpen", "Count", f64::from(u8::from(open))),
+            values.extend([
+                ("LegacyWorkers", isolation.workers as f64),
+                ("LegacyWorkersStarted", isolation.started as f64),
+                ("LegacyWorkerCrashes", isolation.crashes as f64),
+                ("LegacyWorkerHangs", isolation.hangs as f64),
+                ("LegacyWorkersRecycled", isolation.recycled as f64),
+                ("LegacyWorkerStartFailures", isolation.start_failures as f64),
+                ("LegacyBreakerOpened", isolation.breaker_opened as f64),
+                ("LegacyBreakerOpen", f64::from(u8::from(open))),
             ]);
         }
+        let metrics = with_units(METRICS, &values);
         let mut documents = Vec::with_capacity(1 + self.error_types.len());
         documents.push(EmfDocument::new(
             METRICS_NAMESPACE,

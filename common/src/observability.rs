@@ -66,6 +66,25 @@ impl MetricsSettings {
 /// A metric's value and CloudWatch unit.
 pub type Metric = (&'static str, &'static str, f64);
 
+/// A function's metrics, each with its CloudWatch unit and what it means:
+/// what the runbook documents and the template's alarms use.
+pub type MetricTable = [(&'static str, &'static str, &'static str)];
+
+/// `values` with their units from `table`, the one place a metric's unit is
+/// written. A name missing from the table (a bug the reports' tests catch)
+/// goes out with CloudWatch's unit `None`.
+pub fn with_units(table: &MetricTable, values: &[(&'static str, f64)]) -> Vec<Metric> {
+    let unit = |name: &str| {
+        let found = table.iter().find(|(n, _, _)| *n == name);
+        debug_assert!(found.is_some(), "metric {name} is not in its table");
+        found.map_or("None", |(_, unit, _)| *unit)
+    };
+    values
+        .iter()
+        .map(|&(name, value)| (name, unit(name), value))
+        .collect()
+}
+
 /// One EMF document: `metrics` declared under `namespace` with `dimensions`
 /// (sets of property names; `FunctionName` is set here, any other dimension
 /// must be among `properties`), plus `properties` (a struct of searchable

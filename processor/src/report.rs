@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use assessments_common::observability::{EmfDocument, Metric, ms};
+use assessments_common::observability::{EmfDocument, MetricTable, ms, with_units};
 use serde::Serialize;
 
 use crate::{RecordOutcome, RecordReport};
@@ -15,7 +15,7 @@ pub const PROCESSOR_METRICS_NAMESPACE: &str = "AssessmentProcessor";
 /// Every metric the processor emits per invocation (dimension
 /// `FunctionName`): name, unit, meaning. The template's alarms and the
 /// runbook (docs/operations.md) use these names.
-pub const METRICS: &[(&str, &str, &str)] = &[
+pub const METRICS: &MetricTable = &[
     ("Records", "Count", "records in the SQS batch"),
     ("Scored", "Count", "records scored and written now"),
     (
@@ -157,20 +157,21 @@ impl BatchReport {
         function_name: &'a str,
         timestamp_ms: i64,
     ) -> EmfDocument<'a, EmfProperties<'a>> {
-        let metrics: Vec<Metric> = vec![
-            ("Records", "Count", self.records as f64),
-            ("Scored", "Count", self.scored as f64),
-            ("AlreadyScored", "Count", self.already_scored as f64),
-            ("Failed", "Count", self.failed as f64),
-            ("PoisonRecords", "Count", self.dead_lettered as f64),
-            ("DurationMs", "Milliseconds", ms(self.duration)),
-            ("ScoringRequests", "Count", self.scoring_requests as f64),
-            ("ScoringThrottled", "Count", self.scoring_throttled as f64),
-            ("LimiterWaitMs", "Milliseconds", ms(self.limiter_wait)),
-            ("HistoryItems", "Count", self.history_items as f64),
-            ("HistoryQueries", "Count", self.history_queries as f64),
-            ("HistoryTruncated", "Count", self.history_truncated as f64),
+        let values = [
+            ("Records", self.records as f64),
+            ("Scored", self.scored as f64),
+            ("AlreadyScored", self.already_scored as f64),
+            ("Failed", self.failed as f64),
+            ("PoisonRecords", self.dead_lettered as f64),
+            ("DurationMs", ms(self.duration)),
+            ("ScoringRequests", self.scoring_requests as f64),
+            ("ScoringThrottled", self.scoring_throttled as f64),
+            ("LimiterWaitMs", ms(self.limiter_wait)),
+            ("HistoryItems", self.history_items as f64),
+            ("HistoryQueries", self.history_queries as f64),
+            ("HistoryTruncated", self.history_truncated as f64),
         ];
+        let metrics = with_units(METRICS, &values);
         EmfDocument::new(
             PROCESSOR_METRICS_NAMESPACE,
             &[&["FunctionName"]],
