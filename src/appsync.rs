@@ -435,8 +435,17 @@ pub async fn handle_with_report(
         }
     }
     deps.record(&report);
+    (answer(results, batch, request_id), report)
+}
 
-    let response = if batch {
+/// The invocation's answer: the batch's list (every item its data or its
+/// error), or the single item's page or error.
+fn answer(
+    results: Vec<Result<AssessmentPage, ResolveError>>,
+    batch: bool,
+    request_id: &str,
+) -> Result<Response, AppSyncError> {
+    if batch {
         let list = results
             .into_iter()
             .map(|result| match result {
@@ -448,30 +457,26 @@ pub async fn handle_with_report(
                 },
             })
             .collect();
-        Ok(Response::Batch(list))
-    } else {
-        match results.into_iter().next() {
-            Some(Ok(page))
-                if page.json_len_bound() > RESPONSE_LIMIT_BYTES
-                    && json_len(&page) > RESPONSE_LIMIT_BYTES =>
-            {
-                Err(AppSyncError::new(
-                    &ResolveError::ResponseTooLarge {
-                        limit_bytes: RESPONSE_LIMIT_BYTES,
-                        batch: false,
-                    },
-                    request_id,
-                ))
-            }
-            Some(Ok(page)) => Ok(Response::Page(page)),
-            Some(Err(e)) => Err(AppSyncError::new(&e, request_id)),
-            None => Err(AppSyncError {
-                error_type: ErrorType::InternalError,
-                message: "no result".to_owned(),
-            }),
+        return Ok(Response::Batch(list));
+    }
+    match results.into_iter().next() {
+        Some(Ok(page))
+            if page.json_len_bound() > RESPONSE_LIMIT_BYTES
+                && json_len(&page) > RESPONSE_LIMIT_BYTES =>
+        {
+            let too_large = ResolveError::ResponseTooLarge {
+                limit_bytes: RESPONSE_LIMIT_BYTES,
+                batch: false,
+            };
+            Err(AppSyncError::new(&too_large, request_id))
         }
-    };
-    (response, report)
+        Some(Ok(page)) => Ok(Response::Page(page)),
+        Some(Err(e)) => Err(AppSyncError::new(&e, request_id)),
+        None => Err(AppSyncError {
+            error_type: ErrorType::InternalError,
+            message: "no result".to_owned(),
+        }),
+    }
 }
 
 /// The length of `value` as JSON, without building it.

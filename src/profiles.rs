@@ -141,62 +141,67 @@ impl ProfileStore {
         };
         let mut profiles = HashMap::with_capacity(unique.len());
         for chunk in unique.chunks(BATCH_GET_MAX_KEYS) {
-            let keys = KeysAndAttributes::builder()
-                .set_keys(Some(chunk.iter().map(|id| key(id)).collect()))
-                .projection_expression(PROJECTION)
-                .build()
-                .map_err(|e| {
-                    ProfileError::Dynamo(DynamoError::Unavailable {
-                        table: DATA,
-                        reason: format!("request build failed: {e}"),
-                    })
-                })?;
-            let mut pending = Some(HashMap::from([(self.table.clone(), keys)]));
-            let mut round = 0;
-            while let Some(request) = pending.take().filter(|r| !r.is_empty()) {
-                // Exponential backoff before each retry: 20, 40, 80, 160 ms; a
-                // retry only when it and a whole attempt still fit the budget.
-                let backoff = Duration::from_millis(10 << round);
-                if round == UNPROCESSED_ROUNDS
-                    || (round > 0 && !budget.fits(backoff + self.timeouts.attempt))
-                {
-                    return Err(ProfileError::Dynamo(DynamoError::Throttled { table: DATA }));
-                }
-                if round > 0 {
-                    tokio::time::sleep(backoff).await;
-                }
-                round += 1;
-                let call = async {
-                    Box::pin(
-                        self.client
-                            .batch_get_item()
-                            .set_request_items(Some(request))
-                            .send(),
-                    )
-                    .await
-                    .map_err(|e| self.classify(e))
-                };
-                let span = xray::dynamodb_span("BatchGetItem", &self.table);
-                let output =
-                    xray::traced(span, dynamo::within(DATA, &self.timeouts, budget, call)).await?;
-                for item in output
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.table)
-                    .unwrap_or_default()
-                {
-                    let Some(AttributeValue::S(pk)) = item.get("PK") else {
-                        continue;
-                    };
-                    let Some(student_id) = pk.strip_prefix("STUDENT#") else {
-                        continue;
-                    };
-                    profiles.insert(student_id.to_owned(), decode(student_id, &item));
-                }
-                pending = output.unprocessed_keys;
-            }
+            self.get_chunk(chunk, budget, &mut profiles).await?;
         }
         Ok(profiles)
+    }
+
+    /// One BatchGetItem of at most [`BATCH_GET_MAX_KEYS`] students into
+    /// `profiles`, its unprocessed keys retried while the budget allows.
+    async fn get_chunk(
+        &self,
+        chunk: &[&str],
+        budget: &Budget,
+        profiles: &mut HashMap<String, ProfileRead>,
+    ) -> Result<(), ProfileError> {
+        let keys = KeysAndAttributes::builder()
+            .set_keys(Some(chunk.iter().map(|id| key(id)).collect()))
+            .projection_expression(PROJECTION)
+            .build()
+            .map_err(|e| {
+                ProfileError::Dynamo(DynamoError::Unavailable {
+                    table: DATA,
+                    reason: format!("request build failed: {e}"),
+                })
+            })?;
+        let mut pending = Some(HashMap::from([(self.table.clone(), keys)]));
+        let mut round = 0;
+        while let Some(request) = pending.take().filter(|r| !r.is_empty()) {
+            // Exponential backoff before each retry: 20, 40, 80, 160 ms; a
+            // retry only when it and a whole attempt still fit the budget.
+            let backoff = Duration::from_millis(10 << round);
+            if round == UNPROCESSED_ROUNDS
+                || (round > 0 && !budget.fits(backoff + self.timeouts.attempt))
+            {
+                return Err(ProfileError::Dynamo(DynamoError::Throttled { table: DATA }));
+            }
+            if round > 0 {
+                tokio::time::sleep(backoff).await;
+            }
+            round += 1;
+            let call = async {
+                Box::pin(
+                    self.client
+                        .batch_get_item()
+                        .set_request_items(Some(request))
+                        .send(),
+                )
+                .await
+                .map_err(|e| self.classify(e))
+            };
+            let span = xray::dynamodb_span("BatchGetItem", &self.table);
+            let output =
+                xray::traced(span, dynamo::within(DATA, &self.timeouts, budget, call)).await?;
+            let mut responses = output.responses.unwrap_or_default();
+            for item in responses.remove(&self.table).unwrap_or_default() {
+                let pk = item.get("PK").and_then(|pk| pk.as_s().ok());
+                if let Some(student_id) = pk.and_then(|pk| pk.strip_prefix("STUDENT#")) {
+                    profiles.insert(student_id.to_owned(), decode(student_id, &item));
+                }
+            }
+            pending = output.unprocessed_keys;
+        }
+        Ok(())
     }
 }
 

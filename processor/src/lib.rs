@@ -170,12 +170,6 @@ pub enum RecordOutcome {
     Failed(ProcessError),
 }
 
-impl RecordOutcome {
-    pub fn is_failure(&self) -> bool {
-        matches!(self, RecordOutcome::Failed(_))
-    }
-}
-
 /// One record's outcome and cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordReport {

@@ -34,15 +34,34 @@ fn optional<'a>(args: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     args.get(name).filter(|v| !v.is_null())
 }
 
-pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, ResolveError> {
-    let empty = Map::new();
+/// The argument `name` as `read` takes it (absent or null: `None`); of
+/// another JSON type, an error naming it: "must be `kind`, got ...".
+fn argument<'a, T>(
+    args: &'a Map<String, Value>,
+    name: &'static str,
+    kind: &str,
+    read: fn(&'a Value) -> Option<T>,
+) -> Result<Option<T>, ResolveError> {
+    let Some(value) = optional(args, name) else {
+        return Ok(None);
+    };
+    let wrong = || invalid(name, format!("must be {kind}, got {}", json_kind(value)));
+    read(value).map(Some).ok_or_else(wrong)
+}
+
+/// The arguments' object (absent or null: `None`), with no argument the
+/// API does not know.
+fn arguments_object(
+    arguments: Option<&Value>,
+) -> Result<Option<&Map<String, Value>>, ResolveError> {
     let args = match arguments {
-        None | Some(Value::Null) => &empty,
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(map)) => map,
         Some(other) => {
+            let got = json_kind(other);
             return Err(invalid(
                 "arguments",
-                format!("must be an object, got {}", json_kind(other)),
+                format!("must be an object, got {got}"),
             ));
         }
     };
@@ -57,83 +76,48 @@ pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, Resol
         let shown: String = unknown.chars().take(40).collect();
         return Err(invalid("arguments", format!("unknown argument {shown:?}")));
     }
+    Ok(Some(args))
+}
 
-    let student_id = match optional(args, "studentId") {
-        None => return Err(invalid("studentId", "is required")),
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(invalid(
-                "studentId",
-                format!("must be a string, got {}", json_kind(other)),
-            ));
-        }
-    };
+pub fn parse_args(arguments: Option<&Value>) -> Result<GetAssessmentsArgs, ResolveError> {
+    let empty = Map::new();
+    let args = arguments_object(arguments)?.unwrap_or(&empty);
+    let student_id = argument(args, "studentId", "a string", Value::as_str)?
+        .ok_or_else(|| invalid("studentId", "is required"))?;
     if !is_valid_student_id(student_id) {
         return Err(invalid("studentId", STUDENT_ID_RULE));
     }
-
-    let assessment_type = match optional(args, "assessmentType") {
-        None => None,
-        Some(Value::String(s)) => Some(AssessmentType::parse(s).ok_or_else(|| {
-            invalid(
-                "assessmentType",
-                format!("must be one of {}", AssessmentType::names().join(", ")),
-            )
-        })?),
-        Some(other) => {
-            return Err(invalid(
-                "assessmentType",
-                format!("must be a string, got {}", json_kind(other)),
-            ));
-        }
-    };
-
-    let (from, to) = match optional(args, "dateRange") {
+    let assessment_type = argument(args, "assessmentType", "a string", Value::as_str)?
+        .map(|name| {
+            AssessmentType::parse(name).ok_or_else(|| {
+                let names = AssessmentType::names().join(", ");
+                invalid("assessmentType", format!("must be one of {names}"))
+            })
+        })
+        .transpose()?;
+    let (from, to) = match argument(args, "dateRange", "an object", Value::as_object)? {
         None => (None, None),
-        Some(Value::Object(range)) => parse_range(range)?,
-        Some(other) => {
-            return Err(invalid(
-                "dateRange",
-                format!("must be an object, got {}", json_kind(other)),
-            ));
-        }
+        Some(range) => parse_range(range)?,
     };
-
-    let limit = match optional(args, "limit") {
+    let limit = match argument(args, "limit", "a number", Value::as_number)? {
         None => DEFAULT_LIMIT,
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(n) => match n.as_u64() {
             Some(l) if (1..=u64::from(MAX_LIMIT)).contains(&l) => l as u32,
             _ => {
-                return Err(invalid(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                ));
+                let rule = format!("must be a whole number from 1 to {MAX_LIMIT}");
+                return Err(invalid("limit", rule));
             }
         },
-        Some(other) => {
-            return Err(invalid(
-                "limit",
-                format!("must be a number, got {}", json_kind(other)),
-            ));
-        }
     };
-
-    let next_token = match optional(args, "nextToken") {
-        None => None,
-        Some(Value::String(s)) if s.is_empty() || s.len() > MAX_NEXT_TOKEN_LEN => {
+    let next_token = match argument(args, "nextToken", "a string", Value::as_str)? {
+        Some(s) if s.is_empty() || s.len() > MAX_NEXT_TOKEN_LEN => {
             return Err(invalid("nextToken", "is not a token this API issued"));
         }
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(invalid(
-                "nextToken",
-                format!("must be a string, got {}", json_kind(other)),
-            ));
-        }
+        token => token.map(str::to_owned),
     };
 
     Ok(GetAssessmentsArgs {
-        student_id: student_id.clone(),
+        student_id: student_id.to_owned(),
         assessment_type,
         from,
         to,
