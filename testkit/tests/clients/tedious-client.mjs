@@ -1,6 +1,6 @@
 // An independent SQL Server client against the local TDS server: tedious (the
 // driver under Node's `mssql`), as an application would use it. Run by
-// tests/independent_clients.rs; prints one JSON line with what it saw.
+// testkit/tests/independent_clients.rs; prints one JSON line with what it saw.
 //
 //   node tedious-client.mjs <host> <port> <user> <password> <database> <ca.pem|-> <student>
 //
@@ -13,7 +13,7 @@ import { Connection, Request, TYPES } from 'tedious';
 
 const [host, port, user, password, database, ca, student] = process.argv.slice(2);
 const pageSql = readFileSync(
-  fileURLToPath(new URL('../../infra/sql/queries/assessments_page.sql', import.meta.url)),
+  fileURLToPath(new URL('../../../infra/sql/queries/assessments_page.sql', import.meta.url)),
   'utf8',
 );
 

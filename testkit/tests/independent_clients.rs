@@ -1,11 +1,9 @@
 //! An independent SQL Server client against the local TDS server: tedious
-//! (the Node driver under `mssql`, `tests/clients/`), over TLS with the
+//! (the Node driver under `mssql`, `testkit/tests/clients/`), over TLS with the
 //! server's CA trusted, sends what it sends on its own (its session `SET`
 //! batch, `SELECT 1;` as RPC, a reset between users) and the resolver's page
 //! query with parameters. Fails if the client cannot do any of it; needs
-//! `npm ci` in `tests/clients` (scripts/test runs it).
-
-mod support;
+//! `npm ci` in `testkit/tests/clients` (scripts/test runs it).
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +11,7 @@ use std::process::Command;
 use std::net::SocketAddr;
 
 use serde_json::Value;
+use testkit::tds::TdsServer;
 
 const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
 
@@ -20,7 +19,7 @@ const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
 fn tedious(addr: SocketAddr, ca: &str, student: &str) -> Value {
     assert!(
         Path::new(CLIENTS).join("node_modules/tedious").is_dir(),
-        "tedious is not installed: run `npm ci` in tests/clients (scripts/test does)"
+        "tedious is not installed: run `npm ci` in testkit/tests/clients (scripts/test does)"
     );
     let output = Command::new("node")
         .current_dir(CLIENTS)
@@ -47,7 +46,7 @@ fn tedious(addr: SocketAddr, ca: &str, student: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tedious_logs_in_over_tls_and_reads_the_page_with_parameters() {
-    let server = support::start_tds_server().await;
+    let server = start_tds_server().await;
     let ca = server
         .ca_pem()
         .expect("TLS by default")
@@ -92,7 +91,7 @@ async fn tedious_logs_in_over_tls_and_reads_the_page_with_parameters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tedious_refuses_the_certificate_without_the_local_ca() {
-    let server = support::start_tds_server().await;
+    let server = start_tds_server().await;
     let addr = server.addr();
     let seen = tokio::task::spawn_blocking(move || tedious(addr, "-", "stu-0001"))
         .await
@@ -100,4 +99,10 @@ async fn tedious_refuses_the_certificate_without_the_local_ca() {
     let message = seen["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("certificate"), "{seen}");
     assert_eq!(server.stats().logins_ok, 0);
+}
+
+async fn start_tds_server() -> TdsServer {
+    TdsServer::start(testkit::tds::TdsServerConfig::default())
+        .await
+        .expect("TDS server starts")
 }

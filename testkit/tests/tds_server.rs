@@ -1,8 +1,6 @@
 //! The testkit TDS server against a standard client (tiberius, as the
 //! resolver uses it): typed RPC parameters, batches, errors, attention.
 
-mod support;
-
 use chrono::{NaiveDate, NaiveDateTime};
 use testkit::tds::TdsServer;
 use testkit::tds::catalog::ECHO_SQL;
@@ -37,7 +35,7 @@ async fn echo<T: tiberius::FromSqlOwned>(
 
 #[tokio::test]
 async fn typed_parameters_arrive_typed_and_come_back_intact() {
-    let server = support::start_tds_server().await;
+    let server = start_tds_server().await;
     let mut client = connect(&server).await;
     let date = NaiveDate::from_ymd_opt(2026, 2, 28).expect("date");
     let instant: NaiveDateTime = date.and_hms_micro_opt(23, 59, 58, 123_456).expect("time");
@@ -89,7 +87,7 @@ async fn typed_parameters_arrive_typed_and_come_back_intact() {
 
 #[tokio::test]
 async fn batches_errors_and_unknown_statements() {
-    let server = support::start_tds_server().await;
+    let server = start_tds_server().await;
     let mut client = connect(&server).await;
     let one = client
         .simple_query("SELECT 1")
@@ -137,7 +135,7 @@ async fn batches_errors_and_unknown_statements() {
 
 #[tokio::test]
 async fn connections_are_counted_while_open_and_closed_on_shutdown() {
-    let server = support::start_tds_server().await;
+    let server = start_tds_server().await;
     let a = connect(&server).await;
     let b = connect(&server).await;
     assert_eq!(server.stats().open_connections, 2);
@@ -156,7 +154,7 @@ async fn connections_are_counted_while_open_and_closed_on_shutdown() {
 
 #[tokio::test]
 async fn session_settings_and_validation_queries_as_other_clients_send_them() {
-    let server = support::start_tds_server().await;
+    let server = start_tds_server().await;
     let mut client = connect(&server).await;
     // tedious' session batch after login (one statement a line), then more.
     client
@@ -229,4 +227,10 @@ async fn session_settings_and_validation_queries_as_other_clients_send_them() {
         .await
         .expect("row");
     assert!(one.is_some());
+}
+
+async fn start_tds_server() -> TdsServer {
+    TdsServer::start(testkit::tds::TdsServerConfig::default())
+        .await
+        .expect("TDS server starts")
 }
