@@ -327,19 +327,9 @@ impl Supervisor {
         let Request::Score { rows, .. } = request;
         let mut retried_idle_death = false;
         let (result, worker) = loop {
-            let mut worker = match held.worker.take() {
-                Some(worker) => worker,
-                None => match self.start_for_call(&budget).await {
-                    Ok(worker) => worker,
-                    Err(NoWorker::BackingOff(e)) => {
-                        self.abandon(trial);
-                        break (Err(e), None);
-                    }
-                    Err(NoWorker::StartFailed(e)) => {
-                        self.record(CallOutcome::Death, trial);
-                        break (Err(e), None);
-                    }
-                },
+            let mut worker = match self.worker_for_call(&mut held, &budget, trial).await {
+                Ok(worker) => worker,
+                Err(e) => break (Err(e), None),
             };
             if answer.is_closed() {
                 // The caller gave up before dispatch: keep the worker for the next call.
@@ -373,6 +363,30 @@ impl Supervisor {
             Some(worker) => self.after_call(worker).await,
             None => self.start_replacement().await,
         };
+    }
+
+    /// The slot's worker, or one started for this call; a start that fails
+    /// (or is not tried, the breaker backing off) is the call's answer.
+    async fn worker_for_call(
+        &self,
+        held: &mut HeldSlot,
+        budget: &Budget,
+        trial: bool,
+    ) -> Result<Tracked, LegacyError> {
+        if let Some(worker) = held.worker.take() {
+            return Ok(worker);
+        }
+        match self.start_for_call(budget).await {
+            Ok(worker) => Ok(worker),
+            Err(NoWorker::BackingOff(e)) => {
+                self.abandon(trial);
+                Err(e)
+            }
+            Err(NoWorker::StartFailed(e)) => {
+                self.record(CallOutcome::Death, trial);
+                Err(e)
+            }
+        }
     }
 
     /// What an exchange showed; ends a worker that cannot serve again.
@@ -417,25 +431,7 @@ impl Supervisor {
                 self.bury(tracked, "during a call").await;
                 return Settled::Died(LegacyError::WorkerCrashed);
             }
-            Err(Lost::Timeout) => {
-                let Tracked { worker, _alive } = tracked;
-                worker.end().await;
-                SupervisorCounters::add(&self.shared.counters.hangs);
-                tracing::error!(
-                    pid,
-                    timeout_ms = self.call_timeout.as_millis() as u64,
-                    "legacy worker ran a call past LEGACY_CALL_TIMEOUT_MS; killed"
-                );
-                self.note_death();
-                // The same answer as a call timing out in process: the
-                // bound that fired; that the worker was killed is logged.
-                return Settled::Died(LegacyError::Timeout {
-                    limit: Limit::Own {
-                        after: self.call_timeout,
-                        setting: "LEGACY_CALL_TIMEOUT_MS",
-                    },
-                });
-            }
+            Err(Lost::Timeout) => return self.hung(tracked).await,
         };
         // A worker that broke the protocol cannot be trusted with another call.
         let Tracked { worker, _alive } = tracked;
@@ -446,6 +442,28 @@ impl Supervisor {
         Settled::Died(LegacyError::MalformedOutput(format!(
             "worker reply: {problem}"
         )))
+    }
+
+    /// A worker that ran a call past `LEGACY_CALL_TIMEOUT_MS`: killed, and
+    /// the call answered as a call timing out in process is (the bound that
+    /// fired; that the worker was killed is logged).
+    async fn hung(&self, tracked: Tracked) -> Settled {
+        let Tracked { worker, _alive } = tracked;
+        let pid = worker.pid;
+        worker.end().await;
+        SupervisorCounters::add(&self.shared.counters.hangs);
+        tracing::error!(
+            pid,
+            timeout_ms = self.call_timeout.as_millis() as u64,
+            "legacy worker ran a call past LEGACY_CALL_TIMEOUT_MS; killed"
+        );
+        self.note_death();
+        Settled::Died(LegacyError::Timeout {
+            limit: Limit::Own {
+                after: self.call_timeout,
+                setting: "LEGACY_CALL_TIMEOUT_MS",
+            },
+        })
     }
 
     fn answered(&self, tracked: &mut Tracked, native: Option<NativeStats>) {
