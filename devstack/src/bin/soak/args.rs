@@ -32,8 +32,9 @@ pub struct Args {
     /// redelivered records 1%), or `native=P,sql_drop=P,throttle=P,scoring_429=P,...`.
     #[arg(long, default_value = "none")]
     pub faults: String,
-    /// Resolver: where the legacy component runs (`LEGACY_ISOLATION`): `in-process` or `process`.
-    #[arg(long, default_value = "in-process")]
+    /// Resolver: where the legacy component runs (`LEGACY_ISOLATION`): `process`
+    /// (the function's default, so the default is what the soak proves) or `in-process`.
+    #[arg(long, default_value = "process")]
     pub isolation: String,
     /// Processor: `SCORING_RATE_LIMIT`, requests per second to the scoring API.
     #[arg(long, default_value_t = 100)]
