@@ -162,8 +162,10 @@ def emitted_metrics(resources):
     emitted = {}
     for namespace, source in METRIC_TABLES.items():
         text = source.read_text()
-        table = re.search(r"pub const METRICS: &\[\(&str, &str, &str\)\] = &\[(.*?)\n\];", text, re.S)
-        emitted[namespace] = set(re.findall(r'\(\s*"(\w+)",\s*"\w+",', table.group(1))) if table else set()
+        table = re.search(r"pub const METRICS: &MetricTable = &\[(.*?)\n\];", text, re.S)
+        if not table:
+            sys.exit(f"{source.relative_to(ROOT)}: no `pub const METRICS: &MetricTable` table to read")
+        emitted[namespace] = set(re.findall(r'\(\s*"(\w+)",\s*"\w+",', table.group(1)))
     item_errors = re.search(r'ITEM_ERRORS_METRIC: &str = "(\w+)"', (ROOT / "src/report.rs").read_text())
     if item_errors:
         emitted["AssessmentsResolver"].add(item_errors.group(1))

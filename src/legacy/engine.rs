@@ -190,15 +190,7 @@ impl InProcessEngine {
         let bound = budget.bound(self.call_timeout, "LEGACY_CALL_TIMEOUT_MS");
         let engine = self.engine_ref().ok_or(LegacyError::ShuttingDown)?;
         let task = tokio::task::spawn_blocking(move || {
-            let outcome = engine.score(&context, &rows).and_then(|result| {
-                let copied = result.copy_out(&rows);
-                // Free explicitly to surface its status; on the error path of
-                // `copy_out` the free still happens (in `free` here, or in Drop
-                // if anything above panicked).
-                let freed = result.free();
-                let scored = copied?;
-                freed.map(|()| scored)
-            });
+            let outcome = engine.score_copied(&context, &rows);
             // The engine reference goes before the permit, so that once every
             // permit is back no call holds the engine (see `shutdown`).
             drop(engine);

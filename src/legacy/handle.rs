@@ -129,6 +129,22 @@ impl EngineHandle {
         }
         Ok(ResultHandle { engine: self, raw })
     }
+
+    /// [`EngineHandle::score`], then the result copied out (one scored
+    /// assessment per row, in order) and freed before this returns: on the
+    /// copy's error path too (explicitly, to surface its status; in Drop if
+    /// anything panicked). Both modes score through this.
+    pub fn score_copied(
+        &self,
+        context: &StudentContext,
+        rows: &[AssessmentRow],
+    ) -> Result<Vec<ScoredAssessment>, LegacyError> {
+        let result = self.score(context, rows)?;
+        let copied = result.copy_out(rows);
+        let freed = result.free();
+        let scored = copied?;
+        freed.map(|()| scored)
+    }
 }
 
 impl Drop for EngineHandle {

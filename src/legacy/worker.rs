@@ -157,13 +157,8 @@ fn run() -> i32 {
                 break EXIT_PROTOCOL;
             }
         };
-        let outcome = validate_input(&context, &rows).and_then(|()| {
-            let result = engine.score(&context, &rows)?;
-            let copied = result.copy_out(&rows);
-            let freed = result.free();
-            let scored = copied?;
-            freed.map(|()| scored)
-        });
+        let outcome =
+            validate_input(&context, &rows).and_then(|()| engine.score_copied(&context, &rows));
         let reply = match outcome {
             Ok(results) => Reply::Scored {
                 id,
