@@ -98,14 +98,19 @@ async fn batches_errors_and_unknown_statements() {
         .expect("row");
     assert_eq!(one.and_then(|r| r.get::<i32, _>(0)), Some(1));
 
-    let error = client
-        .simple_query("SELECT * FROM sys.tables")
-        .await
-        .expect_err("not implemented");
-    let tiberius::error::Error::Server(token) = error else {
-        panic!("{error:?}")
-    };
-    assert_eq!(token.code(), 2812);
+    // What the stand-in does not serve, and an object that does not exist:
+    // each with its error number, as SQL Server numbers them.
+    for (statement, code) in [
+        ("SELECT * FROM sys.tables", 40517),
+        ("SELECT * FROM dbo.nowhere", 208),
+        ("UPDATE dbo.assessments SET raw_score = 0", 40517),
+    ] {
+        let error = client.simple_query(statement).await.expect_err(statement);
+        let tiberius::error::Error::Server(token) = error else {
+            panic!("{statement}: {error:?}")
+        };
+        assert_eq!(token.code(), code, "{statement}");
+    }
 
     let error = client
         .query("EXEC dbo.whatever @P1", &[&1i32])
@@ -128,7 +133,7 @@ async fn batches_errors_and_unknown_statements() {
     let stats = server.stats();
     assert_eq!(
         (stats.logins_ok, stats.requests, stats.open_connections),
-        (1, 4, 1)
+        (1, 6, 1)
     );
     drop(client);
 }

@@ -72,3 +72,50 @@ async fn the_binary_serves_on_the_port_its_connection_string_names() {
         ENCRYPT_ON
     );
 }
+
+#[tokio::test]
+async fn a_refused_statement_is_logged_with_its_text_and_error_number() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tds-server"))
+            .args(["--port", "0"])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tds-server"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let connection_string = lines
+        .by_ref()
+        .find_map(|l| {
+            l.strip_prefix("SQLSERVER_CONNECTION_STRING='")
+                .map(|s| s.trim_end_matches('\'').to_owned())
+        })
+        .expect("prints the connection string");
+    let config = tiberius::Config::from_ado_string(&connection_string).expect("connection string");
+    let tcp = tokio::net::TcpStream::connect(config.get_addr())
+        .await
+        .expect("tcp");
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let mut client = tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .expect("login");
+    let statement = "SELECT student_id FROM dbo.enrolments WHERE 1 = 1";
+    let error = client
+        .simple_query(statement)
+        .await
+        .expect_err("no such table");
+    assert!(
+        matches!(error, tiberius::error::Error::Server(ref t) if t.code() == 208),
+        "{error:?}"
+    );
+    // The server's log says which statement it refused, and with what.
+    let line =
+        tokio::task::spawn_blocking(move || lines.find(|l| l.contains("TDS statement refused")))
+            .await
+            .expect("reader")
+            .expect("a log line for the refused statement");
+    assert!(line.contains("error=208"), "{line}");
+    assert!(line.contains(statement), "{line}");
+}

@@ -1,22 +1,13 @@
-//! The statements this server answers, executed over fixture data.
-//!
-//! Not a SQL engine: it recognizes the exact statements the resolver and the
-//! pool send (the page query from `infra/sql/queries/`, the `SELECT 1`
-//! health check) plus one echo statement for testing parameter types, and
-//! applies the received parameters with SQL Server's semantics for them.
-//! Besides, what other clients send on their own: session `SET` statements
-//! (checked, and kept as the session's settings, [`SessionSettings`]) and
-//! trivial validation queries (`SELECT 1`, `SELECT 1 AS name`), in a batch of
-//! several statements or through `sp_executesql`. Any other statement gets
-//! the error a server returns for an unknown procedure.
+//! What the server knows besides SQL's grammar: the statements the product
+//! sends (the page query from `infra/sql/queries/`, and an echo statement for
+//! testing parameter types), the shape of the one table it serves, what a
+//! statement produces ([`StatementOutcome`]), and the session `SET` options
+//! SQL Server accepts, with their values checked ([`SessionSettings`]).
+//! Statements themselves are parsed and run by [`super::sql`].
 
 use std::collections::BTreeMap;
 
-use chrono::{Days, NaiveDateTime};
-
-use super::request::Param;
-use super::wire::{Column, ColumnType, Value, WireType};
-use crate::fixtures::{AssessmentFixture, Fixtures};
+use super::wire::{Column, ColumnType, Value};
 
 /// The resolver's page query, byte for byte (the resolver includes the same file).
 pub const ASSESSMENTS_PAGE_SQL: &str =
@@ -24,6 +15,15 @@ pub const ASSESSMENTS_PAGE_SQL: &str =
 
 /// Echoes its one parameter back as a one-row result with the parameter's type.
 pub const ECHO_SQL: &str = "SELECT @P1 AS value";
+
+/// A change of the session's environment, sent as an ENVCHANGE token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvChange {
+    Database { new: String, old: String },
+    BeginTran(u64),
+    Commit(u64),
+    Rollback(u64),
+}
 
 /// What a statement produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,9 @@ pub enum StatementOutcome {
     },
     /// A statement without a result set (a `SET`).
     Done,
+    /// A statement that changed the session's environment (`USE`, a
+    /// transaction's start or end), without a result set.
+    Env(Vec<EnvChange>),
     Error {
         number: i32,
         class: u8,
@@ -41,7 +44,7 @@ pub enum StatementOutcome {
     },
 }
 
-fn error(number: i32, class: u8, message: impl Into<String>) -> StatementOutcome {
+pub(crate) fn error(number: i32, class: u8, message: impl Into<String>) -> StatementOutcome {
     StatementOutcome::Error {
         number,
         class,
@@ -108,7 +111,7 @@ fn syntax_error(near: &str) -> StatementOutcome {
 
 /// One `SET` statement, `words` after `SET` (lower case); the session's
 /// settings change only if the whole statement is valid.
-fn apply_set(words: &[&str], settings: &mut SessionSettings) -> StatementOutcome {
+pub(crate) fn apply_set(words: &[&str], settings: &mut SessionSettings) -> StatementOutcome {
     let Some((first, rest)) = words.split_first() else {
         return syntax_error("SET");
     };
@@ -189,249 +192,6 @@ fn apply_set(words: &[&str], settings: &mut SessionSettings) -> StatementOutcome
     };
     settings.0.insert(option, value);
     StatementOutcome::Done
-}
-
-/// One statement of a batch: `SELECT 1` (with or without a column name),
-/// a `SET`, or an error.
-fn run_simple(statement: &str, settings: &mut SessionSettings) -> StatementOutcome {
-    let lower = statement.to_ascii_lowercase();
-    let words: Vec<&str> = lower.split_whitespace().collect();
-    match words.as_slice() {
-        ["select", "1"] => select_one(""),
-        ["select", "1", "as", name] => select_one(
-            // The name as the client wrote it (case kept), without brackets or quotes.
-            statement
-                .split_whitespace()
-                .nth(3)
-                .unwrap_or(name)
-                .trim_matches(['[', ']', '"']),
-        ),
-        ["set", rest @ ..] => apply_set(rest, settings),
-        _ => error(
-            2812,
-            16,
-            "The test TDS server does not implement this statement.",
-        ),
-    }
-}
-
-fn select_one(name: &str) -> StatementOutcome {
-    StatementOutcome::Rows {
-        columns: vec![Column::new(name, ColumnType::Int)],
-        rows: vec![vec![Value::Int(1)]],
-    }
-}
-
-/// A SQL batch (no parameters): its statements, separated by `;` or line
-/// breaks (`--` comment lines skipped), run in order until one fails.
-pub fn run_batch(text: &str, settings: &mut SessionSettings) -> Vec<StatementOutcome> {
-    let mut outcomes = Vec::new();
-    for statement in text
-        .split(['\n', '\r', ';'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && !s.starts_with("--"))
-    {
-        let outcome = run_simple(statement, settings);
-        let failed = matches!(outcome, StatementOutcome::Error { .. });
-        outcomes.push(outcome);
-        if failed {
-            break;
-        }
-    }
-    if outcomes.is_empty() {
-        outcomes.push(StatementOutcome::Done);
-    }
-    outcomes
-}
-
-/// `sp_executesql` with `statement` and its parameters: the page query, the
-/// echo, or (without parameters) a batch's statements.
-pub fn run_statement(
-    statement: &str,
-    params: &[Param],
-    fixtures: &Fixtures,
-    settings: &mut SessionSettings,
-) -> Vec<StatementOutcome> {
-    if statement == ASSESSMENTS_PAGE_SQL {
-        return vec![match PageQuery::from_params(params) {
-            Ok(query) => query.run(fixtures),
-            Err(outcome) => outcome,
-        }];
-    }
-    if statement == ECHO_SQL {
-        return vec![echo(params)];
-    }
-    run_batch(statement, settings)
-}
-
-fn echo(params: &[Param]) -> StatementOutcome {
-    let Some(param) = params.iter().find(|p| p.name == "@P1") else {
-        return error(137, 15, "Must declare the scalar variable \"@P1\".");
-    };
-    let ty = match param.wire_type {
-        WireType::Bit | WireType::TinyInt | WireType::SmallInt | WireType::Int => ColumnType::Int,
-        WireType::BigInt => ColumnType::BigInt,
-        WireType::Float => ColumnType::Float,
-        WireType::NVarChar | WireType::NVarCharMax | WireType::Null => ColumnType::NVarChar(4000),
-        WireType::Date => ColumnType::Date,
-        WireType::DateTime2 => ColumnType::DateTime2(7),
-    };
-    let value = match &param.value {
-        Value::Bool(b) => Value::Int(i64::from(*b)),
-        Value::String(s) if s.encode_utf16().count() > 4000 => {
-            return error(
-                8152,
-                16,
-                "String or binary data would be truncated (echo returns at most 4000 characters).",
-            );
-        }
-        other => other.clone(),
-    };
-    StatementOutcome::Rows {
-        columns: vec![Column::new("value", ty)],
-        rows: vec![vec![value]],
-    }
-}
-
-/// The page query's parameters, type-checked like SQL Server converts them.
-#[derive(Debug)]
-struct PageQuery {
-    top: i64,
-    student_id: String,
-    assessment_type: Option<String>,
-    from: Option<NaiveDateTime>,
-    until_exclusive: Option<NaiveDateTime>,
-    after: Option<(NaiveDateTime, i64)>,
-}
-
-/// SQL Server's default collation is case-insensitive and ignores trailing spaces.
-fn collation_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim_end_matches(' '), b.trim_end_matches(' '));
-    a.chars()
-        .flat_map(char::to_lowercase)
-        .eq(b.chars().flat_map(char::to_lowercase))
-}
-
-impl PageQuery {
-    fn from_params(params: &[Param]) -> Result<Self, StatementOutcome> {
-        let get = |name: &str, accepted: &[WireType]| -> Result<Value, StatementOutcome> {
-            let Some(param) = params.iter().find(|p| p.name == name) else {
-                return Err(error(
-                    137,
-                    15,
-                    format!("Must declare the scalar variable \"{name}\"."),
-                ));
-            };
-            if param.value != Value::Null && !accepted.contains(&param.wire_type) {
-                return Err(error(
-                    8114,
-                    16,
-                    format!(
-                        "Error converting data type {} to {}.",
-                        param.wire_type.name(),
-                        accepted[0].name()
-                    ),
-                ));
-            }
-            Ok(param.value.clone())
-        };
-        let strings = [WireType::NVarChar, WireType::NVarCharMax];
-        let ints = [
-            WireType::Int,
-            WireType::SmallInt,
-            WireType::TinyInt,
-            WireType::BigInt,
-        ];
-        let top = match get("@P1", &ints)? {
-            Value::Int(n) if n >= 0 => n,
-            _ => {
-                return Err(error(
-                    1014,
-                    15,
-                    "A TOP N or FETCH rows count value may not be negative.",
-                ));
-            }
-        };
-        let student_id = match get("@P2", &strings)? {
-            Value::String(s) => s,
-            _ => String::new(), // `student_id = NULL` matches nothing
-        };
-        let assessment_type = match get("@P3", &strings)? {
-            Value::String(s) => Some(s),
-            _ => None,
-        };
-        let day = |v: Value| match v {
-            Value::Date(d) => d.and_hms_opt(0, 0, 0),
-            _ => None,
-        };
-        let from = day(get("@P4", &[WireType::Date])?);
-        let until_exclusive =
-            day(get("@P5", &[WireType::Date])?).and_then(|d| d.checked_add_days(Days::new(1)));
-        let after_at = match get("@P6", &[WireType::DateTime2])? {
-            Value::DateTime(dt) => Some(dt),
-            _ => None,
-        };
-        let after_id = match get("@P7", &ints)? {
-            Value::Int(n) => Some(n),
-            _ => None,
-        };
-        // `administered_at = @P6 AND assessment_id < NULL` is unknown, so a cursor
-        // with a NULL id only keeps strictly older rows.
-        let after = after_at.map(|at| (at, after_id.unwrap_or(i64::MIN)));
-        Ok(PageQuery {
-            top,
-            student_id,
-            assessment_type,
-            from,
-            until_exclusive,
-            after,
-        })
-    }
-
-    fn matches(&self, a: &AssessmentFixture) -> bool {
-        collation_eq(&a.student_id, &self.student_id)
-            && self
-                .assessment_type
-                .as_deref()
-                .is_none_or(|t| collation_eq(&a.assessment_type, t))
-            && self.from.is_none_or(|from| a.administered_at >= from)
-            && self
-                .until_exclusive
-                .is_none_or(|until| a.administered_at < until)
-            && self.after.is_none_or(|(at, id)| {
-                a.administered_at < at || (a.administered_at == at && a.assessment_id < id)
-            })
-    }
-
-    fn run(&self, fixtures: &Fixtures) -> StatementOutcome {
-        let mut rows: Vec<&AssessmentFixture> = fixtures
-            .assessments
-            .iter()
-            .filter(|a| self.matches(a))
-            .collect();
-        rows.sort_by(|x, y| {
-            (y.administered_at, y.assessment_id).cmp(&(x.administered_at, x.assessment_id))
-        });
-        rows.truncate(usize::try_from(self.top).unwrap_or(usize::MAX));
-        StatementOutcome::Rows {
-            columns: page_columns(),
-            rows: rows
-                .into_iter()
-                .map(|a| {
-                    vec![
-                        Value::Int(a.assessment_id),
-                        Value::String(a.student_id.clone()),
-                        Value::String(a.assessment_type.clone()),
-                        Value::DateTime(a.administered_at),
-                        Value::Float(a.raw_score),
-                        Value::Int(i64::from(a.items_attempted)),
-                        Value::Int(i64::from(a.items_correct)),
-                        Value::Int(i64::from(a.duration_seconds)),
-                    ]
-                })
-                .collect(),
-        }
-    }
 }
 
 /// The page query's result columns, typed as `infra/sql/001_schema.sql` declares them.

@@ -1,14 +1,25 @@
-//! A TDS 7.4 server (the SQL Server wire protocol) for tests and local runs.
+//! A TDS server (the SQL Server wire protocol, 7.1 to 8.0) for tests and
+//! local runs, serving the fixture rows read-only.
 //!
-//! It speaks what tiberius and other standard clients need: PRELOGIN with
-//! encryption negotiated as SQL Server does it ([`tls`]: TLS 1.2 with a CA
-//! and certificate made at start, required by default), LOGIN7 checked against configured credentials, SQL batches, RPC
-//! requests (`sp_executesql` with typed parameters: nvarchar including
-//! nvarchar(max), int, bigint, float, bit, date, datetime2, NULL), result sets,
-//! DONE and ERROR tokens, and attention. It serves the fixture rows through
-//! the statements in [`catalog`], records every statement and parameter it
-//! receives, counts open connections (current and peak), and injects faults
-//! on demand ([`Faults`]).
+//! It answers as SQL Server does, so that clients nobody here wrote work
+//! against it (tiberius, tedious, Microsoft's `mssql-tds`, FreeTDS under
+//! pymssql: `testkit/tests/independent_clients.rs`): PRELOGIN with
+//! encryption negotiated as SQL Server does it ([`tls`]: a CA and
+//! certificate made at start, required by default), or TDS 8.0's strict
+//! encryption (TLS first); LOGIN7 checked against configured credentials and
+//! answered with the login sequence SQL Server sends (ENVCHANGE database,
+//! collation, language and packet size, INFO 5701/5703, LOGINACK with the
+//! negotiated version); SQL batches and RPCs (`sp_executesql`, `sp_prepare`,
+//! `sp_execute`, `sp_prepexec`, `sp_unprepare`, `sp_reset_connection`, by id
+//! or by name) with typed parameters; statements parsed as T-SQL and run
+//! over the fixtures ([`sql`]); DONE, DONEINPROC and DONEPROC with the
+//! spec's flags and counts; the RESETCONNECTION bit acknowledged; attention.
+//! It records every statement and parameter it receives, logs every
+//! statement it refuses (its text, truncated, and the error number), counts
+//! open connections (current and peak), and injects faults on demand
+//! ([`Faults`]). Not implemented: writes, temporary tables, MARS, cursors,
+//! bulk copy, transactions that isolate anything (they are counted, and
+//! acknowledged as SQL Server does, over data that never changes).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -22,6 +33,7 @@
 pub mod catalog;
 pub mod fuzzing;
 pub mod request;
+pub mod sql;
 pub mod tls;
 pub mod wire;
 
@@ -37,16 +49,23 @@ use tokio::sync::watch;
 
 use crate::faults::Trigger;
 use crate::fixtures::Fixtures;
-use catalog::{SessionSettings, StatementOutcome};
-use request::{Param, Procedure, SP_EXECUTESQL};
+use catalog::{EnvChange, SessionSettings, StatementOutcome};
+use request::{Login, Param, SP_EXECUTE, SP_EXECUTESQL, SP_PREPARE, SP_PREPEXEC, SP_UNPREPARE};
+use sql::{Prepared, Session};
 use tls::Negotiated;
 use wire::{
-    ClientMessageError, DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, DONE_MORE, ENV_DATABASE,
-    ENV_PACKET_SIZE, Message, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY, PKT_RPC,
-    PKT_SQL_BATCH, TOKEN_DONE, TOKEN_DONEINPROC, TOKEN_DONEPROC, TokenWriter, Value, WireType,
+    COLLATION, ClientMessageError, DONE_ATTN, DONE_COUNT, DONE_ERROR, DONE_FINAL, DONE_MORE,
+    ENV_BEGIN_TRAN, ENV_COLLATION, ENV_COMMIT_TRAN, ENV_DATABASE, ENV_LANGUAGE, ENV_PACKET_SIZE,
+    ENV_RESET_ACK, ENV_ROLLBACK_TRAN, Message, PKT_ATTENTION, PKT_LOGIN7, PKT_PRELOGIN, PKT_REPLY,
+    PKT_RPC, PKT_SQL_BATCH, TOKEN_DONE, TOKEN_DONEINPROC, TOKEN_DONEPROC, TdsVersion, TokenWriter,
+    Value,
 };
 
 const SERVER_NAME: &str = "testkit-tds";
+/// The session id every connection reports (`@@SPID`, the packet headers').
+const SPID: u16 = 54;
+/// How much of a refused statement's text its log line keeps.
+const LOGGED_STATEMENT_CHARS: usize = 200;
 /// How many received statements are kept for inspection (oldest dropped first).
 pub const RECORDED_STATEMENTS_KEPT: usize = 1024;
 
@@ -183,6 +202,8 @@ pub struct TdsStats {
     pub refused_plaintext: u64,
     /// Session resets (`sp_reset_connection`, or the RESETCONNECTION bit).
     pub resets: u64,
+    /// Sessions in TDS 8.0's strict encryption (TLS before PRELOGIN).
+    pub tds8_sessions: u64,
 }
 
 /// A statement the server received.
@@ -218,6 +239,7 @@ struct ServerShared {
     tls_handshakes: AtomicU64,
     refused_plaintext: AtomicU64,
     resets: AtomicU64,
+    tds8_sessions: AtomicU64,
     recorded: Mutex<VecDeque<RecordedStatement>>,
     /// The `SET` options of the session that last ran a request.
     last_settings: Mutex<SessionSettings>,
@@ -286,6 +308,7 @@ impl TdsServer {
             tls_handshakes: AtomicU64::new(0),
             refused_plaintext: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            tds8_sessions: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::new()),
             last_settings: Mutex::new(SessionSettings::default()),
             tls,
@@ -360,6 +383,7 @@ impl TdsServer {
             tls_handshakes: s.tls_handshakes.load(Ordering::SeqCst),
             refused_plaintext: s.refused_plaintext.load(Ordering::SeqCst),
             resets: s.resets.load(Ordering::SeqCst),
+            tds8_sessions: s.tds8_sessions.load(Ordering::SeqCst),
         }
     }
 
@@ -485,6 +509,28 @@ async fn sleep_ms(ms: u64) {
 
 async fn serve(mut stream: TcpStream, shared: &ServerShared) -> Result<(), SessionError> {
     stream.set_nodelay(true)?;
+    // TDS 8.0 (strict encryption) opens with a TLS ClientHello; TDS 7.x with PRELOGIN.
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Ok(());
+    }
+    if first[0] == tls::TLS_HANDSHAKE_RECORD {
+        let Some(identity) = &shared.tls else {
+            return Ok(()); // no certificate: nothing to answer a ClientHello with
+        };
+        let mut encrypted = identity.accept_strict(stream).await?;
+        shared.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+        shared.tds8_sessions.fetch_add(1, Ordering::SeqCst);
+        let Some(prelogin) = expect_message(&mut encrypted, PKT_PRELOGIN).await? else {
+            return Ok(());
+        };
+        request::parse_prelogin(&prelogin.payload)?;
+        // Inside TLS already: the ENCRYPTION option means nothing any more.
+        let response = request::prelogin_response(tls::ENCRYPT_NOT_SUP);
+        wire::write_message(&mut encrypted, PKT_REPLY, &response, 4096).await?;
+        let (reader, writer) = tokio::io::split(encrypted);
+        return session(reader, writer, None, shared).await;
+    }
     let Some(prelogin) = expect_message(&mut stream, PKT_PRELOGIN).await? else {
         return Ok(());
     };
@@ -520,6 +566,41 @@ async fn serve(mut stream: TcpStream, shared: &ServerShared) -> Result<(), Sessi
     session(reader, writer, None, shared).await
 }
 
+/// The tokens SQL Server answers a good LOGIN7 with, in its order: the
+/// database (with INFO 5701), the collation, the language (INFO 5703),
+/// LOGINACK in the negotiated version, FEATUREEXTACK when the client asked
+/// for extensions (none is acknowledged), the packet size, DONE.
+fn login_reply(
+    version: TdsVersion,
+    database: &str,
+    packet_size: usize,
+    login: &Login,
+) -> TokenWriter {
+    let mut reply = TokenWriter::for_version(version);
+    reply.env_change(ENV_DATABASE, database, "master");
+    reply.info(
+        5701,
+        0,
+        &format!("Changed database context to '{database}'."),
+        SERVER_NAME,
+    );
+    reply.env_change_bytes(ENV_COLLATION, &COLLATION, &[]);
+    reply.env_change(ENV_LANGUAGE, "us_english", "");
+    reply.info(
+        5703,
+        0,
+        "Changed language setting to us_english.",
+        SERVER_NAME,
+    );
+    reply.login_ack(SERVER_NAME);
+    if login.feature_ext {
+        reply.feature_ext_ack(&login.features);
+    }
+    reply.env_change(ENV_PACKET_SIZE, &packet_size.to_string(), "4096");
+    reply.done(TOKEN_DONE, DONE_FINAL, 0, 0);
+    reply
+}
+
 /// LOGIN7 (`login`, if it was already read) and the requests that follow,
 /// over plaintext or TLS alike.
 async fn session<R, W>(
@@ -542,12 +623,14 @@ where
         },
     };
     let login = request::parse_login7(&login.payload)?;
+    let version = TdsVersion::negotiate(login.tds_version);
     sleep_ms(faults.stall_login_ms.load(Ordering::SeqCst)).await;
-    let mut reply = TokenWriter::new();
+    let mut reply = TokenWriter::for_version(version);
     let credentials_ok = login.user == config.user && login.password == config.password;
     if faults.reject_logins.load(Ordering::SeqCst) || !credentials_ok {
         shared.logins_rejected.fetch_add(1, Ordering::SeqCst);
         let message = format!("Login failed for user '{}'.", login.user);
+        tracing::warn!(user = %login.user, error = 18456, "TDS login refused");
         reply.error(18456, 1, 14, &message, SERVER_NAME, "", 1);
         reply.done(TOKEN_DONE, DONE_ERROR, 0, 0);
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), 4096).await?;
@@ -559,6 +642,7 @@ where
             "Cannot open database \"{}\" requested by the login. The login failed.",
             login.database
         );
+        tracing::warn!(database = %login.database, error = 4060, "TDS login refused");
         reply.error(4060, 1, 11, &message, SERVER_NAME, "", 1);
         reply.done(TOKEN_DONE, DONE_ERROR, 0, 0);
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), 4096).await?;
@@ -570,36 +654,43 @@ where
     } else {
         4096
     } as usize;
-    reply.env_change(ENV_DATABASE, &config.database, "master");
-    reply.login_ack(SERVER_NAME);
-    reply.env_change(ENV_PACKET_SIZE, &packet_size.to_string(), "4096");
-    reply.done(TOKEN_DONE, DONE_FINAL, 0, 0);
+    tracing::debug!(
+        client_version = format_args!("{:#010x}", login.tds_version),
+        negotiated = format_args!("{:#010x}", version.0),
+        app = %login.app_name,
+        features = ?login.features,
+        "TDS login"
+    );
+    let reply = login_reply(version, &config.database, packet_size, &login);
     wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), packet_size).await?;
 
-    let mut settings = SessionSettings::default();
+    let mut session = Session::new(&config.database, SPID);
     loop {
         let Some(message) = wire::read_message(&mut reader).await? else {
             return Ok(());
         };
+        let mut reply = TokenWriter::for_version(version);
         if message.status & wire::STATUS_RESET_CONNECTION != 0 {
-            settings.reset();
-            shared.resets.fetch_add(1, Ordering::SeqCst);
+            // Acknowledged first, as SQL Server does, then the request runs.
+            let keep_transaction = message.status & wire::STATUS_RESET_SKIP_TRAN != 0;
+            reset(&mut session, keep_transaction, &mut reply, shared);
         }
-        let reply = match message.packet_type {
-            PKT_ATTENTION => {
-                let mut reply = TokenWriter::new();
-                reply.done(TOKEN_DONE, DONE_ATTN, 0, 0);
-                reply
-            }
+        match message.packet_type {
+            PKT_ATTENTION => reply.done(TOKEN_DONE, DONE_ATTN, 0, 0),
             PKT_SQL_BATCH | PKT_RPC => {
                 shared.requests.fetch_add(1, Ordering::SeqCst);
-                let (statement, outcomes) = execute(&message, &config.fixtures, &mut settings)?;
-                let is_rpc = statement.kind != "batch";
-                if statement.kind == "sp_reset_connection" {
-                    shared.resets.fetch_add(1, Ordering::SeqCst);
+                let request = execute(&message, version, &config.fixtures, &mut session)?;
+                if request.kind == "sp_reset_connection" {
+                    reset(&mut session, false, &mut reply, shared);
                 }
-                shared.record(statement);
-                shared.keep_settings(&settings);
+                log_refusals(&request);
+                let is_rpc = request.kind != "batch";
+                shared.record(RecordedStatement {
+                    kind: request.kind,
+                    text: request.text,
+                    params: request.params,
+                });
+                shared.keep_settings(&session.settings);
                 sleep_ms(faults.stall_queries_ms.load(Ordering::SeqCst)).await;
                 if faults.should_drop() {
                     shared.dropped.fetch_add(1, Ordering::SeqCst);
@@ -612,121 +703,335 @@ where
                         message: "Injected error from the test TDS server.".into(),
                     }]
                 } else {
-                    outcomes.into_iter().map(|o| faults.corrupt(o)).collect()
+                    request
+                        .outcomes
+                        .into_iter()
+                        .map(|o| faults.corrupt(o))
+                        .collect()
                 };
-                render(outcomes, is_rpc)?
+                let tail = is_rpc.then_some(RpcTail {
+                    handle: request.handle,
+                });
+                render(&mut reply, outcomes, tail, session.nocount_on())?;
             }
             other => {
                 return Err(
                     ClientMessageError(format!("unsupported packet type 0x{other:02X}")).into(),
                 );
             }
-        };
+        }
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), packet_size).await?;
     }
 }
 
-/// Decodes a batch or RPC request and runs it (a `SET` changes `settings`).
-fn execute(
-    message: &Message,
-    fixtures: &Fixtures,
-    settings: &mut SessionSettings,
-) -> Result<(RecordedStatement, Vec<StatementOutcome>), ClientMessageError> {
-    if message.packet_type == PKT_SQL_BATCH {
-        let text = request::parse_sql_batch(&message.payload)?;
-        let outcomes = catalog::run_batch(&text, settings);
-        return Ok((
-            RecordedStatement {
-                kind: "batch",
-                text,
-                params: Vec::new(),
-            },
-            outcomes,
-        ));
+/// A session reset: its state back to the login's, acknowledged with
+/// ENVCHANGE 18 (and the rollback of an open transaction, if it had one).
+fn reset(
+    session: &mut Session,
+    keep_transaction: bool,
+    reply: &mut TokenWriter,
+    shared: &ServerShared,
+) {
+    let rollback = session.reset(keep_transaction);
+    shared.resets.fetch_add(1, Ordering::SeqCst);
+    if let Some(change) = rollback {
+        env_change(reply, &change);
     }
-    let rpc = request::parse_rpc(&message.payload)?;
-    match &rpc.procedure {
-        Procedure::Id(SP_EXECUTESQL) => {}
-        Procedure::Name(name) if name.eq_ignore_ascii_case("sp_reset_connection") => {
-            settings.reset();
-            return Ok((
-                RecordedStatement {
-                    kind: "sp_reset_connection",
-                    text: name.clone(),
-                    params: rpc.params,
-                },
-                vec![StatementOutcome::Done],
-            ));
-        }
-        other => {
-            let outcome = StatementOutcome::Error {
-                number: 2812,
-                class: 16,
-                message:
-                    "The test TDS server only implements sp_executesql and sp_reset_connection."
-                        .into(),
-            };
-            return Ok((
-                RecordedStatement {
-                    kind: "rpc",
-                    text: format!("{other:?}"),
-                    params: rpc.params,
-                },
-                vec![outcome],
-            ));
-        }
-    }
-    let mut params = rpc.params.into_iter();
-    let text = match params.next() {
-        Some(Param {
-            value: Value::String(text),
-            wire_type: WireType::NVarChar | WireType::NVarCharMax,
-            ..
-        }) => text,
-        _ => {
-            return Err(ClientMessageError(
-                "sp_executesql without a statement".into(),
-            ));
-        }
-    };
-    let _declarations = params.next();
-    let params: Vec<Param> = params.collect();
-    let outcomes = catalog::run_statement(&text, &params, fixtures, settings);
-    Ok((
-        RecordedStatement {
-            kind: "sp_executesql",
-            text,
-            params,
-        },
-        outcomes,
-    ))
+    reply.env_change_bytes(ENV_RESET_ACK, &[], &[]);
 }
 
-/// The reply tokens for a request's outcomes, one per statement: result
-/// sets with their row counts, statements without one, and an error (which
-/// ends the request). RPCs end with RETURNSTATUS and DONEPROC, as SQL Server
-/// answers `sp_executesql`; batches with a final DONE.
-fn render(
+/// Every statement the server refused, in its log: the error number and
+/// the statement's text, truncated.
+fn log_refusals(request: &Executed) {
+    for outcome in &request.outcomes {
+        if let StatementOutcome::Error {
+            number, message, ..
+        } = outcome
+        {
+            let text: String = request.text.chars().take(LOGGED_STATEMENT_CHARS).collect();
+            let truncated = request.text.chars().count() > LOGGED_STATEMENT_CHARS;
+            tracing::warn!(
+                error = number,
+                kind = request.kind,
+                statement = %text,
+                truncated,
+                message = %message,
+                "TDS statement refused"
+            );
+        }
+    }
+}
+
+/// A request decoded and run.
+struct Executed {
+    /// `batch`, or the RPC's procedure (`sp_executesql`, `sp_prepexec`, ...).
+    kind: &'static str,
+    text: String,
+    params: Vec<Param>,
     outcomes: Vec<StatementOutcome>,
-    is_rpc: bool,
-) -> Result<TokenWriter, ClientMessageError> {
+    /// The handle `sp_prepare` or `sp_prepexec` returns (an output parameter).
+    handle: Option<i32>,
+}
+
+impl Executed {
+    fn new(kind: &'static str, text: String, params: Vec<Param>) -> Self {
+        Executed {
+            kind,
+            text,
+            params,
+            outcomes: Vec::new(),
+            handle: None,
+        }
+    }
+}
+
+fn refused(kind: &'static str, text: String, outcome: StatementOutcome) -> Executed {
+    let mut executed = Executed::new(kind, text, Vec::new());
+    executed.outcomes.push(outcome);
+    executed
+}
+
+/// Parses `text` and runs it with `params` in `session`.
+fn run_text(
+    text: &str,
+    params: &[Param],
+    fixtures: &Fixtures,
+    session: &mut Session,
+) -> Vec<StatementOutcome> {
+    let parsed = sql::parse(text);
+    match parsed.as_ref() {
+        Ok(statements) => {
+            let mut cx = sql::Context {
+                fixtures,
+                params,
+                session,
+                server_name: SERVER_NAME,
+            };
+            sql::run(statements, &mut cx)
+        }
+        Err(syntax) => vec![syntax.outcome()],
+    }
+}
+
+/// A string parameter's value (the statement or a declaration), if it is one.
+fn string_param(param: Option<&Param>) -> Option<&str> {
+    match param {
+        Some(Param {
+            value: Value::String(text),
+            ..
+        }) => Some(text),
+        Some(Param {
+            value: Value::Null, ..
+        }) => Some(""),
+        _ => None,
+    }
+}
+
+/// Names unnamed values after the declaration's parameters, in order.
+fn bind(values: &[Param], names: &[String]) -> Vec<Param> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut p = p.clone();
+            if p.name.is_empty()
+                && let Some(name) = names.get(i)
+            {
+                p.name.clone_from(name);
+            }
+            p
+        })
+        .collect()
+}
+
+fn handle_param(param: Option<&Param>) -> Option<i32> {
+    match param.map(|p| &p.value) {
+        Some(Value::Int(n)) => i32::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// Decodes a batch or RPC request and runs it (a `SET`, `USE` or
+/// transaction statement changes `session`).
+fn execute(
+    message: &Message,
+    version: TdsVersion,
+    fixtures: &Fixtures,
+    session: &mut Session,
+) -> Result<Executed, ClientMessageError> {
+    let headers = version.is_72_or_later();
+    if message.packet_type == PKT_SQL_BATCH {
+        let text = request::parse_sql_batch(&message.payload, headers)?;
+        let mut executed = Executed::new("batch", text, Vec::new());
+        executed.outcomes = run_text(&executed.text, &[], fixtures, session);
+        return Ok(executed);
+    }
+    let rpc = request::parse_rpc(&message.payload, headers)?;
+    let mut params = rpc.params;
+    let Some(id) = rpc.procedure.system_id() else {
+        let name = match &rpc.procedure {
+            request::Procedure::Name(name) => name.clone(),
+            request::Procedure::Id(id) => format!("procedure id {id}"),
+        };
+        let outcome = catalog::error(
+            2812,
+            16,
+            format!("Could not find stored procedure '{name}'."),
+        );
+        return Ok(refused("rpc", name, outcome));
+    };
+    let missing = |what: &str| ClientMessageError(format!("{what} without its statement"));
+    Ok(match id {
+        0 => Executed::new("sp_reset_connection", "sp_reset_connection".into(), params),
+        SP_EXECUTESQL => {
+            let text = string_param(params.first())
+                .ok_or_else(|| missing("sp_executesql"))?
+                .to_owned();
+            let declaration = string_param(params.get(1)).unwrap_or("").to_owned();
+            let values: Vec<Param> = params.drain(..).skip(2).collect();
+            let names = match sql::declared_names(&declaration) {
+                Ok(names) => names,
+                Err(syntax) => return Ok(refused("sp_executesql", text, syntax.outcome())),
+            };
+            let values = bind(&values, &names);
+            let mut executed = Executed::new("sp_executesql", text, values);
+            executed.outcomes = run_text(&executed.text, &executed.params, fixtures, session);
+            executed
+        }
+        SP_PREPARE | SP_PREPEXEC => {
+            let kind = if id == SP_PREPARE {
+                "sp_prepare"
+            } else {
+                "sp_prepexec"
+            };
+            let declaration = string_param(params.get(1)).unwrap_or("").to_owned();
+            let text = string_param(params.get(2))
+                .ok_or_else(|| missing(kind))?
+                .to_owned();
+            let names = match sql::declared_names(&declaration) {
+                Ok(names) => names,
+                Err(syntax) => return Ok(refused(kind, text, syntax.outcome())),
+            };
+            if let Err(syntax) = sql::parse(&text).as_ref() {
+                return Ok(refused(kind, text, syntax.outcome()));
+            }
+            let handle = session.prepare(Prepared {
+                text: text.clone(),
+                param_names: names.clone(),
+            });
+            // sp_prepare's trailing parameter is its options, not a value.
+            let values: Vec<Param> = if id == SP_PREPEXEC {
+                bind(&params[3.min(params.len())..], &names)
+            } else {
+                Vec::new()
+            };
+            let mut executed = Executed::new(kind, text, values);
+            executed.handle = Some(handle);
+            if id == SP_PREPEXEC {
+                executed.outcomes = run_text(&executed.text, &executed.params, fixtures, session);
+            }
+            executed
+        }
+        SP_EXECUTE => {
+            let handle = handle_param(params.first());
+            let Some(prepared) = handle.and_then(|h| session.prepared.get(&h)).cloned() else {
+                let outcome = catalog::error(
+                    8179,
+                    16,
+                    format!(
+                        "Could not find prepared statement with handle {}.",
+                        handle.unwrap_or(0)
+                    ),
+                );
+                return Ok(refused("sp_execute", String::new(), outcome));
+            };
+            let values = bind(&params[1.min(params.len())..], &prepared.param_names);
+            let mut executed = Executed::new("sp_execute", prepared.text, values);
+            executed.outcomes = run_text(&executed.text, &executed.params, fixtures, session);
+            executed
+        }
+        SP_UNPREPARE => {
+            if let Some(handle) = handle_param(params.first()) {
+                session.prepared.remove(&handle);
+            }
+            Executed::new("sp_unprepare", String::new(), params)
+        }
+        other => {
+            let outcome = catalog::error(
+                2812,
+                16,
+                format!("Could not find stored procedure with id {other}."),
+            );
+            refused("rpc", format!("procedure id {other}"), outcome)
+        }
+    })
+}
+
+fn env_change(reply: &mut TokenWriter, change: &EnvChange) {
+    match change {
+        EnvChange::Database { new, old } => {
+            reply.env_change(ENV_DATABASE, new, old);
+            reply.info(
+                5701,
+                0,
+                &format!("Changed database context to '{new}'."),
+                SERVER_NAME,
+            );
+        }
+        EnvChange::BeginTran(d) => reply.env_change_bytes(ENV_BEGIN_TRAN, &d.to_le_bytes(), &[]),
+        EnvChange::Commit(d) => reply.env_change_bytes(ENV_COMMIT_TRAN, &[], &d.to_le_bytes()),
+        EnvChange::Rollback(d) => reply.env_change_bytes(ENV_ROLLBACK_TRAN, &[], &d.to_le_bytes()),
+    }
+}
+
+/// What ends an RPC's reply: its return status, the handle it returns (an
+/// output parameter), DONEPROC.
+struct RpcTail {
+    handle: Option<i32>,
+}
+
+/// The reply tokens for a request's outcomes, one per statement (MS-TDS
+/// 2.2.7.6-8): a result set and its DONE with the row count (COUNT, unless
+/// NOCOUNT is on), a statement without one, an environment change, an error
+/// (which ends the request). In a batch each statement's DONE but the
+/// last says MORE; in an RPC each is a DONEINPROC, all with MORE, followed
+/// by RETURNSTATUS, any RETURNVALUE and the final DONEPROC.
+fn render(
+    reply: &mut TokenWriter,
+    outcomes: Vec<StatementOutcome>,
+    rpc: Option<RpcTail>,
+    nocount: bool,
+) -> Result<(), ClientMessageError> {
     const SELECT_COMMAND: u16 = 0xC1;
-    let mut reply = TokenWriter::new();
-    let inner = if is_rpc { TOKEN_DONEINPROC } else { TOKEN_DONE };
+    let inner = if rpc.is_some() {
+        TOKEN_DONEINPROC
+    } else {
+        TOKEN_DONE
+    };
+    let count = if nocount { 0 } else { DONE_COUNT };
     let mut failed = false;
     let last = outcomes.len().saturating_sub(1);
     for (i, outcome) in outcomes.into_iter().enumerate() {
-        // Within a batch, every DONE but the last says more follows.
-        let more = if !is_rpc && i < last { DONE_MORE } else { 0 };
+        let more = if rpc.is_some() || i < last {
+            DONE_MORE
+        } else {
+            0
+        };
         match outcome {
             StatementOutcome::Rows { columns, rows } => {
                 reply.col_metadata(&columns);
                 for row in &rows {
                     reply.row(&columns, row)?;
                 }
-                reply.done(inner, DONE_COUNT | more, SELECT_COMMAND, rows.len() as u64);
+                reply.done(inner, count | more, SELECT_COMMAND, rows.len() as u64);
             }
             StatementOutcome::Done => reply.done(inner, more, 0, 0),
+            StatementOutcome::Env(changes) => {
+                for change in &changes {
+                    env_change(reply, change);
+                }
+                reply.done(inner, more, 0, 0);
+            }
             StatementOutcome::Error {
                 number,
                 class,
@@ -738,8 +1043,11 @@ fn render(
             }
         }
     }
-    if is_rpc {
+    if let Some(tail) = rpc {
         reply.return_status(if failed { 1 } else { 0 });
+        if let Some(handle) = tail.handle {
+            reply.return_value_int(0, "@handle", handle);
+        }
         reply.done(
             TOKEN_DONEPROC,
             if failed { DONE_ERROR } else { DONE_FINAL },
@@ -747,5 +1055,5 @@ fn render(
             0,
         );
     }
-    Ok(reply)
+    Ok(())
 }

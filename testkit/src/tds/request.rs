@@ -68,6 +68,13 @@ pub struct Login {
     pub database: String,
     pub app_name: String,
     pub packet_size: u32,
+    /// The TDS version the client speaks (LOGIN7's TDSVersion, little-endian).
+    pub tds_version: u32,
+    /// The client asked for feature extensions (OptionFlags3's fExtension):
+    /// the server then answers with a FEATUREEXTACK.
+    pub feature_ext: bool,
+    /// The ids of the features it asked for (FeatureExt, MS-TDS 2.2.6.4).
+    pub features: Vec<u8>,
 }
 
 impl std::fmt::Debug for Login {
@@ -84,9 +91,11 @@ impl std::fmt::Debug for Login {
 pub fn parse_login7(payload: &[u8]) -> Result<Login, ClientMessageError> {
     let mut r = Reader::new(payload);
     let _length = r.u32_le()?;
-    let _tds_version = r.u32_le()?;
+    let tds_version = r.u32_le()?;
     let packet_size = r.u32_le()?;
-    r.bytes(4 + 4 + 4 + 4 + 4 + 4)?; // prog version, pid, connection id, flags, timezone, lcid
+    r.bytes(4 + 4 + 4)?; // prog version, pid, connection id
+    let [_flags1, _flags2, _type_flags, flags3] = r.array::<4>()?;
+    r.bytes(4 + 4)?; // timezone, lcid
     // Offset/length pairs, lengths in UTF-16 code units, offsets from the message start.
     let mut field = || -> Result<(usize, usize), ClientMessageError> {
         Ok((usize::from(r.u16_le()?), usize::from(r.u16_le()?)))
@@ -96,7 +105,7 @@ pub fn parse_login7(payload: &[u8]) -> Result<Login, ClientMessageError> {
     let password = field()?;
     let app_name = field()?;
     let _server = field()?;
-    let _extension = field()?;
+    let extension = field()?;
     let _client_interface = field()?;
     let _language = field()?;
     let database = field()?;
@@ -106,13 +115,40 @@ pub fn parse_login7(payload: &[u8]) -> Result<Login, ClientMessageError> {
     let (offset, len) = password;
     let hidden = Reader::at(payload, offset).bytes(len * 2)?;
     let plain: Vec<u8> = hidden.iter().map(|b| (b ^ 0xA5).rotate_left(4)).collect();
+    let feature_ext = flags3 & 0x10 != 0;
+    let features = if feature_ext {
+        // ibExtension points at a DWORD: the offset of the FeatureExt block.
+        let at = Reader::at(payload, extension.0).u32_le()? as usize;
+        feature_ids(payload, at)?
+    } else {
+        Vec::new()
+    };
     Ok(Login {
         user: text(user)?,
         password: decode_utf16(&plain)?,
         database: text(database)?,
         app_name: text(app_name)?,
         packet_size,
+        tds_version,
+        feature_ext,
+        features,
     })
+}
+
+/// The feature ids of a FeatureExt block: (id, length, data) until 0xFF.
+fn feature_ids(payload: &[u8], at: usize) -> Result<Vec<u8>, ClientMessageError> {
+    let mut r = Reader::at(payload, at);
+    let mut ids = Vec::new();
+    loop {
+        match r.u8()? {
+            0xFF => return Ok(ids),
+            id => {
+                let len = r.u32_le()? as usize;
+                r.bytes(len)?;
+                ids.push(id);
+            }
+        }
+    }
 }
 
 /// Skips ALL_HEADERS (MS-TDS 2.2.5.3), present in batch and RPC requests.
@@ -125,9 +161,13 @@ fn skip_all_headers(r: &mut Reader<'_>) -> Result<(), ClientMessageError> {
     Ok(())
 }
 
-pub fn parse_sql_batch(payload: &[u8]) -> Result<String, ClientMessageError> {
+/// A SQL batch's text. `headers`: the request starts with ALL_HEADERS, as
+/// it does from TDS 7.2 on (a 7.1 client sends none).
+pub fn parse_sql_batch(payload: &[u8], headers: bool) -> Result<String, ClientMessageError> {
     let mut r = Reader::new(payload);
-    skip_all_headers(&mut r)?;
+    if headers {
+        skip_all_headers(&mut r)?;
+    }
     decode_utf16(r.bytes(payload.len() - r.position())?)
 }
 
@@ -137,6 +177,8 @@ pub struct Param {
     pub name: String,
     pub wire_type: WireType,
     pub value: Value,
+    /// Passed by reference (an OUTPUT parameter).
+    pub output: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,8 +187,40 @@ pub enum Procedure {
     Name(String),
 }
 
-/// sp_executesql's well-known procedure id.
+/// The well-known procedure ids (MS-TDS 2.2.6.6) of what this server runs.
 pub const SP_EXECUTESQL: u16 = 10;
+pub const SP_PREPARE: u16 = 11;
+pub const SP_EXECUTE: u16 = 12;
+pub const SP_PREPEXEC: u16 = 13;
+pub const SP_UNPREPARE: u16 = 15;
+
+impl Procedure {
+    /// The system procedure this names, by id or by name (`sp_executesql`,
+    /// `sys.sp_executesql`, `[sys].[sp_executesql]`, any case), as the id;
+    /// `sp_reset_connection` as 0; `None` for any other procedure.
+    pub fn system_id(&self) -> Option<u16> {
+        match self {
+            Procedure::Id(id) => Some(*id),
+            Procedure::Name(name) => {
+                let lower = name.to_ascii_lowercase().replace(['[', ']'], "");
+                let bare = lower.strip_prefix("master.").unwrap_or(&lower);
+                let bare = ["sys.", "dbo.", "."]
+                    .iter()
+                    .find_map(|schema| bare.strip_prefix(schema))
+                    .unwrap_or(bare);
+                Some(match bare {
+                    "sp_executesql" => SP_EXECUTESQL,
+                    "sp_prepare" => SP_PREPARE,
+                    "sp_execute" => SP_EXECUTE,
+                    "sp_prepexec" => SP_PREPEXEC,
+                    "sp_unprepare" => SP_UNPREPARE,
+                    "sp_reset_connection" => 0,
+                    _ => return None,
+                })
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcRequest {
@@ -154,9 +228,12 @@ pub struct RpcRequest {
     pub params: Vec<Param>,
 }
 
-pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, ClientMessageError> {
+/// An RPC request; `headers` as for [`parse_sql_batch`].
+pub fn parse_rpc(payload: &[u8], headers: bool) -> Result<RpcRequest, ClientMessageError> {
     let mut r = Reader::new(payload);
-    skip_all_headers(&mut r)?;
+    if headers {
+        skip_all_headers(&mut r)?;
+    }
     let name_len = r.u16_le()?;
     let procedure = if name_len == 0xFFFF {
         Procedure::Id(r.u16_le()?)
@@ -167,12 +244,13 @@ pub fn parse_rpc(payload: &[u8]) -> Result<RpcRequest, ClientMessageError> {
     let mut params = Vec::new();
     while !r.is_empty() {
         let name = r.b_varchar()?;
-        let _status = r.u8()?;
+        let status = r.u8()?;
         let (wire_type, value) = read_typed_value(&mut r)?;
         params.push(Param {
             name,
             wire_type,
             value,
+            output: status & 0x01 != 0,
         });
     }
     Ok(RpcRequest { procedure, params })

@@ -33,6 +33,11 @@ pub const ENCRYPT_ON: u8 = 0x01;
 pub const ENCRYPT_NOT_SUP: u8 = 0x02;
 pub const ENCRYPT_REQ: u8 = 0x03;
 
+/// The first byte of a TLS handshake record: a TDS 8.0 client's first byte.
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// TDS 8.0's ALPN protocol id.
+const TDS8_ALPN: &[u8] = b"tds/8.0";
+
 /// The server's encryption setting, as SQL Server's configuration has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encryption {
@@ -81,6 +86,8 @@ impl Negotiated {
 /// file is what clients trust). The directory goes with it.
 pub struct TlsIdentity {
     acceptor: tokio_rustls::TlsAcceptor,
+    /// TDS 8.0: TLS 1.2 or 1.3 on the bare TCP stream, ALPN `tds/8.0`.
+    strict: tokio_rustls::TlsAcceptor,
     dir: PathBuf,
     ca_pem: PathBuf,
 }
@@ -124,19 +131,25 @@ impl TlsIdentity {
         let server_key = KeyPair::generate().map_err(tls_error)?;
         let server_cert = server.signed_by(&server_key, &issuer).map_err(tls_error)?;
 
+        let chain = vec![
+            CertificateDer::from(server_cert.der().to_vec()),
+            CertificateDer::from(ca_cert.der().to_vec()),
+        ];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let config = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS12])
             .map_err(tls_error)?
             .with_no_client_auth()
-            .with_single_cert(
-                vec![
-                    CertificateDer::from(server_cert.der().to_vec()),
-                    CertificateDer::from(ca_cert.der().to_vec()),
-                ],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
-            )
+            .with_single_cert(chain.clone(), key.clone_key())
             .map_err(tls_error)?;
+        let mut strict = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(tls_error)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(tls_error)?;
+        strict.alpn_protocols = vec![TDS8_ALPN.to_vec()];
 
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("testkit-tds-{}-{n}", std::process::id()));
@@ -145,6 +158,7 @@ impl TlsIdentity {
         std::fs::write(&ca_pem, ca_cert.pem())?;
         Ok(TlsIdentity {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            strict: tokio_rustls::TlsAcceptor::from(Arc::new(strict)),
             dir,
             ca_pem,
         })
@@ -153,6 +167,12 @@ impl TlsIdentity {
     /// The CA certificate (PEM) a client trusts to verify the server.
     pub fn ca_pem(&self) -> &Path {
         &self.ca_pem
+    }
+
+    /// TDS 8.0's strict encryption: TLS first, on the TCP stream as it is;
+    /// PRELOGIN and everything after travel inside it.
+    pub async fn accept_strict(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        self.strict.accept(tcp).await
     }
 
     /// The TLS handshake, inside PRELOGIN packets; then TLS as it is.

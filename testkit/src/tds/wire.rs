@@ -22,6 +22,8 @@ const STATUS_EOM: u8 = 0x01;
 /// RESETCONNECTION and RESETCONNECTIONSKIPTRAN (MS-TDS 2.2.3.1.2): the
 /// client's pool asks for the session's state to be reset before this request.
 pub const STATUS_RESET_CONNECTION: u8 = 0x08 | 0x10;
+/// RESETCONNECTIONSKIPTRAN: reset, but keep the open transaction.
+pub const STATUS_RESET_SKIP_TRAN: u8 = 0x10;
 const HEADER_LEN: usize = 8;
 /// Largest client message we accept (a 10,000-character parameter is ~20 KB).
 const MAX_MESSAGE_LEN: usize = 8 * 1024 * 1024;
@@ -32,8 +34,11 @@ pub const TOKEN_DONE: u8 = 0xFD;
 pub const TOKEN_DONEPROC: u8 = 0xFE;
 pub const TOKEN_DONEINPROC: u8 = 0xFF;
 const TOKEN_RETURNSTATUS: u8 = 0x79;
+const TOKEN_RETURNVALUE: u8 = 0xAC;
 const TOKEN_ERROR: u8 = 0xAA;
+const TOKEN_INFO: u8 = 0xAB;
 const TOKEN_LOGINACK: u8 = 0xAD;
+const TOKEN_FEATUREEXTACK: u8 = 0xAE;
 const TOKEN_ENVCHANGE: u8 = 0xE3;
 
 pub const DONE_FINAL: u16 = 0x00;
@@ -42,11 +47,56 @@ pub const DONE_ERROR: u16 = 0x02;
 pub const DONE_COUNT: u16 = 0x10;
 pub const DONE_ATTN: u16 = 0x20;
 
+/// ENVCHANGE types (MS-TDS 2.2.7.9).
 pub const ENV_DATABASE: u8 = 1;
+pub const ENV_LANGUAGE: u8 = 2;
 pub const ENV_PACKET_SIZE: u8 = 4;
+pub const ENV_COLLATION: u8 = 7;
+pub const ENV_BEGIN_TRAN: u8 = 8;
+pub const ENV_COMMIT_TRAN: u8 = 9;
+pub const ENV_ROLLBACK_TRAN: u8 = 10;
+pub const ENV_RESET_ACK: u8 = 18;
 
-/// TDS 7.4, what SQL Server 2012+ reports in LOGINACK.
-const TDS_VERSION_74: u32 = 0x7400_0004;
+/// A TDS protocol version as LOGIN7 and LOGINACK spell it (MS-TDS 2.2.6.4:
+/// the client's; 2.2.7.14: the server's, in network byte order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TdsVersion(pub u32);
+
+impl TdsVersion {
+    pub const V7_1: TdsVersion = TdsVersion(0x7100_0001);
+    pub const V7_2: TdsVersion = TdsVersion(0x7209_0002);
+    pub const V7_3A: TdsVersion = TdsVersion(0x730A_0003);
+    pub const V7_3B: TdsVersion = TdsVersion(0x730B_0003);
+    pub const V7_4: TdsVersion = TdsVersion(0x7400_0004);
+    /// TDS 8.0 (strict encryption: TLS before PRELOGIN).
+    pub const V8_0: TdsVersion = TdsVersion(0x0800_0000);
+
+    /// What SQL Server answers a client's LOGIN7 version with: the same
+    /// version when it speaks it, the highest below it otherwise (7.4 for
+    /// anything newer), and 7.1 for anything older (7.0 and earlier are
+    /// not spoken here). LOGIN7 carries 7.1 as 0x71000001 and some clients
+    /// send the older 0x07010000 spelling; both are 7.1.
+    pub fn negotiate(client: u32) -> TdsVersion {
+        match client {
+            0x0800_0000 => TdsVersion::V8_0,
+            v if v >= TdsVersion::V7_4.0 => TdsVersion::V7_4,
+            v if v >= TdsVersion::V7_3B.0 => TdsVersion::V7_3B,
+            v if v >= TdsVersion::V7_3A.0 => TdsVersion::V7_3A,
+            v if v >= TdsVersion::V7_2.0 => TdsVersion::V7_2,
+            _ => TdsVersion::V7_1,
+        }
+    }
+
+    /// 7.2 and later: 8-byte DONE row counts, 4-byte column user types.
+    pub fn is_72_or_later(self) -> bool {
+        self == TdsVersion::V8_0 || self >= TdsVersion::V7_2
+    }
+
+    /// 7.3 and later: the date and time types.
+    pub fn has_date_types(self) -> bool {
+        self == TdsVersion::V8_0 || self >= TdsVersion::V7_3A
+    }
+}
 
 // Type bytes (MS-TDS 2.2.5.4).
 const TY_NULL: u8 = 0x1F;
@@ -64,8 +114,11 @@ const TY_FLTN: u8 = 0x6D;
 const TY_NVARCHAR: u8 = 0xE7;
 
 /// SQL_Latin1_General_CP1_CI_AS (LCID 0x0409, sort id 52), SQL Server's default
-/// collation, sent with NVARCHAR column metadata.
-const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
+/// collation: the database's (ENVCHANGE 7 at login), and sent with NVARCHAR
+/// column metadata.
+pub const COLLATION: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
+const TY_SMALLINT_N: u8 = TY_INTN;
+const TY_SSVARIANT: u8 = 0x62;
 
 /// A malformed or unsupported client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +253,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ClientMessageError> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ClientMessageError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.bytes(N)?);
         Ok(out)
@@ -488,6 +541,7 @@ fn read_plp_string(r: &mut Reader<'_>) -> Result<Value, ClientMessageError> {
 /// A result-set column's type (what COLMETADATA declares).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
+    SmallInt,
     Int,
     BigInt,
     Float,
@@ -496,6 +550,9 @@ pub enum ColumnType {
     Date,
     /// DATETIME2(scale).
     DateTime2(u8),
+    /// SQL_VARIANT (what `SERVERPROPERTY` returns), here always holding
+    /// an NVARCHAR(128) or NULL.
+    Variant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -513,15 +570,30 @@ impl Column {
     }
 }
 
-/// Builds the token stream of one server reply.
-#[derive(Debug, Default)]
+/// Builds the token stream of one server reply, in the TDS version the
+/// session negotiated (7.4 unless told).
+#[derive(Debug)]
 pub struct TokenWriter {
     buf: Vec<u8>,
+    version: TdsVersion,
+}
+
+impl Default for TokenWriter {
+    fn default() -> Self {
+        TokenWriter::for_version(TdsVersion::V7_4)
+    }
 }
 
 impl TokenWriter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn for_version(version: TdsVersion) -> Self {
+        TokenWriter {
+            buf: Vec::new(),
+            version,
+        }
     }
 
     pub fn into_bytes(self) -> Vec<u8> {
@@ -562,14 +634,16 @@ impl TokenWriter {
         self.buf.extend_from_slice(body);
     }
 
+    /// LOGINACK, reporting the session's TDS version.
     pub fn login_ack(&mut self, program: &str) {
         let mut body = vec![0x01]; // interface: SQL_TSQL
-        body.extend_from_slice(&TDS_VERSION_74.to_be_bytes());
+        body.extend_from_slice(&self.version.0.to_be_bytes());
         Self::b_varchar(&mut body, program);
         body.extend_from_slice(&[16, 0, 0x03, 0xE8]); // program version 16.0.1000
         self.with_length(TOKEN_LOGINACK, &body);
     }
 
+    /// An ENVCHANGE whose values are strings (database, language, packet size).
     pub fn env_change(&mut self, kind: u8, new: &str, old: &str) {
         let mut body = vec![kind];
         Self::b_varchar(&mut body, new);
@@ -577,9 +651,81 @@ impl TokenWriter {
         self.with_length(TOKEN_ENVCHANGE, &body);
     }
 
+    /// An ENVCHANGE whose values are bytes (B_VARBYTE): the collation, a
+    /// transaction descriptor, the reset acknowledgement (both empty).
+    pub fn env_change_bytes(&mut self, kind: u8, new: &[u8], old: &[u8]) {
+        let mut body = vec![kind];
+        for value in [new, old] {
+            body.push(value.len().min(255) as u8);
+            body.extend_from_slice(&value[..value.len().min(255)]);
+        }
+        self.with_length(TOKEN_ENVCHANGE, &body);
+    }
+
+    /// FEATUREEXTACK for the features a LOGIN7 asked for: this server
+    /// acknowledges UTF8_SUPPORT (0x0A: supported, as SQL Server 2019 and
+    /// later answer; it sends no varchar, so nothing depends on it) and no
+    /// other: SQL Server leaves out what it does not implement.
+    pub fn feature_ext_ack(&mut self, requested: &[u8]) {
+        const UTF8_SUPPORT: u8 = 0x0A;
+        self.buf.push(TOKEN_FEATUREEXTACK);
+        if requested.contains(&UTF8_SUPPORT) {
+            self.buf.push(UTF8_SUPPORT);
+            self.buf.extend_from_slice(&1u32.to_le_bytes());
+            self.buf.push(0x01);
+        }
+        self.buf.push(0xFF);
+    }
+
+    /// An INFO message (same layout as ERROR, class 0-10).
+    pub fn info(&mut self, number: i32, class: u8, message: &str, server: &str) {
+        self.message(TOKEN_INFO, number, 1, class, message, server, "", 1);
+    }
+
+    /// RETURNVALUE of an int output parameter (a prepared statement's handle).
+    pub fn return_value_int(&mut self, ordinal: u16, name: &str, value: i32) {
+        let b = &mut self.buf;
+        b.push(TOKEN_RETURNVALUE);
+        b.extend_from_slice(&ordinal.to_le_bytes());
+        Self::b_varchar(b, name);
+        b.push(0x01); // status: output parameter
+        if self.version.is_72_or_later() {
+            b.extend_from_slice(&0u32.to_le_bytes());
+        } else {
+            b.extend_from_slice(&0u16.to_le_bytes());
+        }
+        b.extend_from_slice(&0x0001u16.to_le_bytes()); // flags: nullable
+        b.extend_from_slice(&[TY_INTN, 4, 4]);
+        b.extend_from_slice(&value.to_le_bytes());
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn error(
         &mut self,
+        number: i32,
+        state: u8,
+        class: u8,
+        message: &str,
+        server: &str,
+        procedure: &str,
+        line: i32,
+    ) {
+        self.message(
+            TOKEN_ERROR,
+            number,
+            state,
+            class,
+            message,
+            server,
+            procedure,
+            line,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        token: u8,
         number: i32,
         state: u8,
         class: u8,
@@ -595,14 +741,19 @@ impl TokenWriter {
         Self::b_varchar(&mut body, server);
         Self::b_varchar(&mut body, procedure);
         body.extend_from_slice(&line.to_le_bytes());
-        self.with_length(TOKEN_ERROR, &body);
+        self.with_length(token, &body);
     }
 
     pub fn done(&mut self, token: u8, status: u16, current_command: u16, rows: u64) {
         self.buf.push(token);
         self.buf.extend_from_slice(&status.to_le_bytes());
         self.buf.extend_from_slice(&current_command.to_le_bytes());
-        self.buf.extend_from_slice(&rows.to_le_bytes());
+        if self.version.is_72_or_later() {
+            self.buf.extend_from_slice(&rows.to_le_bytes());
+        } else {
+            self.buf
+                .extend_from_slice(&(rows.min(u64::from(u32::MAX)) as u32).to_le_bytes());
+        }
     }
 
     pub fn return_status(&mut self, status: i32) {
@@ -610,14 +761,32 @@ impl TokenWriter {
         self.buf.extend_from_slice(&status.to_le_bytes());
     }
 
+    /// How a column travels in this session's version: before 7.3 there
+    /// are no date types, so dates and times go as their text.
+    fn on_wire(&self, ty: ColumnType) -> ColumnType {
+        match ty {
+            ColumnType::Date | ColumnType::DateTime2(_) if !self.version.has_date_types() => {
+                ColumnType::NVarChar(27)
+            }
+            other => other,
+        }
+    }
+
     pub fn col_metadata(&mut self, columns: &[Column]) {
+        let types: Vec<ColumnType> = columns.iter().map(|c| self.on_wire(c.ty)).collect();
+        let long_user_type = self.version.is_72_or_later();
         let b = &mut self.buf;
         b.push(TOKEN_COLMETADATA);
         b.extend_from_slice(&(columns.len() as u16).to_le_bytes());
-        for column in columns {
-            b.extend_from_slice(&0u32.to_le_bytes()); // user type
+        for (column, ty) in columns.iter().zip(types) {
+            if long_user_type {
+                b.extend_from_slice(&0u32.to_le_bytes()); // user type
+            } else {
+                b.extend_from_slice(&0u16.to_le_bytes());
+            }
             b.extend_from_slice(&0x0001u16.to_le_bytes()); // flags: nullable
-            match column.ty {
+            match ty {
+                ColumnType::SmallInt => b.extend_from_slice(&[TY_SMALLINT_N, 2]),
                 ColumnType::Int => b.extend_from_slice(&[TY_INTN, 4]),
                 ColumnType::BigInt => b.extend_from_slice(&[TY_INTN, 8]),
                 ColumnType::Float => b.extend_from_slice(&[TY_FLTN, 8]),
@@ -628,6 +797,10 @@ impl TokenWriter {
                 }
                 ColumnType::Date => b.push(TY_DATEN),
                 ColumnType::DateTime2(scale) => b.extend_from_slice(&[TY_DATETIME2N, scale]),
+                ColumnType::Variant => {
+                    b.push(TY_SSVARIANT);
+                    b.extend_from_slice(&8009u32.to_le_bytes());
+                }
             }
             Self::b_varchar(b, &column.name);
         }
@@ -635,14 +808,45 @@ impl TokenWriter {
 
     /// One ROW; `values` must match the columns of the last COLMETADATA.
     pub fn row(&mut self, columns: &[Column], values: &[Value]) -> Result<(), ClientMessageError> {
+        let types: Vec<ColumnType> = columns.iter().map(|c| self.on_wire(c.ty)).collect();
         let b = &mut self.buf;
         b.push(TOKEN_ROW);
-        for (column, value) in columns.iter().zip(values) {
-            match (column.ty, value) {
+        for (ty, value) in types.into_iter().zip(values) {
+            let text;
+            let value = match (ty, value) {
+                (ColumnType::NVarChar(_), Value::Date(d)) => {
+                    text = Value::String(d.format("%Y-%m-%d").to_string());
+                    &text
+                }
+                (ColumnType::NVarChar(_), Value::DateTime(dt)) => {
+                    text = Value::String(dt.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+                    &text
+                }
+                _ => value,
+            };
+            match (ty, value) {
                 (ColumnType::NVarChar(_), Value::Null) => {
                     b.extend_from_slice(&0xFFFFu16.to_le_bytes())
                 }
+                (ColumnType::Variant, Value::Null) => b.extend_from_slice(&0u32.to_le_bytes()),
                 (_, Value::Null) => b.push(0),
+                (ColumnType::SmallInt, Value::Int(v)) => {
+                    let v = i16::try_from(*v)
+                        .map_err(|_| ClientMessageError(format!("{v} overflows smallint")))?;
+                    b.push(2);
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+                (ColumnType::Variant, Value::String(s)) => {
+                    // The base type's TYPE_INFO without its type byte:
+                    // NVARCHAR's max length and collation (7 bytes).
+                    let mut text = Vec::new();
+                    Self::utf16(&mut text, s);
+                    b.extend_from_slice(&((2 + 7 + text.len()) as u32).to_le_bytes());
+                    b.extend_from_slice(&[TY_NVARCHAR, 7]);
+                    b.extend_from_slice(&256u16.to_le_bytes());
+                    b.extend_from_slice(&COLLATION);
+                    b.extend_from_slice(&text);
+                }
                 (ColumnType::Int, Value::Int(v)) => {
                     let v = i32::try_from(*v)
                         .map_err(|_| ClientMessageError(format!("{v} overflows int")))?;
