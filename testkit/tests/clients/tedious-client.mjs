@@ -2,10 +2,11 @@
 // driver under Node's `mssql`), as an application would use it. Run by
 // testkit/tests/independent_clients.rs; prints one JSON line with what it saw.
 //
-//   node tedious-client.mjs <host> <port> <user> <password> <database> <ca.pem|-> <student>
+//   node tedious-client.mjs <host> <port> <user> <password> <database> <ca.pem|-|plain> <student>
 //
 // With a CA it logs in over TLS trusting that CA only; with "-" it asks for TLS
-// and trusts only the system's CAs (the local CA is not among them: refused).
+// and trusts only the system's CAs (the local CA is not among them: refused);
+// with "plain" it does not ask for TLS (a server without it: a plaintext session).
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -17,23 +18,29 @@ const pageSql = readFileSync(
   'utf8',
 );
 
-function connect() {
+function connect(pw = password) {
+  const tls = ca === '-' ? {} : ca === 'plain' ? null : { cryptoCredentialsDetails: { ca: readFileSync(ca) } };
   const connection = new Connection({
     server: host,
-    authentication: { type: 'default', options: { userName: user, password } },
+    authentication: { type: 'default', options: { userName: user, password: pw } },
     options: {
       port: Number(port),
       database,
-      encrypt: true,
+      encrypt: tls !== null,
       trustServerCertificate: false,
-      ...(ca === '-' ? {} : { cryptoCredentialsDetails: { ca: readFileSync(ca) } }),
+      ...(tls ?? {}),
       connectTimeout: 5000,
       requestTimeout: 5000,
       rowCollectionOnRequestCompletion: true,
     },
   });
   return new Promise((resolve, reject) => {
-    connection.on('connect', (err) => (err ? reject(err) : resolve(connection)));
+    // A login's ERROR token carries the number (18456); tedious's error only the text.
+    connection.on('errorMessage', (token) => { connection.lastErrorNumber = token.number; });
+    connection.on('connect', (err) => {
+      if (err) err.number = connection.lastErrorNumber;
+      return err ? reject(err) : resolve(connection);
+    });
     connection.connect();
   });
 }
@@ -60,6 +67,7 @@ try {
   out.connected = true;
   // mssql's pool validates each connection with this, sent as RPC (sp_executesql).
   out.validation = (await run(connection, { sql: 'SELECT 1;' }, false))[0];
+  out.select1 = Object.values(out.validation)[0];
   out.batch = (await run(connection, { sql: 'SELECT 1 AS ok' }, true))[0];
   // The resolver's page query, with its parameters typed as tedious types them.
   const rows = await run(connection, {
@@ -74,7 +82,8 @@ try {
       ['P7', TYPES.BigInt, null],
     ],
   }, false);
-  out.page = rows.map((r) => ({
+  out.page = rows.map((r) => String(r.assessment_id));
+  out.pageRows = rows.map((r) => ({
     assessmentId: String(r.assessment_id),
     studentId: r.student_id,
     administeredAt: r.administered_at instanceof Date ? r.administered_at.toISOString() : null,
@@ -82,7 +91,23 @@ try {
   // A pool's reset between users (the RESETCONNECTION bit), then the session batch again.
   await run(connection, { sql: 'SET TEXTSIZE 1024' }, true);
   await reset(connection);
-  out.afterReset = (await run(connection, { sql: 'SELECT 1' }, true)).length;
+  out.afterReset = (await run(connection, { sql: 'SELECT 1 AS after_reset' }, true))[0].after_reset;
+  out.second = (await run(connection, { sql: 'SELECT DB_NAME() AS db, @@SPID AS spid' }, false))[0].db;
+  try {
+    await run(connection, { sql: 'SELECT * FROM dbo.no_such_table' }, true);
+    out.statementError = 'no error';
+  } catch (err) {
+    out.statementError = err?.number ?? String(err);
+  }
+  out.recovered = (await run(connection, { sql: 'SELECT 2 AS two' }, true))[0].two;
+  connection.close();
+  connection = undefined;
+  try {
+    (await connect('not-the-password')).close();
+    out.wrongPassword = 'logged in';
+  } catch (err) {
+    out.wrongPassword = err?.number ?? String(err?.message ?? err);
+  }
 } catch (err) {
   out.error = { name: err?.name ?? null, code: err?.code ?? null, message: String(err?.message ?? err) };
 } finally {
