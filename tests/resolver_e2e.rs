@@ -232,8 +232,12 @@ async fn sequential_invocations_reuse_their_dynamodb_connection() {
     }
     let after = proxy.stats();
     assert_eq!(after.count("GetItem") - before.count("GetItem"), 20);
-    assert_eq!(
-        after.connections, before.connections,
+    // One spare at most: when a read starts in the microseconds before the
+    // last read's connection is back in the client's pool, hyper's pool starts
+    // a connection and, if the old one returns first, keeps the new one idle.
+    // Without keep-alive (moto's own behaviour) every read would open one.
+    assert!(
+        after.connections - before.connections <= 1,
         "20 reads over the connection already open: {after:?}"
     );
     stack.assert_clean().await;
