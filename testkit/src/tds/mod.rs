@@ -1057,3 +1057,76 @@ fn render(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DONE-family tokens of a reply: (token, status, row count), in order.
+    fn dones(bytes: &[u8]) -> Vec<(u8, u16, u64)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                token @ (TOKEN_DONE | TOKEN_DONEINPROC | TOKEN_DONEPROC) => {
+                    let status = u16::from_le_bytes([bytes[i + 1], bytes[i + 2]]);
+                    let mut count = [0u8; 8];
+                    count.copy_from_slice(&bytes[i + 5..i + 13]);
+                    out.push((token, status, u64::from_le_bytes(count)));
+                    i += 13;
+                }
+                0x79 => i += 5, // RETURNSTATUS
+                other => panic!("unexpected token {other:#04x} in {bytes:02x?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn done_flags_follow_the_spec_in_batches_and_rpcs() {
+        let two = || vec![StatementOutcome::Done, StatementOutcome::Done];
+        let mut batch = TokenWriter::new();
+        render(&mut batch, two(), None, false).expect("render");
+        assert_eq!(
+            dones(&batch.into_bytes()),
+            vec![(TOKEN_DONE, DONE_MORE, 0), (TOKEN_DONE, DONE_FINAL, 0)],
+            "every DONE but the last says MORE"
+        );
+        let mut rpc = TokenWriter::new();
+        render(&mut rpc, two(), Some(RpcTail { handle: None }), false).expect("render");
+        assert_eq!(
+            dones(&rpc.into_bytes()),
+            vec![
+                (TOKEN_DONEINPROC, DONE_MORE, 0),
+                (TOKEN_DONEINPROC, DONE_MORE, 0),
+                (TOKEN_DONEPROC, DONE_FINAL, 0),
+            ],
+            "DONEINPROC always says MORE: DONEPROC follows"
+        );
+        let failing = vec![
+            StatementOutcome::Done,
+            catalog::error(208, 16, "Invalid object name 'x'."),
+        ];
+        let mut reply = TokenWriter::new();
+        render(&mut reply, failing, Some(RpcTail { handle: None }), false).expect("render");
+        let bytes = reply.into_bytes();
+        let error_at = bytes
+            .iter()
+            .position(|b| *b == 0xAA)
+            .expect("an ERROR token");
+        let length = usize::from(u16::from_le_bytes([
+            bytes[error_at + 1],
+            bytes[error_at + 2],
+        ]));
+        let mut rest = bytes[..error_at].to_vec();
+        rest.extend_from_slice(&bytes[error_at + 3 + length..]);
+        assert_eq!(
+            dones(&rest),
+            vec![
+                (TOKEN_DONEINPROC, DONE_MORE, 0),
+                (TOKEN_DONEINPROC, DONE_ERROR | DONE_MORE, 0),
+                (TOKEN_DONEPROC, DONE_ERROR, 0),
+            ]
+        );
+    }
+}

@@ -910,6 +910,32 @@ mod tests {
     }
 
     #[test]
+    fn the_version_is_negotiated_down_to_the_clients() {
+        for (client, negotiated) in [
+            (0x7100_0001, TdsVersion::V7_1),
+            (0x0701_0000, TdsVersion::V7_1),
+            (0x7209_0002, TdsVersion::V7_2),
+            (0x730A_0003, TdsVersion::V7_3A),
+            (0x730B_0003, TdsVersion::V7_3B),
+            (0x7400_0004, TdsVersion::V7_4),
+            (0x7500_0000, TdsVersion::V7_4),
+            (0x0800_0000, TdsVersion::V8_0),
+        ] {
+            assert_eq!(TdsVersion::negotiate(client), negotiated, "{client:#010x}");
+        }
+        // Before 7.2, DONE's row count is 4 bytes; from 7.2 on, 8.
+        for (version, len) in [
+            (TdsVersion::V7_1, 9),
+            (TdsVersion::V7_2, 13),
+            (TdsVersion::V8_0, 13),
+        ] {
+            let mut w = TokenWriter::for_version(version);
+            w.done(TOKEN_DONE, DONE_COUNT, 0xC1, 3);
+            assert_eq!(w.into_bytes().len(), len, "{version:?}");
+        }
+    }
+
+    #[test]
     fn a_truncated_message_is_a_protocol_error_not_a_panic() {
         let mut r = Reader::new(&[TY_NVARCHAR, 0x40]);
         assert!(read_typed_value(&mut r).is_err());
