@@ -109,6 +109,11 @@ fn mssql_tds(addr: SocketAddr, transport: Transport, ca: &str) -> Value {
 }
 
 fn pymssql(addr: SocketAddr, transport: Transport, ca: &str) -> Value {
+    pymssql_at(addr, transport, ca, None)
+}
+
+/// pymssql speaking `version` (FreeTDS's `tds_version`), or its default.
+fn pymssql_at(addr: SocketAddr, transport: Transport, ca: &str, version: Option<&str>) -> Value {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(
         python.is_file(),
@@ -126,7 +131,8 @@ fn pymssql(addr: SocketAddr, transport: Transport, ca: &str) -> Value {
         } else {
             ca
         })
-        .args([STUDENT, PAGE_SQL]);
+        .args([STUDENT, PAGE_SQL])
+        .args(version);
     run(command, "pymssql client")
 }
 
@@ -246,6 +252,24 @@ async fn mssql_tds_passes_every_step_strict_tls_and_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymssql_passes_every_step_over_tls_and_plaintext() {
     each_transport("pymssql", &[Transport::Tls, Transport::Plaintext], pymssql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freetds_passes_every_step_at_each_tds_version_the_server_negotiates() {
+    for version in ["7.1", "7.2", "7.3", "7.4"] {
+        let server = start(Transport::Tls).await;
+        let (addr, ca) = (server.addr(), ca(&server));
+        let seen = tokio::task::spawn_blocking(move || {
+            pymssql_at(addr, Transport::Tls, &ca, Some(version))
+        })
+        .await
+        .expect("client task");
+        let what = format!("pymssql at TDS {version}");
+        assert_steps(&what, &seen, &server);
+        // The version LOGINACK reported is the one the client asked for.
+        let reported = seen["tdsVersion"].as_f64().unwrap_or_default();
+        assert_eq!(format!("{reported:.1}"), version, "{what}: {seen}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

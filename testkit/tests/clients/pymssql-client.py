@@ -2,7 +2,7 @@
 (FreeTDS inside), with its defaults, as an application would use it. Run by
 testkit/tests/independent_clients.rs; prints one JSON line with what it saw.
 
-  python pymssql-client.py <host> <port> <user> <password> <database> <ca.pem|-> <student> <page.sql>
+  python pymssql-client.py <host> <port> <user> <password> <database> <ca.pem|-> <student> <page.sql> [tds version]
 
 With a CA, FreeTDS requires TLS and checks the server's certificate against
 that CA (a freetds.conf written for the run, FREETDSCONF); with "-" the
@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 host, port, user, password, database, ca, student, page_path = sys.argv[1:9]
+tds_version = sys.argv[9] if len(sys.argv) > 9 else None  # None: pymssql's default
 
 conf_dir = tempfile.mkdtemp(prefix="pymssql-client-")
 conf = os.path.join(conf_dir, "freetds.conf")
@@ -38,7 +39,7 @@ with open(page_path) as f:
 def connect(pw):
     return pymssql.connect(
         server=host, port=int(port), user=user, password=pw, database=database,
-        login_timeout=5, timeout=5,
+        login_timeout=5, timeout=5, tds_version=tds_version,
     )
 
 
@@ -58,6 +59,7 @@ out = {"pymssql": pymssql.__version__, "freetds": pymssql.get_dbversion()}
 try:
     conn = connect(password)
     out["connected"] = True
+    out["tdsVersion"] = conn._conn.tds_version  # the version LOGINACK reported
     cur = conn.cursor()
     cur.execute("SELECT 1")
     out["select1"] = scalar(cur)
@@ -65,7 +67,9 @@ try:
                            "P6": None, "P7": None})
     page = cur.fetchall()
     out["page"] = [r[0] for r in page]
-    out["pageRows"] = [[r[0], r[1], r[2], r[3].isoformat()] for r in page]
+    # Before TDS 7.3 there are no date types: the server sends dates as text.
+    out["pageRows"] = [[r[0], r[1], r[2], getattr(r[3], "isoformat", lambda: r[3])()]
+                       for r in page]
     cur.execute("SELECT DB_NAME() AS db, @@TRANCOUNT AS trancount")
     out["second"] = scalar(cur)
     conn.commit()
