@@ -631,7 +631,7 @@ where
         shared.logins_rejected.fetch_add(1, Ordering::SeqCst);
         let message = format!("Login failed for user '{}'.", login.user);
         tracing::warn!(user = %login.user, error = 18456, "TDS login refused");
-        reply.error(18456, 1, 14, &message, SERVER_NAME, "", 1);
+        reply.error(18456, 14, &message, SERVER_NAME);
         reply.done(TOKEN_DONE, DONE_ERROR, 0, 0);
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), 4096).await?;
         return Ok(());
@@ -643,7 +643,7 @@ where
             login.database
         );
         tracing::warn!(database = %login.database, error = 4060, "TDS login refused");
-        reply.error(4060, 1, 11, &message, SERVER_NAME, "", 1);
+        reply.error(4060, 11, &message, SERVER_NAME);
         reply.done(TOKEN_DONE, DONE_ERROR, 0, 0);
         wire::write_message(&mut writer, PKT_REPLY, &reply.into_bytes(), 4096).await?;
         return Ok(());
@@ -1037,7 +1037,7 @@ fn render(
                 class,
                 message,
             } => {
-                reply.error(number, 1, class, &message, SERVER_NAME, "", 1);
+                reply.error(number, class, &message, SERVER_NAME);
                 reply.done(inner, DONE_ERROR | more, 0, 0);
                 failed = true;
             }

@@ -834,25 +834,17 @@ fn eval(expr: &Expr, row: Option<&Row<'_>>, cx: &Context<'_>) -> Result<Value, S
         Expr::BinaryOp { left, op, right } => {
             let l = eval(left, row, cx)?;
             match op {
-                BinaryOperator::And => {
-                    if truth(&l) == Some(false) {
-                        return Ok(Value::Bool(false));
+                // Three-valued AND and OR: the value that decides (false for
+                // AND, true for OR) wins over unknown; the other needs both.
+                BinaryOperator::And | BinaryOperator::Or => {
+                    let decides = *op == BinaryOperator::Or;
+                    if truth(&l) == Some(decides) {
+                        return Ok(Value::Bool(decides));
                     }
                     let r = truth(&eval(right, row, cx)?);
                     Ok(match (truth(&l), r) {
-                        (_, Some(false)) => Value::Bool(false),
-                        (Some(true), Some(true)) => Value::Bool(true),
-                        _ => Value::Null,
-                    })
-                }
-                BinaryOperator::Or => {
-                    if truth(&l) == Some(true) {
-                        return Ok(Value::Bool(true));
-                    }
-                    let r = truth(&eval(right, row, cx)?);
-                    Ok(match (truth(&l), r) {
-                        (_, Some(true)) => Value::Bool(true),
-                        (Some(false), Some(false)) => Value::Bool(false),
+                        (_, Some(v)) if v == decides => Value::Bool(decides),
+                        (Some(_), Some(_)) => Value::Bool(!decides),
                         _ => Value::Null,
                     })
                 }
@@ -1322,6 +1314,31 @@ mod tests {
             .map(|a| Value::Int(a.assessment_id))
             .collect();
         assert_eq!(ids, want, "case-insensitive match, newest first, TOP 3");
+    }
+
+    #[test]
+    fn conditions_have_three_values() {
+        let mut session = Session::new("Assessments", 54);
+        for (condition, rows) in [
+            ("NULL = 1 OR 1 = 1", 1),
+            ("NULL = 1 AND 1 = 1", 0),
+            ("NULL = 1 AND 1 = 0", 0),
+            ("NOT (NULL = 1)", 0),
+            ("NOT (NULL = 1 AND 1 = 0)", 1),
+            ("'abc  ' = N'ABC'", 1),
+            ("'2025-01-02' > CAST('2025-01-01' AS date)", 1),
+            ("'10' = 10", 1),
+        ] {
+            let out = run_text(
+                &format!("SELECT 1 AS one WHERE {condition}"),
+                &[],
+                &mut session,
+            );
+            assert!(
+                matches!(&out[0], StatementOutcome::Rows { rows: r, .. } if r.len() == rows),
+                "{condition}: {out:?}"
+            );
+        }
     }
 
     #[test]

@@ -679,7 +679,7 @@ impl TokenWriter {
 
     /// An INFO message (same layout as ERROR, class 0-10).
     pub fn info(&mut self, number: i32, class: u8, message: &str, server: &str) {
-        self.message(TOKEN_INFO, number, 1, class, message, server, "", 1);
+        self.message(TOKEN_INFO, number, class, message, server);
     }
 
     /// RETURNVALUE of an int output parameter (a prepared statement's handle).
@@ -699,48 +699,20 @@ impl TokenWriter {
         b.extend_from_slice(&value.to_le_bytes());
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn error(
-        &mut self,
-        number: i32,
-        state: u8,
-        class: u8,
-        message: &str,
-        server: &str,
-        procedure: &str,
-        line: i32,
-    ) {
-        self.message(
-            TOKEN_ERROR,
-            number,
-            state,
-            class,
-            message,
-            server,
-            procedure,
-            line,
-        );
+    /// An ERROR message (class 11 and up), from no procedure, line 1.
+    pub fn error(&mut self, number: i32, class: u8, message: &str, server: &str) {
+        self.message(TOKEN_ERROR, number, class, message, server);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn message(
-        &mut self,
-        token: u8,
-        number: i32,
-        state: u8,
-        class: u8,
-        message: &str,
-        server: &str,
-        procedure: &str,
-        line: i32,
-    ) {
+    /// ERROR or INFO (same layout, MS-TDS 2.2.7.10 and 2.2.7.13): state 1, no procedure, line 1.
+    fn message(&mut self, token: u8, number: i32, class: u8, message: &str, server: &str) {
         let mut body = Vec::new();
         body.extend_from_slice(&number.to_le_bytes());
-        body.extend_from_slice(&[state, class]);
+        body.extend_from_slice(&[1, class]);
         Self::us_varchar(&mut body, message);
         Self::b_varchar(&mut body, server);
-        Self::b_varchar(&mut body, procedure);
-        body.extend_from_slice(&line.to_le_bytes());
+        Self::b_varchar(&mut body, "");
+        body.extend_from_slice(&1i32.to_le_bytes());
         self.with_length(token, &body);
     }
 
