@@ -13,6 +13,11 @@ use super::wire::{Column, ColumnType, Value};
 pub const ASSESSMENTS_PAGE_SQL: &str =
     include_str!("../../../infra/sql/queries/assessments_page.sql");
 
+/// The batch's page query: every item's page in one result set, the items
+/// as one JSON parameter (the resolver includes the same file).
+pub const ASSESSMENTS_PAGES_SQL: &str =
+    include_str!("../../../infra/sql/queries/assessments_pages.sql");
+
 /// Echoes its one parameter back as a one-row result with the parameter's type.
 pub const ECHO_SQL: &str = "SELECT @P1 AS value";
 

@@ -7,12 +7,14 @@
 //! count and database, and the errors SQL Server gives (with its numbers).
 //!
 //! What it runs: `SELECT` (a projection of columns, parameters, literals,
-//! `@@` variables and a few functions; `FROM dbo.assessments` or no table;
-//! `WHERE`, `ORDER BY`, `TOP`; a trailing `OPTION (...)` hint), `SET`,
+//! `@@` variables and a few functions; `FROM dbo.assessments`,
+//! `OPENJSON(...) WITH (...)`, `CROSS APPLY` / `OUTER APPLY` of a derived
+//! table correlated with its left side, or no table; `WHERE`, `ORDER BY`,
+//! `TOP`; a trailing `OPTION (...)` hint), `SET`,
 //! `USE`, `BEGIN TRAN` / `COMMIT` / `ROLLBACK` (no-ops on read-only data that
 //! keep `@@TRANCOUNT` as SQL Server does), `IF <condition> <statement>`, and
 //! `EXEC` (every procedure unknown: 2812). What it refuses, with error 40517
-//! and a message saying so: writes, DDL, joins, unions, grouping, temporary
+//! and a message saying so: writes, DDL, other joins, unions, grouping, temporary
 //! tables, the system catalog. Parsing is cached by statement text.
 
 use std::cmp::Ordering;
@@ -306,8 +308,8 @@ fn unsupported(what: &str) -> StatementOutcome {
 
 fn run_one(statement: &Statement, cx: &mut Context<'_>) -> StatementOutcome {
     match statement {
-        Statement::Query(query) => match select(query, cx) {
-            Ok(outcome) => outcome,
+        Statement::Query(query) => match select(query, cx, None) {
+            Ok((columns, rows)) => StatementOutcome::Rows { columns, rows },
             Err(outcome) => outcome,
         },
         Statement::Set(_) => {
@@ -397,24 +399,59 @@ fn object_parts(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-/// The rows a `SELECT` reads: none (`SELECT <expressions>`: one row) or the fixtures' table.
-enum Source<'a> {
-    NoTable,
-    Assessments(&'a [AssessmentFixture]),
+/// A column of a row being evaluated, with the name of the table (or the
+/// alias) it comes from, lower case: what a qualified name (`a.student_id`) matches.
+#[derive(Debug, Clone)]
+struct Named {
+    table: String,
+    column: Column,
 }
 
-/// One row being evaluated: the table's columns and their values.
+/// One row being evaluated: its columns and values, and the row of the
+/// query it is correlated with (`CROSS APPLY`'s left side), whose columns
+/// an unqualified or qualified name falls back to.
 struct Row<'a> {
-    columns: &'a [Column],
+    columns: Arc<[Named]>,
     values: Vec<Value>,
+    outer: Option<&'a Row<'a>>,
 }
 
-impl Row<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.columns
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(name))
-            .map(|i| &self.values[i])
+impl<'a> Row<'a> {
+    /// A row of NULLs with these columns: what types are derived from.
+    fn template(columns: Arc<[Named]>, outer: Option<&'a Row<'a>>) -> Row<'a> {
+        let values = vec![Value::Null; columns.len()];
+        Row {
+            columns,
+            values,
+            outer,
+        }
+    }
+
+    /// The column `parts` names (`name` or `table.name`; a longer name
+    /// qualifies by its last two parts), here or in an outer row.
+    fn get(&self, parts: &[&str]) -> Option<(&Value, &Column)> {
+        let (table, name) = match parts {
+            [name] => (None, *name),
+            [.., table, name] => (Some(table.to_ascii_lowercase()), *name),
+            [] => return None,
+        };
+        let found = self.columns.iter().position(|c| {
+            c.column.name.eq_ignore_ascii_case(name) && table.as_ref().is_none_or(|t| *t == c.table)
+        });
+        match found {
+            Some(i) => Some((&self.values[i], &self.columns[i].column)),
+            None => self.outer.and_then(|outer| outer.get(parts)),
+        }
+    }
+}
+
+fn name_parts(expr: &Expr) -> Option<Vec<&str>> {
+    match expr {
+        Expr::Identifier(ident) if !ident.value.starts_with('@') => {
+            Some(vec![ident.value.as_str()])
+        }
+        Expr::CompoundIdentifier(parts) => Some(parts.iter().map(|p| p.value.as_str()).collect()),
+        _ => None,
     }
 }
 
@@ -431,14 +468,13 @@ fn assessment_values(a: &AssessmentFixture) -> Vec<Value> {
     ]
 }
 
-fn select(query: &Query, cx: &mut Context<'_>) -> Result<StatementOutcome, StatementOutcome> {
+fn select_body(query: &Query) -> Result<&Select, StatementOutcome> {
     if query.with.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
         return Err(unsupported("WITH, OFFSET or FETCH"));
     }
     let SetExpr::Select(body) = query.body.as_ref() else {
         return Err(unsupported("A query other than one SELECT"));
     };
-    let body: &Select = body;
     if body.into.is_some() {
         return Err(unsupported("SELECT INTO (a write)"));
     }
@@ -448,30 +484,75 @@ fn select(query: &Query, cx: &mut Context<'_>) -> Result<StatementOutcome, State
     {
         return Err(unsupported("DISTINCT, GROUP BY or HAVING"));
     }
-    let source = source(body, cx)?;
-    if matches!(source, Source::Assessments(_))
+    Ok(body)
+}
+
+/// A `SELECT`'s result columns, named and typed as SQL Server derives them.
+fn select_columns(
+    query: &Query,
+    cx: &Context<'_>,
+    outer: Option<&Row<'_>>,
+) -> Result<Vec<Column>, StatementOutcome> {
+    let body = select_body(query)?;
+    let template = Row::template(from_columns(body, cx, outer)?, outer);
+    projection(body, &template, cx).map(|(columns, _)| columns)
+}
+
+/// The select list: each column's name and type, and the expressions
+/// (`None`: every column of the source, `*`).
+fn projection<'q>(
+    body: &'q Select,
+    template: &Row<'_>,
+    cx: &Context<'_>,
+) -> Result<(Vec<Column>, Option<Vec<&'q Expr>>), StatementOutcome> {
+    let mut columns = Vec::new();
+    let mut exprs = Vec::new();
+    for item in &body.projection {
+        let (expr, name) = match item {
+            SelectItem::UnnamedExpr(expr) => {
+                let name = name_parts(expr)
+                    .and_then(|p| p.last().map(|n| (*n).to_owned()))
+                    .unwrap_or_default();
+                (expr, name)
+            }
+            SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
+            SelectItem::Wildcard(_) if body.projection.len() == 1 => {
+                if template.columns.is_empty() {
+                    return Err(error(263, 16, "Must specify table to select from."));
+                }
+                let all = template.columns.iter().map(|c| c.column.clone()).collect();
+                return Ok((all, None));
+            }
+            _ => return Err(unsupported("This select list")),
+        };
+        columns.push(Column::new(&name, type_of(expr, template, cx)?));
+        exprs.push(expr);
+    }
+    Ok((columns, Some(exprs)))
+}
+
+fn select(
+    query: &Query,
+    cx: &mut Context<'_>,
+    outer: Option<&Row<'_>>,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), StatementOutcome> {
+    let body = select_body(query)?;
+    let (source_columns, rows) = from_rows(body, cx, outer)?;
+    if !source_columns.is_empty()
         && cx.session.settings.get("implicit_transactions") == Some("on")
         && cx.session.tran_count == 0
     {
         // A read starts a transaction when IMPLICIT_TRANSACTIONS is on.
         let _ = cx.session.begin_transaction();
     }
-    let table_columns = page_columns();
-    let rows: Vec<Row<'_>> = match source {
-        Source::NoTable => vec![Row {
-            columns: &[],
-            values: Vec::new(),
-        }],
-        Source::Assessments(all) => all
-            .iter()
-            .map(|a| Row {
-                columns: &table_columns,
-                values: assessment_values(a),
-            })
-            .collect(),
-    };
+    let cx: &Context<'_> = cx;
     let mut kept = Vec::new();
-    for row in rows {
+    for values in rows {
+        let row = Row {
+            columns: Arc::clone(&source_columns),
+            values,
+            outer,
+        };
         let keep = match &body.selection {
             Some(condition) => truth(&eval(condition, Some(&row), cx)?) == Some(true),
             None => true,
@@ -512,9 +593,10 @@ fn select(query: &Query, cx: &mut Context<'_>) -> Result<StatementOutcome, State
         if top.percent || top.with_ties {
             return Err(unsupported("TOP PERCENT or WITH TIES"));
         }
+        let template = Row::template(Arc::clone(&source_columns), outer);
         let n = match &top.quantity {
             Some(TopQuantity::Constant(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
-            Some(TopQuantity::Expr(e)) => match convert_to_int(eval(e, None, cx)?)? {
+            Some(TopQuantity::Expr(e)) => match convert_to_int(eval(e, Some(&template), cx)?)? {
                 Value::Int(n) if n >= 0 => n,
                 _ => {
                     return Err(error(
@@ -528,94 +610,292 @@ fn select(query: &Query, cx: &mut Context<'_>) -> Result<StatementOutcome, State
         };
         kept.truncate(usize::try_from(n).unwrap_or(usize::MAX));
     }
-    let mut columns = Vec::new();
-    let mut projections: Vec<&Expr> = Vec::new();
-    let mut wildcard = false;
-    for item in &body.projection {
-        match item {
-            SelectItem::UnnamedExpr(expr) => {
-                let name = match expr {
-                    Expr::Identifier(ident) if !ident.value.starts_with('@') => ident.value.clone(),
-                    Expr::CompoundIdentifier(parts) => {
-                        parts.last().map(|p| p.value.clone()).unwrap_or_default()
-                    }
-                    _ => String::new(),
-                };
-                columns.push(Column::new(&name, type_of(expr, &table_columns, cx)?));
-                projections.push(expr);
-            }
-            SelectItem::ExprWithAlias { expr, alias } => {
-                columns.push(Column::new(
-                    &alias.value,
-                    type_of(expr, &table_columns, cx)?,
-                ));
-                projections.push(expr);
-            }
-            SelectItem::Wildcard(_) if !table_columns.is_empty() => wildcard = true,
-            _ => return Err(unsupported("This select list")),
-        }
-    }
-    if wildcard {
-        if !projections.is_empty() {
-            return Err(unsupported("* beside other columns"));
-        }
-        if kept.first().is_some_and(|r| r.columns.is_empty()) {
-            return Err(error(263, 16, "Must specify table to select from."));
-        }
-        return Ok(StatementOutcome::Rows {
-            columns: table_columns.clone(),
-            rows: kept.into_iter().map(|r| r.values).collect(),
-        });
-    }
+    let template = Row::template(Arc::clone(&source_columns), outer);
+    let (columns, exprs) = projection(body, &template, cx)?;
+    let Some(exprs) = exprs else {
+        return Ok((columns, kept.into_iter().map(|r| r.values).collect()));
+    };
     let mut out = Vec::with_capacity(kept.len());
     for row in &kept {
-        let mut values = Vec::with_capacity(projections.len());
-        for (expr, column) in projections.iter().zip(&columns) {
+        let mut values = Vec::with_capacity(exprs.len());
+        for (expr, column) in exprs.iter().zip(&columns) {
             values.push(fit(eval(expr, Some(row), cx)?, column.ty)?);
         }
         out.push(values);
     }
-    Ok(StatementOutcome::Rows { columns, rows: out })
+    Ok((columns, out))
 }
 
-fn source<'a>(body: &Select, cx: &Context<'a>) -> Result<Source<'a>, StatementOutcome> {
+fn named(table: &str, columns: Vec<Column>) -> Arc<[Named]> {
+    let table = table.to_ascii_lowercase();
+    columns
+        .into_iter()
+        .map(|column| Named {
+            table: table.clone(),
+            column,
+        })
+        .collect()
+}
+
+fn alias_or(alias: &Option<ast::TableAlias>, default: &str) -> String {
+    alias
+        .as_ref()
+        .map_or_else(|| default.to_owned(), |a| a.name.value.clone())
+}
+
+/// The columns of a FROM clause (tables, OPENJSON, CROSS/OUTER APPLY of a
+/// derived table), without reading a row.
+fn from_columns(
+    body: &Select,
+    cx: &Context<'_>,
+    outer: Option<&Row<'_>>,
+) -> Result<Arc<[Named]>, StatementOutcome> {
+    let Some(from) = from_clause(body)? else {
+        return Ok(Arc::from(Vec::new()));
+    };
+    let mut columns: Vec<Named> = factor_columns(&from.relation, cx, outer)?.to_vec();
+    for join in &from.joins {
+        let left = Row::template(Arc::from(columns.clone()), outer);
+        columns.extend(
+            factor_columns(apply_factor(join)?, cx, Some(&left))?
+                .iter()
+                .cloned(),
+        );
+    }
+    Ok(Arc::from(columns))
+}
+
+fn from_clause(body: &Select) -> Result<Option<&ast::TableWithJoins>, StatementOutcome> {
     match body.from.as_slice() {
-        [] => Ok(Source::NoTable),
-        [table] if table.joins.is_empty() => {
-            let TableFactor::Table {
-                name, args: None, ..
-            } = &table.relation
-            else {
-                return Err(unsupported("This FROM clause"));
-            };
-            let parts = object_parts(name);
-            let lower: Vec<String> = parts.iter().map(|p| p.to_ascii_lowercase()).collect();
-            let database = cx.session.database.to_ascii_lowercase();
-            let is_assessments = match lower.as_slice() {
-                [t] => t == "assessments",
-                [s, t] => s == "dbo" && t == "assessments",
-                [d, s, t] => *d == database && (s == "dbo" || s.is_empty()) && t == "assessments",
-                _ => false,
-            };
-            if is_assessments {
-                return Ok(Source::Assessments(&cx.fixtures.assessments));
-            }
-            if lower
-                .first()
-                .is_some_and(|s| s == "sys" || s == "information_schema" || s.starts_with('#'))
-            {
-                return Err(unsupported(&format!(
-                    "Reading '{}' (the system catalog or a temporary table)",
-                    parts.join(".")
-                )));
-            }
-            Err(error(
-                208,
-                16,
-                format!("Invalid object name '{}'.", parts.join(".")),
-            ))
-        }
+        [] => Ok(None),
+        [from] => Ok(Some(from)),
         _ => Err(unsupported("A join")),
+    }
+}
+
+/// The right side of `CROSS APPLY` / `OUTER APPLY`: the only joins served.
+fn apply_factor(join: &ast::Join) -> Result<&TableFactor, StatementOutcome> {
+    match join.join_operator {
+        ast::JoinOperator::CrossApply | ast::JoinOperator::OuterApply => Ok(&join.relation),
+        _ => Err(unsupported("A join other than CROSS APPLY or OUTER APPLY")),
+    }
+}
+
+fn factor_columns(
+    factor: &TableFactor,
+    cx: &Context<'_>,
+    outer: Option<&Row<'_>>,
+) -> Result<Arc<[Named]>, StatementOutcome> {
+    match factor {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => {
+            table(name, cx)?;
+            Ok(named(&alias_or(alias, "assessments"), page_columns()))
+        }
+        TableFactor::OpenJsonTable { columns, alias, .. } => {
+            let typed = columns
+                .iter()
+                .map(|c| Ok(Column::new(&c.name.value, cast_type(&c.r#type)?)))
+                .collect::<Result<Vec<_>, StatementOutcome>>()?;
+            Ok(named(&alias_or(alias, "openjson"), typed))
+        }
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => Ok(named(
+            &alias_or(alias, ""),
+            select_columns(subquery, cx, outer)?,
+        )),
+        _ => Err(unsupported("This FROM clause")),
+    }
+}
+
+/// Rows and the columns they have values of.
+type Rows = (Arc<[Named]>, Vec<Vec<Value>>);
+
+/// The rows of a FROM clause, each the values of [`from_columns`]' columns.
+fn from_rows(
+    body: &Select,
+    cx: &mut Context<'_>,
+    outer: Option<&Row<'_>>,
+) -> Result<Rows, StatementOutcome> {
+    let columns = from_columns(body, cx, outer)?;
+    let Some(from) = from_clause(body)? else {
+        return Ok((columns, vec![Vec::new()]));
+    };
+    let mut rows = factor_rows(&from.relation, cx, outer)?;
+    let mut width = rows.first().map_or(0, Vec::len);
+    for join in &from.joins {
+        let factor = apply_factor(join)?;
+        let outer_apply = matches!(join.join_operator, ast::JoinOperator::OuterApply);
+        let left_columns: Arc<[Named]> = Arc::from(&columns[..width]);
+        let right_width = factor_columns(
+            factor,
+            cx,
+            Some(&Row::template(Arc::clone(&left_columns), outer)),
+        )?
+        .len();
+        let mut joined = Vec::new();
+        for left in rows {
+            let left_row = Row {
+                columns: Arc::clone(&left_columns),
+                values: left,
+                outer,
+            };
+            let right = factor_rows(factor, cx, Some(&left_row))?;
+            if right.is_empty() && outer_apply {
+                let mut values = left_row.values.clone();
+                values.extend(std::iter::repeat_n(Value::Null, right_width));
+                joined.push(values);
+            }
+            for r in right {
+                let mut values = left_row.values.clone();
+                values.extend(r);
+                joined.push(values);
+            }
+        }
+        rows = joined;
+        width += right_width;
+    }
+    Ok((columns, rows))
+}
+
+fn factor_rows(
+    factor: &TableFactor,
+    cx: &mut Context<'_>,
+    outer: Option<&Row<'_>>,
+) -> Result<Vec<Vec<Value>>, StatementOutcome> {
+    match factor {
+        TableFactor::Table { name, .. } => {
+            Ok(table(name, cx)?.iter().map(assessment_values).collect())
+        }
+        TableFactor::OpenJsonTable {
+            json_expr,
+            json_path,
+            columns,
+            ..
+        } => {
+            if json_path.is_some() {
+                return Err(unsupported("OPENJSON with a path"));
+            }
+            let text = match eval(json_expr, outer, cx)? {
+                Value::String(text) => text,
+                Value::Null => return Ok(Vec::new()),
+                _ => return Err(unsupported("OPENJSON of a value that is not a string")),
+            };
+            let typed = columns
+                .iter()
+                .map(|c| Ok((c, cast_type(&c.r#type)?)))
+                .collect::<Result<Vec<_>, StatementOutcome>>()?;
+            open_json(&text, &typed)
+        }
+        TableFactor::Derived { subquery, .. } => Ok(select(subquery, cx, outer)?.1),
+        _ => Err(unsupported("This FROM clause")),
+    }
+}
+
+/// The one table there is, by any name SQL Server would resolve to it.
+fn table<'c>(
+    name: &ObjectName,
+    cx: &Context<'c>,
+) -> Result<&'c [AssessmentFixture], StatementOutcome> {
+    let parts = object_parts(name);
+    let lower: Vec<String> = parts.iter().map(|p| p.to_ascii_lowercase()).collect();
+    let database = cx.session.database.to_ascii_lowercase();
+    let is_assessments = match lower.as_slice() {
+        [t] => t == "assessments",
+        [s, t] => s == "dbo" && t == "assessments",
+        [d, s, t] => *d == database && (s == "dbo" || s.is_empty()) && t == "assessments",
+        _ => false,
+    };
+    if is_assessments {
+        return Ok(&cx.fixtures.assessments);
+    }
+    if lower
+        .first()
+        .is_some_and(|s| s == "sys" || s == "information_schema" || s.starts_with('#'))
+    {
+        return Err(unsupported(&format!(
+            "Reading '{}' (the system catalog or a temporary table)",
+            parts.join(".")
+        )));
+    }
+    Err(error(
+        208,
+        16,
+        format!("Invalid object name '{}'.", parts.join(".")),
+    ))
+}
+
+/// `OPENJSON(text) WITH (...)`: one row per element of a JSON array of
+/// objects, each column read from its path (`$.name`, or the column's name)
+/// and converted to its type as SQL Server converts it.
+fn open_json(
+    text: &str,
+    columns: &[(&ast::OpenJsonTableColumn, ColumnType)],
+) -> Result<Vec<Vec<Value>>, StatementOutcome> {
+    let not_json = || error(13609, 16, "JSON text is not properly formatted.");
+    let parsed: serde_json::Value = serde_json::from_str(text).map_err(|_| not_json())?;
+    let elements = match parsed {
+        serde_json::Value::Array(elements) => elements,
+        object @ serde_json::Value::Object(_) => vec![object],
+        _ => return Err(not_json()),
+    };
+    let mut rows = Vec::with_capacity(elements.len());
+    for element in &elements {
+        let mut row = Vec::with_capacity(columns.len());
+        for (column, ty) in columns {
+            let key = match column.path.as_deref() {
+                None => column.name.value.as_str(),
+                Some(path) => path
+                    .strip_prefix("$.")
+                    .filter(|k| !k.contains(['.', '[']))
+                    .ok_or_else(|| unsupported("An OPENJSON path other than $.name"))?,
+            };
+            let value = match element.get(key) {
+                None | Some(serde_json::Value::Null) => Value::Null,
+                Some(serde_json::Value::Bool(b)) => Value::Int(i64::from(*b)),
+                Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                    Some(i) => Value::Int(i),
+                    None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Some(serde_json::Value::String(s)) => Value::String(s.clone()),
+                Some(other) => Value::String(other.to_string()),
+            };
+            row.push(convert(value, *ty)?);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// A value converted to a column type (OPENJSON's WITH, CAST).
+fn convert(value: Value, ty: ColumnType) -> Result<Value, StatementOutcome> {
+    match ty {
+        ColumnType::Int | ColumnType::BigInt | ColumnType::SmallInt => convert_to_int(value),
+        ColumnType::Date => Ok(match to_datetime(value)? {
+            Value::DateTime(dt) => Value::Date(dt.date()),
+            other => other,
+        }),
+        ColumnType::DateTime2(_) => to_datetime(value),
+        ColumnType::NVarChar(_) => Ok(match value {
+            Value::Int(n) => Value::String(n.to_string()),
+            Value::Float(f) => Value::String(f.to_string()),
+            other => other,
+        }),
+        ColumnType::Float => {
+            Ok(match value {
+                Value::Int(n) => Value::Float(n as f64),
+                Value::String(s) => Value::Float(s.trim().parse().map_err(|_| {
+                    error(8114, 16, "Error converting data type nvarchar to float.")
+                })?),
+                other => other,
+            })
+        }
+        ColumnType::Variant => Ok(value),
     }
 }
 
@@ -645,11 +925,7 @@ fn param_type(param: &Param) -> ColumnType {
 }
 
 /// The type of a select-list expression, as SQL Server derives it.
-fn type_of(
-    expr: &Expr,
-    table: &[Column],
-    cx: &Context<'_>,
-) -> Result<ColumnType, StatementOutcome> {
+fn type_of(expr: &Expr, row: &Row<'_>, cx: &Context<'_>) -> Result<ColumnType, StatementOutcome> {
     Ok(match expr {
         Expr::Identifier(ident) => {
             let name = ident.value.as_str();
@@ -659,14 +935,15 @@ fn type_of(
                 "@@trancount" | "@@error" | "@@rowcount" | "@@options" => ColumnType::Int,
                 "@@servername" | "@@language" | "@@servicename" => ColumnType::NVarChar(128),
                 _ if name.starts_with('@') => param_type(param(cx, name)?),
-                _ => column_type(table, name)?,
+                _ => column(row, &[name])?.1.ty,
             }
         }
         Expr::CompoundIdentifier(parts) => {
-            column_type(table, parts.last().map(|p| p.value.as_str()).unwrap_or(""))?
+            let parts: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
+            column(row, &parts)?.1.ty
         }
-        Expr::Nested(inner) => type_of(inner, table, cx)?,
-        Expr::UnaryOp { expr, .. } => type_of(expr, table, cx)?,
+        Expr::Nested(inner) => type_of(inner, row, cx)?,
+        Expr::UnaryOp { expr, .. } => type_of(expr, row, cx)?,
         Expr::Value(v) => match &v.value {
             ast::Value::Number(n, _) if n.contains(['.', 'e', 'E']) => ColumnType::Float,
             ast::Value::Number(n, _) => match n.parse::<i64>() {
@@ -681,7 +958,7 @@ fn type_of(
             "serverproperty" => ColumnType::Variant,
             "db_name" | "suser_sname" | "user_name" | "schema_name" => ColumnType::NVarChar(128),
             "dateadd" => match function_args(f)?.as_slice() {
-                [_, _, date] => match type_of(date, table, cx)? {
+                [_, _, date] => match type_of(date, row, cx)? {
                     ColumnType::Date => ColumnType::Date,
                     _ => ColumnType::DateTime2(7),
                 },
@@ -694,12 +971,13 @@ fn type_of(
     })
 }
 
-fn column_type(table: &[Column], name: &str) -> Result<ColumnType, StatementOutcome> {
-    table
-        .iter()
-        .find(|c| c.name.eq_ignore_ascii_case(name))
-        .map(|c| c.ty)
-        .ok_or_else(|| invalid_column(name))
+/// The column a name refers to, or SQL Server's error for a name that refers to none.
+fn column<'r>(
+    row: &'r Row<'_>,
+    parts: &[&str],
+) -> Result<(&'r Value, &'r Column), StatementOutcome> {
+    row.get(parts)
+        .ok_or_else(|| invalid_column(&parts.join(".")))
 }
 
 fn invalid_column(name: &str) -> StatementOutcome {
@@ -806,15 +1084,15 @@ fn eval(expr: &Expr, row: Option<&Row<'_>>, cx: &Context<'_>) -> Result<Value, S
             if name.starts_with('@') {
                 return Ok(param(cx, name)?.value.clone());
             }
-            row.and_then(|r| r.get(name))
-                .cloned()
+            row.and_then(|r| r.get(&[name]))
+                .map(|(v, _)| v.clone())
                 .ok_or_else(|| invalid_column(name))
         }
         Expr::CompoundIdentifier(parts) => {
-            let name = parts.last().map(|p| p.value.as_str()).unwrap_or("");
-            row.and_then(|r| r.get(name))
-                .cloned()
-                .ok_or_else(|| invalid_column(name))
+            let parts: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
+            row.and_then(|r| r.get(&parts))
+                .map(|(v, _)| v.clone())
+                .ok_or_else(|| invalid_column(&parts.join(".")))
         }
         Expr::Nested(inner) => eval(inner, row, cx),
         Expr::Value(v) => literal(&v.value),
@@ -868,25 +1146,7 @@ fn eval(expr: &Expr, row: Option<&Row<'_>>, cx: &Context<'_>) -> Result<Value, S
         }
         Expr::Cast {
             expr, data_type, ..
-        } => {
-            let value = eval(expr, row, cx)?;
-            match cast_type(data_type)? {
-                ColumnType::Int | ColumnType::BigInt | ColumnType::SmallInt => {
-                    convert_to_int(value)
-                }
-                ColumnType::Date => Ok(match to_datetime(value)? {
-                    Value::DateTime(dt) => Value::Date(dt.date()),
-                    other => other,
-                }),
-                ColumnType::DateTime2(_) => to_datetime(value),
-                ColumnType::NVarChar(_) => Ok(match value {
-                    Value::Int(n) => Value::String(n.to_string()),
-                    Value::Float(f) => Value::String(f.to_string()),
-                    other => other,
-                }),
-                _ => Ok(value),
-            }
-        }
+        } => convert(eval(expr, row, cx)?, cast_type(data_type)?),
         Expr::Function(f) => function(f, row, cx),
         _ => Err(unsupported("This expression")),
     }
@@ -1339,6 +1599,139 @@ mod tests {
                 "{condition}: {out:?}"
             );
         }
+    }
+
+    /// (top, student, type, from, to, after (at, id)).
+    type Item<'a> = (
+        i64,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<(String, i64)>,
+    );
+
+    #[test]
+    fn the_batch_query_answers_each_item_as_the_page_query_does() {
+        let fixtures = Fixtures::demo();
+        let p = |name: &str, wire_type: WireType, value: Value| Param {
+            name: name.to_owned(),
+            wire_type,
+            value,
+            output: false,
+        };
+        let null = |name: &str| p(name, WireType::Null, Value::Null);
+        // (top, student, type, from, to, after): a spread of filters, a
+        // student without rows, a cursor.
+        let first = &fixtures.assessments[0];
+        let items: Vec<Item<'_>> = vec![
+            (3, "stu-0001", None, None, None, None),
+            (
+                2,
+                "stu-0002",
+                Some("ORAL_READING_FLUENCY"),
+                None,
+                None,
+                None,
+            ),
+            (
+                5,
+                "stu-0003",
+                None,
+                Some("2025-10-01"),
+                Some("2025-11-30"),
+                None,
+            ),
+            (4, "stu-9999", None, None, None, None),
+            (
+                2,
+                &first.student_id,
+                None,
+                None,
+                None,
+                Some((
+                    first
+                        .administered_at
+                        .format("%Y-%m-%dT%H:%M:%S%.3f")
+                        .to_string(),
+                    first.assessment_id,
+                )),
+            ),
+        ];
+        let json = serde_json::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, (top, student, ty, from, to, after))| {
+                    serde_json::json!({
+                        "item": i, "top": top, "student": student, "type": ty,
+                        "from": from, "to": to,
+                        "afterAt": after.as_ref().map(|a| a.0.clone()),
+                        "afterId": after.as_ref().map(|a| a.1),
+                    })
+                })
+                .collect(),
+        )
+        .to_string();
+        let mut session = Session::new("Assessments", 54);
+        let batch = run_text(
+            catalog::ASSESSMENTS_PAGES_SQL,
+            &[p("@P1", WireType::NVarCharMax, Value::String(json))],
+            &mut session,
+        );
+        let StatementOutcome::Rows { columns, rows } = &batch[0] else {
+            panic!("{batch:?}")
+        };
+        assert_eq!(columns[0].name, "item");
+        assert_eq!(&columns[1..], &page_columns()[..]);
+        for (i, (top, student, ty, from, to, after)) in items.iter().enumerate() {
+            let date = |d: &Option<&str>| match d {
+                Some(d) => p(
+                    "",
+                    WireType::Date,
+                    Value::Date(NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("date")),
+                ),
+                None => null(""),
+            };
+            let mut params = vec![
+                p("@P1", WireType::Int, Value::Int(*top)),
+                p(
+                    "@P2",
+                    WireType::NVarChar,
+                    Value::String((*student).to_owned()),
+                ),
+                ty.map_or(null("@P3"), |t| {
+                    p("@P3", WireType::NVarChar, Value::String(t.to_owned()))
+                }),
+                date(from),
+                date(to),
+                after.as_ref().map_or(null("@P6"), |(at, _)| {
+                    p(
+                        "@P6",
+                        WireType::DateTime2,
+                        Value::DateTime(
+                            NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S%.3f").expect("at"),
+                        ),
+                    )
+                }),
+                after.as_ref().map_or(null("@P7"), |(_, id)| {
+                    p("@P7", WireType::BigInt, Value::Int(*id))
+                }),
+            ];
+            params[3].name = "@P4".into();
+            params[4].name = "@P5".into();
+            let single = run_text(catalog::ASSESSMENTS_PAGE_SQL, &params, &mut session);
+            let StatementOutcome::Rows { rows: want, .. } = &single[0] else {
+                panic!("{single:?}")
+            };
+            let got: Vec<Vec<Value>> = rows
+                .iter()
+                .filter(|r| r[0] == Value::Int(i as i64))
+                .map(|r| r[1..].to_vec())
+                .collect();
+            assert_eq!(&got, want, "item {i}");
+        }
+        assert!(rows.len() > 5, "{}", rows.len());
     }
 
     #[test]
