@@ -629,3 +629,79 @@ async fn concurrent_invocations_share_the_bounded_dependencies() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(invocations, 24);
 }
+
+/// An answer without what differs between the same request in a batch and
+/// alone: every `processedAt`, and the `nextToken`'s bytes (it carries the
+/// second it was issued in); whether there is a next page stays.
+fn without_processed_at(mut answer: Value) -> Value {
+    if let Some(items) = answer["data"]["items"].as_array_mut() {
+        for item in items {
+            item["processedAt"] = Value::Null;
+        }
+    }
+    if answer["data"]["nextToken"].is_string() {
+        answer["data"]["nextToken"] = json!("<a next page>");
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reads_its_pages_in_a_few_statements_and_answers_each_item_as_alone() {
+    let _lock = native_counters_lock();
+    let stack = Stack::start(&[]).await;
+    // A spread of arguments: limits, types, date ranges, a student with no
+    // rows, one without a profile, and the second page of an earlier answer.
+    let first = stack
+        .invoke(get_assessments(
+            json!({"studentId": "stu-0001", "limit": 2}),
+        ))
+        .await
+        .expect("a page");
+    let token = first["nextToken"].as_str().expect("a next page").to_owned();
+    let args = |i: usize| match i % 10 {
+        0 => json!({"studentId": "stu-0001", "limit": 2, "nextToken": token}),
+        1 => json!({"studentId": format!("stu-{:04}", 3 + i % 30), "limit": 1 + i % 7}),
+        2 => {
+            json!({"studentId": format!("stu-{:04}", 3 + i % 30), "assessmentType": "ORAL_READING_FLUENCY"})
+        }
+        3 => json!({"studentId": format!("stu-{:04}", 3 + i % 30),
+                    "dateRange": {"from": "2025-10-01", "to": "2025-11-15"}}),
+        4 => json!({"studentId": "stu-9999"}),
+        _ => json!({"studentId": format!("stu-{:04}", 3 + i % 30), "limit": 3}),
+    };
+    let mut requests = Vec::new();
+    for size in [10usize, 100] {
+        let events: Vec<Value> = (0..size).map(|i| get_assessments(args(i))).collect();
+        let before = stack.tds().stats().requests;
+        let batch = stack
+            .invoke(Value::Array(events))
+            .await
+            .expect("a batch response");
+        requests.push(stack.tds().stats().requests - before);
+        let answers = batch.as_array().expect("a list");
+        assert_eq!(answers.len(), size);
+        for (i, answer) in answers.iter().enumerate() {
+            // The same request alone: a single invocation answers data, or an error.
+            let alone = match stack.invoke(get_assessments(args(i))).await {
+                Ok(data) => json!({"data": data}),
+                Err(e) => {
+                    json!({"data": null, "errorType": e.error_type.as_str(), "errorMessage": e.message})
+                }
+            };
+            let answer = without_processed_at(answer.clone());
+            let alone = without_processed_at(alone);
+            assert_eq!(answer["data"], alone["data"], "item {i} of {size}");
+            assert_eq!(
+                answer["errorType"], alone["errorType"],
+                "item {i} of {size}: {answer}"
+            );
+        }
+    }
+    let (ten, hundred) = (requests[0], requests[1]);
+    assert!(hundred <= 6, "a 100-item batch sent {hundred} SQL requests");
+    assert!(
+        hundred <= ten + 2,
+        "100 items: {hundred} requests, 10 items: {ten}"
+    );
+    stack.assert_clean().await;
+}

@@ -11,7 +11,8 @@ use assessments_common::budget::Limit;
 use assessments_common::config::Env;
 use assessments_resolver::legacy::AssessmentType;
 use assessments_resolver::sqlserver::{
-    ASSESSMENTS_PAGE_SQL, AssessmentRecord, PageRequest, SqlError, SqlPool, SqlSettings,
+    ASSESSMENTS_PAGE_SQL, ASSESSMENTS_PAGES_SQL, AssessmentRecord, PageRequest, SqlError, SqlPool,
+    SqlSettings,
 };
 use chrono::NaiveDate;
 use testkit::fixtures::{AssessmentFixture, Fixtures};
@@ -388,6 +389,17 @@ async fn hostile_values_reach_the_server_only_as_parameters() {
             "the value arrived intact"
         );
     }
+    // Read together, the same values travel inside the batch's one JSON
+    // parameter, and the statement is again the same constant.
+    server.clear_recorded();
+    let requests: Vec<PageRequest> = hostile.iter().map(|v| first_page(v, 5)).collect();
+    let refs: Vec<&PageRequest> = requests.iter().collect();
+    for page in pool.fetch_pages(&refs, &budget()).await {
+        assert!(page.expect("a query, not an injection").records.is_empty());
+    }
+    let recorded = server.recorded();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].text, ASSESSMENTS_PAGES_SQL);
     // assessmentType cannot carry hostile text at all: it is an enum by the
     // time it reaches this module, sent as its fixed name.
     let request = PageRequest {
@@ -523,6 +535,51 @@ async fn a_row_of_another_student_fails_the_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_read_together_are_each_what_the_page_query_reads_in_one_statement() {
+    let server = start_tds_server().await;
+    let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
+    let mut second = first_page("stu-0001", 2);
+    second.after = pool
+        .fetch_page(&first_page("stu-0001", 2), &budget())
+        .await
+        .expect("page")
+        .next;
+    let mut invalid = first_page("stu-0002", 5);
+    invalid.page_size = 0;
+    let requests = [
+        first_page("stu-0001", 5),
+        second,
+        invalid,
+        first_page("stu-0002", 1),
+        first_page("stu-9999", 3),
+    ];
+    let refs: Vec<&PageRequest> = requests.iter().collect();
+    let before = server.stats().requests;
+    let pages = pool.fetch_pages(&refs, &budget()).await;
+    assert_eq!(server.stats().requests - before, 1, "one statement");
+    assert_eq!(pages.len(), requests.len());
+    for (request, page) in requests.iter().zip(&pages) {
+        let alone = pool.fetch_page(request, &budget()).await;
+        match (page, alone) {
+            (Ok(page), Ok(alone)) => assert_eq!(page, &alone, "{request:?}"),
+            (Err(e), Err(alone)) => assert_eq!(e.to_string(), alone.to_string()),
+            (page, alone) => panic!("{request:?}: {page:?} / {alone:?}"),
+        }
+    }
+    assert!(pages[2].is_err(), "the invalid request fails alone");
+    // A row of another student fails the pages it came in, not quietly.
+    server
+        .faults()
+        .set_column_value(Some(("student_id", Value::String("stu-0003".to_owned()))));
+    let pages = pool.fetch_pages(&refs[..2], &budget()).await;
+    assert!(pages.iter().all(|p| {
+        p.as_ref().is_err_and(|e| {
+            e.to_string() == "column student_id: a row of another student than the one asked for"
+        })
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use() {
     let server = start_tds_server().await;
     let pool = SqlPool::new(&pool_settings(&server, |s| {
@@ -633,6 +690,20 @@ async fn opt_in_real_sql_server_returns_the_same_pages() {
         .map(|r| r.assessment_id)
         .collect();
     assert_eq!(ids, expected(|a| a.student_id == "stu-0001"));
+    // The batch's statement (OPENJSON, CROSS APPLY) reads what the page query reads.
+    let requests = [
+        first_page("stu-0001", 3),
+        first_page("stu-0002", 2),
+        first_page("stu-9999", 1),
+    ];
+    let refs: Vec<&PageRequest> = requests.iter().collect();
+    for (request, page) in requests
+        .iter()
+        .zip(pool.fetch_pages(&refs, &budget()).await)
+    {
+        let alone = pool.fetch_page(request, &budget()).await.expect("page");
+        assert_eq!(page.expect("page of the batch"), alone, "{request:?}");
+    }
 }
 
 /// Runs `infra/sql/001_schema.sql` and `002_seed_demo.sql` on a real server.

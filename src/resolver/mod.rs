@@ -7,8 +7,12 @@
 //! profiles; a caller limited to a school has them read only once the
 //! profile shows the student is in that school.
 //!
-//! A batch reads each distinct student's profile once and processes its items
-//! concurrently, at most as many at a time as the SQL pool has connections.
+//! A batch reads each distinct student's profile once, and its items' pages
+//! in a few statements: the items split into at most as many chunks as the
+//! SQL pool has connections, each chunk one statement
+//! ([`SqlPool::fetch_pages`]); a single item is read with the page query.
+//! Scoring then runs per item, at most as many at a time as the pool has
+//! connections.
 //! Nothing here outlives the call: every per-request value is owned by the
 //! request's future.
 
@@ -28,12 +32,11 @@ use std::time::{Duration, Instant};
 use assessments_common::budget::Budget;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use futures_util::future::{FutureExt, Shared};
 
 use crate::authz::{Access, AuthzPolicy, Caller};
 use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
 use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
-use crate::sqlserver::{AssessmentRecord, PageRequest, SqlPool};
+use crate::sqlserver::{AssessmentRecord, Page, PageRequest, SqlError, SqlPool};
 
 pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
 pub use error::{ErrorType, ResolveError};
@@ -53,7 +56,8 @@ pub struct ItemRequest {
 pub struct Timings {
     /// Reading the batch's profiles (once for the batch).
     pub profiles: Duration,
-    /// Waiting for SQL Server, summed over the batch's items.
+    /// Waiting for SQL Server: the batch's page reads (each a few
+    /// statements at once), end to end.
     pub sql: Duration,
     /// Scoring through the legacy component, summed over the batch's items.
     pub legacy: Duration,
@@ -77,6 +81,22 @@ struct Planned {
     args: GetAssessmentsArgs,
     request: PageRequest,
     access: Access,
+}
+
+/// An item between the stages: failed, planned, or planned with its page read.
+enum Staged {
+    Failed(ResolveError),
+    Planned(Planned),
+    Paged(Planned, Result<Page, SqlError>),
+}
+
+impl From<Result<Planned, ResolveError>> for Staged {
+    fn from(plan: Result<Planned, ResolveError>) -> Self {
+        match plan {
+            Ok(plan) => Staged::Planned(plan),
+            Err(e) => Staged::Failed(e),
+        }
+    }
 }
 
 impl Resolver {
@@ -125,9 +145,12 @@ impl Resolver {
     /// fails alone with a timeout naming the dependency.
     ///
     /// Stages: plan each item (validate, verify its token, authorize the
-    /// caller), read every distinct student's profile once for the batch,
-    /// then resolve each item ([`Self::resolve`]: its page, scored and
-    /// assembled), at most as many items at once as the pool has connections.
+    /// caller); read every distinct student's profile once for the batch and,
+    /// at the same time, the pages of the items whose caller may read every
+    /// student ([`Self::read_pages`]: a few statements for the batch); entitle
+    /// the school-scoped items by their profiles and read their pages; then
+    /// finish each item ([`Self::finish`]: scored and assembled), at most as
+    /// many at once as the pool has connections.
     pub async fn get_assessments(
         &self,
         items: Vec<Result<ItemRequest, ResolveError>>,
@@ -150,18 +173,68 @@ impl Resolver {
         // completes one (memcpy was a fifth of an invocation's instructions).
         let read: Pin<Box<dyn Future<Output = Arc<ProfilesRead>> + Send + '_>> =
             Box::pin(self.read_profiles(students, budget));
-        let profiles = read.shared();
         let clock = StageClock::default();
-        let resolving = plans.into_iter().map(|plan| {
-            let profiles = profiles.clone();
-            let clock = &clock;
-            Box::pin(async move { self.resolve(plan?, profiles, now, budget, clock).await })
+        let staged: Vec<Staged> = plans.into_iter().map(Staged::from).collect();
+        // A caller entitled to every student: its pages read with the profiles.
+        let open = |p: &Planned| p.access == Access::All;
+        let (profiles, staged) = tokio::join!(read, self.read_pages(staged, open, budget, &clock));
+        // A caller limited to a school: once the profile shows the student is in it.
+        let staged = (staged.into_iter())
+            .map(|item| match item {
+                Staged::Planned(plan) => match entitle(&plan, &profiles.result) {
+                    Ok(()) => Staged::Planned(plan),
+                    Err(e) => Staged::Failed(e),
+                },
+                other => other,
+            })
+            .collect();
+        let staged = self.read_pages(staged, |_| true, budget, &clock).await;
+        let finishing = staged.into_iter().map(|item| {
+            let (profiles, clock) = (&profiles, &clock);
+            Box::pin(async move { self.finish(item, profiles, now, budget, clock).await })
         });
         let concurrency = self.sql.status().max_size.max(1);
-        let results = (futures_util::stream::iter(resolving).buffered(concurrency))
+        let results = (futures_util::stream::iter(finishing).buffered(concurrency))
             .collect()
             .await;
-        (results, clock.timings(profiles.peek().map(Arc::as_ref)))
+        (results, clock.timings(Some(&profiles)))
+    }
+
+    /// Reads the pages of the planned items `which` picks, in at most as
+    /// many statements (run at once) as the pool has connections.
+    async fn read_pages(
+        &self,
+        items: Vec<Staged>,
+        which: impl Fn(&Planned) -> bool,
+        budget: &Budget,
+        clock: &StageClock,
+    ) -> Vec<Staged> {
+        let pages = {
+            let requests: Vec<&PageRequest> = (items.iter())
+                .filter_map(|item| match item {
+                    Staged::Planned(plan) if which(plan) => Some(&plan.request),
+                    _ => None,
+                })
+                .collect();
+            if requests.is_empty() {
+                return items;
+            }
+            let chunks = requests.len().div_ceil(self.sql.status().max_size.max(1));
+            let reads = requests
+                .chunks(chunks)
+                .map(|chunk| Box::pin(self.sql.fetch_pages(chunk, budget)));
+            clock.sql(futures_util::future::join_all(reads)).await
+        };
+        let mut pages = pages.into_iter().flatten();
+        (items.into_iter())
+            .map(|item| match item {
+                Staged::Planned(plan) if which(&plan) => match pages.next() {
+                    Some(page) => Staged::Paged(plan, page),
+                    None => Staged::Planned(plan),
+                },
+                other => other,
+            })
+            .collect()
     }
 
     /// Re-reads the `nextToken` keys when a token names a key this
@@ -203,24 +276,23 @@ impl Resolver {
         })
     }
 
-    /// One planned item: its page (for a caller entitled to every student,
-    /// read while the profiles are; for one limited to a school, only once
-    /// the profile shows the student is in it), scored and assembled.
-    async fn resolve(
+    /// One item, its page read: scored and assembled with its profile (a
+    /// planned item whose page was not read has it read here, alone).
+    async fn finish(
         &self,
-        plan: Planned,
-        profiles: SharedProfiles<'_>,
+        item: Staged,
+        profiles: &ProfilesRead,
         now: DateTime<Utc>,
         budget: &Budget,
         clock: &StageClock,
     ) -> Result<AssessmentPage, ResolveError> {
-        let page = || clock.sql(Box::pin(self.sql.fetch_page(&plan.request, budget)));
-        let (profiles, page) = if plan.access == Access::All {
-            tokio::join!(profiles, page())
-        } else {
-            let profiles = profiles.await;
-            entitle(&plan, &profiles.result)?;
-            (profiles, page().await)
+        let (plan, page) = match item {
+            Staged::Failed(e) => return Err(e),
+            Staged::Paged(plan, page) => (plan, page),
+            Staged::Planned(plan) => {
+                let page = clock.sql(self.sql.fetch_page(&plan.request, budget)).await;
+                (plan, page)
+            }
         };
         let profile = match profiles
             .result
@@ -296,9 +368,6 @@ struct ProfilesRead {
     elapsed: Duration,
     requested: u32,
 }
-
-/// The profile read, awaited by every item of the batch.
-type SharedProfiles<'a> = Shared<Pin<Box<dyn Future<Output = Arc<ProfilesRead>> + Send + 'a>>>;
 
 /// A caller limited to a school reads the student only if the profile says
 /// the student is in it. A missing profile, or one that does not decode, is

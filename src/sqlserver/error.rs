@@ -6,7 +6,8 @@ use std::time::Duration;
 use assessments_common::budget::Limit;
 use assessments_common::config::ConfigError;
 
-#[derive(Debug, thiserror::Error)]
+/// Clone: a batch's statement that fails is each of its items' error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SqlError {
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -16,8 +16,8 @@ use assessments_common::config::{ConfigError, Env, InsecureSettings};
 pub use error::SqlError;
 pub use pool::{PoolStatus, SqlPool};
 pub use query::{
-    ASSESSMENTS_PAGE_SQL, AssessmentRecord, Cursor, MAX_PAGE_SIZE, Page, PageRequest, SQL_MAX_DATE,
-    SQL_MIN_DATE,
+    ASSESSMENTS_PAGE_SQL, ASSESSMENTS_PAGES_SQL, AssessmentRecord, Cursor, MAX_PAGE_SIZE, Page,
+    PageRequest, SQL_MAX_DATE, SQL_MIN_DATE,
 };
 
 /// Pool and connection settings.

@@ -15,6 +15,13 @@ use crate::legacy::AssessmentType;
 /// (documented there). Never built from input.
 pub const ASSESSMENTS_PAGE_SQL: &str = include_str!("../../infra/sql/queries/assessments_page.sql");
 
+/// A batch's pages in one statement, byte for byte as
+/// `infra/sql/queries/assessments_pages.sql`: the items as one JSON
+/// parameter (`OPENJSON`), each item's page the page query's own
+/// (`CROSS APPLY`), rows tagged with their item. Never built from input.
+pub const ASSESSMENTS_PAGES_SQL: &str =
+    include_str!("../../infra/sql/queries/assessments_pages.sql");
+
 /// The range of SQL Server's `date` type: the days a page request may name.
 pub const SQL_MIN_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1, 1, 1) {
     Some(d) => d,
@@ -103,59 +110,12 @@ impl SqlPool {
     }
 
     async fn read_page(&self, request: &PageRequest, budget: &Budget) -> Result<Page, SqlError> {
-        if request.page_size == 0 || request.page_size > MAX_PAGE_SIZE {
-            return Err(SqlError::InvalidRequest(format!(
-                "page size {} is outside 1..={MAX_PAGE_SIZE}",
-                request.page_size
-            )));
-        }
-        let mut lease = self.checkout(budget).await?;
-        let rows = match self.run_page(&mut lease, request, budget).await {
-            Err(error)
-                if error.is_connection_lost()
-                    && lease.is_reused()
-                    && budget.fits(self.query_timeout) =>
-            {
-                tracing::warn!(%error, "pooled SQL Server connection failed; retrying once on a new connection");
-                drop(lease);
-                self.discard_idle_created_before(std::time::Instant::now());
-                lease = self.checkout(budget).await?;
-                self.run_page(&mut lease, request, budget).await?
-            }
-            other => other?,
-        };
-        drop(lease);
-        let mut records = Vec::with_capacity(rows.len());
-        if let Some(first) = rows.first() {
-            check_columns(first)?;
-        }
-        let student_id: Arc<str> = Arc::from(request.student_id.as_str());
-        for row in &rows {
-            records.push(decode_record(row, &student_id)?);
-        }
-        let page_size = request.page_size as usize;
-        let next = if records.len() > page_size {
-            records.truncate(page_size);
-            records.last().map(AssessmentRecord::cursor)
-        } else {
-            None
-        };
-        Ok(Page { records, next })
-    }
-
-    async fn run_page(
-        &self,
-        lease: &mut Lease,
-        request: &PageRequest,
-        budget: &Budget,
-    ) -> Result<Vec<Row>, SqlError> {
+        check_page_size(request)?;
         // One row more than the page tells whether a next page exists.
         let top = request.page_size as i32 + 1;
         let student_id = request.student_id.as_str();
         let assessment_type = request.assessment_type.map(AssessmentType::as_str);
-        // The statement ends the range at `DATEADD(day, 1, to)`, which overflows
-        // on SQL Server's last day; every datetime2 is on or before it anyway.
-        let to = request.to.filter(|day| *day < SQL_MAX_DATE);
+        let to = last_day(request);
         let after_at = request.after.map(|c| c.administered_at);
         let after_id = request.after.map(|c| c.assessment_id);
         let params: [&dyn ToSql; 7] = [
@@ -167,17 +127,110 @@ impl SqlPool {
             &after_at,
             &after_id,
         ];
+        let rows = self.query(ASSESSMENTS_PAGE_SQL, &params, budget).await?;
+        if let Some(first) = rows.first() {
+            check_columns(first, 0)?;
+        }
+        let student_id: Arc<str> = Arc::from(request.student_id.as_str());
+        let records = (rows.iter())
+            .map(|row| decode_record(row, 0, &student_id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(records, request))
+    }
 
+    /// Reads several pages within `budget`, in one statement
+    /// ([`ASSESSMENTS_PAGES_SQL`]); one request is read with the page query
+    /// itself. Answers one result per request, in order: each page exactly
+    /// what [`SqlPool::fetch_page`] answers for it. A request that is not
+    /// valid fails alone; a statement that fails fails every request in it.
+    pub async fn fetch_pages(
+        &self,
+        requests: &[&PageRequest],
+        budget: &Budget,
+    ) -> Vec<Result<Page, SqlError>> {
+        if let [request] = requests {
+            return vec![self.fetch_page(request, budget).await];
+        }
+        let checked: Vec<Result<&PageRequest, SqlError>> = (requests.iter())
+            .map(|r| check_page_size(r).map(|()| *r))
+            .collect();
+        let items = serde_json::Value::Array(
+            (checked.iter().enumerate())
+                .filter_map(|(item, r)| Some(page_item(item, r.as_ref().ok()?)))
+                .collect(),
+        )
+        .to_string();
+        let span = tracing::trace_span!(
+            target: "xray",
+            "SQL Server",
+            namespace = "remote",
+            database = "Microsoft SQL Server",
+            pages = requests.len(),
+            failure = tracing::field::Empty,
+        );
+        let items = items.as_str();
+        let params: [&dyn ToSql; 1] = [&items];
+        let query = self.query(ASSESSMENTS_PAGES_SQL, &params, budget);
+        let read =
+            (xray::traced(span, query).await).and_then(|rows| pages_by_item(rows, requests.len()));
+        let mut read = match read {
+            Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => (0..requests.len()).map(|_| Err(e.clone())).collect(),
+        };
+        (checked.into_iter().zip(read.iter_mut()))
+            .map(|(request, records)| {
+                let request = request?;
+                let records = std::mem::replace(records, Ok(Vec::new()))?;
+                let student_id: Arc<str> = Arc::from(request.student_id.as_str());
+                let records = (records.iter())
+                    .map(|row| decode_record(row, 1, &student_id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page(records, request))
+            })
+            .collect()
+    }
+
+    /// Runs one read-only statement. A connection that dies under a reused
+    /// lease is discarded, with the idle ones created before it, and the
+    /// statement retried once on a new connection, if a whole attempt
+    /// (`SQL_QUERY_TIMEOUT_MS`) still fits in the budget.
+    async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&dyn ToSql],
+        budget: &Budget,
+    ) -> Result<Vec<Row>, SqlError> {
+        let mut lease = self.checkout(budget).await?;
+        match self.run(&mut lease, sql, params, budget).await {
+            Err(error)
+                if error.is_connection_lost()
+                    && lease.is_reused()
+                    && budget.fits(self.query_timeout) =>
+            {
+                tracing::warn!(%error, "pooled SQL Server connection failed; retrying once on a new connection");
+                drop(lease);
+                self.discard_idle_created_before(std::time::Instant::now());
+                lease = self.checkout(budget).await?;
+                self.run(&mut lease, sql, params, budget).await
+            }
+            other => other,
+        }
+    }
+
+    async fn run(
+        &self,
+        lease: &mut Lease,
+        sql: &'static str,
+        params: &[&dyn ToSql],
+        budget: &Budget,
+    ) -> Result<Vec<Row>, SqlError> {
         let connection = lease.connection();
         // Stays set if this future is dropped or fails mid-stream: the lease
         // then discards the connection instead of returning it.
         connection.broken = true;
         // Boxed: tiberius's query future is large, and it sits inside every request's future.
         let query = Box::pin(async {
-            let stream = connection
-                .client
-                .query(ASSESSMENTS_PAGE_SQL, &params)
-                .await?;
+            let stream = connection.client.query(sql, params).await?;
             stream.into_first_result().await
         });
         let bound = budget.bound(self.query_timeout, "SQL_QUERY_TIMEOUT_MS");
@@ -196,6 +249,69 @@ impl SqlPool {
     }
 }
 
+fn check_page_size(request: &PageRequest) -> Result<(), SqlError> {
+    if request.page_size == 0 || request.page_size > MAX_PAGE_SIZE {
+        return Err(SqlError::InvalidRequest(format!(
+            "page size {} is outside 1..={MAX_PAGE_SIZE}",
+            request.page_size
+        )));
+    }
+    Ok(())
+}
+
+/// The statement ends the range at `DATEADD(day, 1, to)`, which overflows on
+/// SQL Server's last day; every datetime2 is on or before it anyway.
+fn last_day(request: &PageRequest) -> Option<NaiveDate> {
+    request.to.filter(|day| *day < SQL_MAX_DATE)
+}
+
+/// The records read for a page (one more than it holds, if there is a next).
+fn page(mut records: Vec<AssessmentRecord>, request: &PageRequest) -> Page {
+    let page_size = request.page_size as usize;
+    let next = if records.len() > page_size {
+        records.truncate(page_size);
+        records.last().map(AssessmentRecord::cursor)
+    } else {
+        None
+    };
+    Page { records, next }
+}
+
+/// One item of the batch statement's JSON: what the page query takes as
+/// parameters, under the names `assessments_pages.sql`'s WITH clause reads.
+fn page_item(item: usize, request: &PageRequest) -> serde_json::Value {
+    serde_json::json!({
+        "item": item,
+        "top": request.page_size + 1,
+        "student": request.student_id,
+        "type": request.assessment_type.map(AssessmentType::as_str),
+        "from": request.from.map(|d| d.to_string()),
+        "to": last_day(request).map(|d| d.to_string()),
+        "afterAt": request.after.map(|c| c.administered_at.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()),
+        "afterId": request.after.map(|c| c.assessment_id),
+    })
+}
+
+/// The batch statement's rows, split by their item (column 0), in order.
+fn pages_by_item(rows: Vec<Row>, items: usize) -> Result<Vec<Vec<Row>>, SqlError> {
+    if let Some(first) = rows.first() {
+        check_columns(first, 1)?;
+    }
+    let mut by_item: Vec<Vec<Row>> = (0..items).map(|_| Vec::new()).collect();
+    for row in rows {
+        let item: i32 = column(&row, 0, "item")?;
+        let slot = usize::try_from(item)
+            .ok()
+            .and_then(|i| by_item.get_mut(i))
+            .ok_or_else(|| SqlError::Decode {
+                column: "item",
+                reason: "not an item of the batch".to_owned(),
+            })?;
+        slot.push(row);
+    }
+    Ok(by_item)
+}
+
 /// The statement's columns, in its order: rows are read by position.
 const COLUMNS: [&str; 8] = [
     "assessment_id",
@@ -208,17 +324,18 @@ const COLUMNS: [&str; 8] = [
     "duration_seconds",
 ];
 
-/// The result has the statement's columns in its order (checked once per
-/// page, so that each row is read by position rather than by name).
-fn check_columns(row: &Row) -> Result<(), SqlError> {
-    let names = row.columns().iter().map(|c| c.name());
-    if row.columns().len() != COLUMNS.len() {
+/// The result has the statement's columns in its order, after `skip`
+/// leading ones (the batch's item), checked once per result so that each
+/// row is read by position rather than by name.
+fn check_columns(row: &Row, skip: usize) -> Result<(), SqlError> {
+    let names = row.columns().iter().skip(skip).map(|c| c.name());
+    if row.columns().len() != COLUMNS.len() + skip {
         return Err(SqlError::Decode {
             column: "*",
             reason: format!(
                 "{} columns, expected {}",
                 row.columns().len(),
-                COLUMNS.len()
+                COLUMNS.len() + skip
             ),
         });
     }
@@ -231,9 +348,12 @@ fn check_columns(row: &Row) -> Result<(), SqlError> {
     }
 }
 
-/// A non-NULL value of the column at `index` (of [`COLUMNS`]), or an error naming it.
-fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, SqlError> {
-    let column = COLUMNS[index];
+/// A non-NULL value of the column at `index`, or an error naming it.
+fn column<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+    column: &'static str,
+) -> Result<T, SqlError> {
     match row.try_get::<T, _>(index) {
         Ok(Some(value)) => Ok(value),
         Ok(None) => Err(SqlError::Decode {
@@ -247,29 +367,47 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, SqlError>
     }
 }
 
-/// One row of `student_id`'s page: a row of another student is refused, not
-/// returned (the id is shared by every record of the page).
-fn decode_record(row: &Row, student_id: &Arc<str>) -> Result<AssessmentRecord, SqlError> {
-    let type_name: &str = column(row, 2)?;
+/// One row of `student_id`'s page, its columns from `at` on: a row of
+/// another student is refused, not returned (the id is shared by every
+/// record of the page).
+fn decode_record(
+    row: &Row,
+    at: usize,
+    student_id: &Arc<str>,
+) -> Result<AssessmentRecord, SqlError> {
+    let field = |i: usize| (at + i, COLUMNS[i]);
+    let type_name: &str = column(row, field(2).0, field(2).1)?;
     let assessment_type = AssessmentType::parse(type_name).ok_or_else(|| SqlError::Decode {
         column: "assessment_type",
         reason: "not a known assessment type".to_owned(),
     })?;
-    let id: &str = column(row, 1)?;
+    let id: &str = column(row, field(1).0, field(1).1)?;
     if id != &**student_id {
         return Err(SqlError::Decode {
             column: "student_id",
             reason: "a row of another student than the one asked for".to_owned(),
         });
     }
+    let (i, name) = field(0);
+    let assessment_id = column(row, i, name)?;
+    let (i, name) = field(3);
+    let administered_at = column(row, i, name)?;
+    let (i, name) = field(4);
+    let raw_score = column(row, i, name)?;
+    let (i, name) = field(5);
+    let items_attempted = column(row, i, name)?;
+    let (i, name) = field(6);
+    let items_correct = column(row, i, name)?;
+    let (i, name) = field(7);
+    let duration_seconds = column(row, i, name)?;
     Ok(AssessmentRecord {
-        assessment_id: column(row, 0)?,
+        assessment_id,
         student_id: Arc::clone(student_id),
         assessment_type,
-        administered_at: column(row, 3)?,
-        raw_score: column(row, 4)?,
-        items_attempted: column(row, 5)?,
-        items_correct: column(row, 6)?,
-        duration_seconds: column(row, 7)?,
+        administered_at,
+        raw_score,
+        items_attempted,
+        items_correct,
+        duration_seconds,
     })
 }
