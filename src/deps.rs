@@ -48,6 +48,9 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `SHUTDOWN_GRACE_MS`: how long shutdown waits for running native calls (default 400).
     pub shutdown_grace: Duration,
+    /// `INIT_CONNECT_TIMEOUT_MS`: how long init waits for the first SQL
+    /// Server and DynamoDB connections (default 2000; Lambda's init phase has 10 s).
+    pub init_connect: Duration,
     /// `DEADLINE_MARGIN_MS`: the time kept, before the invocation's deadline,
     /// for serializing and returning the response (default 250).
     pub deadline_margin: Duration,
@@ -69,6 +72,9 @@ impl Settings {
         let authz = AuthzPolicy::from_env(env)?;
         let metrics = MetricsSettings::from_env(env, "assessments-resolver")?;
         let shutdown_grace = env.number("SHUTDOWN_GRACE_MS", 0..=10_000)?.unwrap_or(400);
+        let init_connect = env
+            .number("INIT_CONNECT_TIMEOUT_MS", 0..=9_000)?
+            .unwrap_or(2_000);
         let deadline_margin = env.number("DEADLINE_MARGIN_MS", 0..=60_000)?;
 
         let sdk = aws.sdk_config().await;
@@ -87,6 +93,7 @@ impl Settings {
             authz,
             metrics,
             shutdown_grace: Duration::from_millis(shutdown_grace),
+            init_connect: Duration::from_millis(init_connect),
             deadline_margin: Duration::from_millis(
                 deadline_margin.unwrap_or(DEFAULT_DEADLINE_MARGIN_MS),
             ),
@@ -143,21 +150,51 @@ pub struct Deps {
     deadline_margin: Duration,
 }
 
+/// What `work` gave, and how long it took.
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let at = std::time::Instant::now();
+    let output = work.await;
+    (output, at.elapsed())
+}
+
 impl Deps {
-    /// Builds everything from the settings. The SQL pool connects lazily;
-    /// the legacy library is loaded and its engine opened now.
+    /// Builds everything from the settings: the legacy library loaded and
+    /// its engine opened while the first SQL Server connection and the
+    /// DynamoDB connection open, all at once, so that the first invocation
+    /// finds them ready. A connection that does not open within
+    /// `INIT_CONNECT_TIMEOUT_MS` is logged, not fatal: the first request
+    /// opens it, as any request opens one it lacks.
     pub async fn init(settings: Settings) -> Result<Deps, InitError> {
+        let started = std::time::Instant::now();
         let profiles = ProfileStore::new(
             settings.aws.dynamodb_client(&settings.sdk),
             settings.students_table.clone(),
             settings.aws.dynamodb_timeouts(),
         );
         let pool = SqlPool::new(&settings.sql)?;
-        let legacy = LegacyEngine::start(&settings.legacy).await?;
+        let connect = Budget::after(settings.init_connect);
+        let ((legacy, legacy_ms), (sql, sql_ms), (dynamodb, dynamodb_ms)) = tokio::join!(
+            timed(LegacyEngine::start(&settings.legacy)),
+            timed(Box::pin(pool.open_connection(&connect))),
+            timed(Box::pin(profiles.open_connection(&connect))),
+        );
+        let legacy = legacy?;
+        if let Err(error) = &sql {
+            tracing::warn!(%error, "SQL Server connection not opened at init; the first request opens it");
+        }
+        if let Err(error) = &dynamodb {
+            tracing::warn!(%error, "DynamoDB connection not opened at init; the first request opens it");
+        }
         tracing::info!(
             table = %settings.students_table,
             pool_max = settings.sql.max_size,
             legacy_library = %settings.legacy.lib_path.display(),
+            legacy_ms = legacy_ms.as_millis() as u64,
+            sql_connection_ms = sql_ms.as_millis() as u64,
+            sql_connected = sql.is_ok(),
+            dynamodb_connection_ms = dynamodb_ms.as_millis() as u64,
+            dynamodb_connected = dynamodb.is_ok(),
+            init_ms = started.elapsed().as_millis() as u64,
             "dependencies ready"
         );
         let resolver = Resolver::new(profiles, pool, legacy, settings.tokens, settings.authz);

@@ -62,6 +62,10 @@ pub struct ProfileStore {
     timeouts: DynamoTimeouts,
 }
 
+/// The key init reads to open the connection: not a student id the
+/// resolver accepts (ids are checked before any read), so no profile has it.
+const INIT_PROBE_STUDENT: &str = "#init-connection";
+
 fn key(student_id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
@@ -95,6 +99,13 @@ impl ProfileStore {
     }
 
     /// One profile within `budget`; `None` when the student has none.
+    /// Opens the client's connection to DynamoDB (TLS included) with a read
+    /// of a key no student has (the SDK has no bare connect; the function's
+    /// role may already read the table, and nothing else).
+    pub async fn open_connection(&self, budget: &Budget) -> Result<(), ProfileError> {
+        self.get(INIT_PROBE_STUDENT, budget).await.map(drop)
+    }
+
     pub async fn get(
         &self,
         student_id: &str,

@@ -100,23 +100,30 @@ async fn a_black_hole_sql_server_gets_typed_timeouts_before_the_deadline() {
         .set_stall_queries(Duration::from_secs(600));
     let deadline = Duration::from_secs(3);
 
-    let single = get_assessments(json!({"studentId": "stu-0001", "limit": 5}));
-    let (answer, took) = invoke(&api, single, deadline).await;
-    println!(
-        "black hole, single invocation, deadline {deadline:?}: answered in {took:?}: {answer:?}"
-    );
-    let InvocationResult::Error(error) = &answer else {
-        panic!("a typed error, got {answer:?}")
-    };
-    assert_eq!(error["errorType"], "DependencyTimeout", "{error}");
-    let message = error["errorMessage"].as_str().unwrap_or_default();
-    assert!(
-        message.starts_with(
-            "SQL Server (assessment records): connecting to SQL Server did not finish within the "
-        ) && message.ends_with("ms left before the invocation's deadline"),
-        "the bound that fired: {message}"
-    );
-    assert!(took < deadline, "answered before the deadline: {took:?}");
+    // The connection init opened is idle in the pool: the first invocation's
+    // query is what never answers. It is discarded after its timeout, so the
+    // second invocation connects, and the login is what never answers.
+    for bound in [
+        "the SQL Server query did not finish within the ",
+        "connecting to SQL Server did not finish within the ",
+    ] {
+        let single = get_assessments(json!({"studentId": "stu-0001", "limit": 5}));
+        let (answer, took) = invoke(&api, single, deadline).await;
+        println!(
+            "black hole, single invocation, deadline {deadline:?}: answered in {took:?}: {answer:?}"
+        );
+        let InvocationResult::Error(error) = &answer else {
+            panic!("a typed error, got {answer:?}")
+        };
+        assert_eq!(error["errorType"], "DependencyTimeout", "{error}");
+        let message = error["errorMessage"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("SQL Server (assessment records): {bound}"))
+                && message.ends_with("ms left before the invocation's deadline"),
+            "the bound that fired: {message}"
+        );
+        assert!(took < deadline, "answered before the deadline: {took:?}");
+    }
 
     let students = (3..13).map(|i| format!("stu-{i:04}"));
     let (answer, took) = invoke(&api, batch_of(students, 5), deadline).await;
@@ -384,4 +391,79 @@ async fn a_batch_over_six_megabytes_is_cut_item_by_item_from_the_end() {
             "{cut}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_opens_the_first_connections_and_a_slow_dependency_does_not_fail_it() {
+    let stack = Stack::start(&[]).await;
+    let (tds, proxy) = (stack.tds(), stack.dynamo().proxy());
+
+    // Healthy: init logs in to SQL Server and reads DynamoDB once (the key no
+    // student has); the first invocation then opens nothing new.
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let logins = tds.stats().logins_ok;
+    proxy.reset_stats();
+    let function = start_function(&stack, &api, &[]);
+    until_ready(&api).await;
+    assert_eq!(
+        tds.stats().logins_ok - logins,
+        1,
+        "a connection opened at init"
+    );
+    assert_eq!(
+        proxy.stats().count("GetItem"),
+        1,
+        "DynamoDB's connection opened at init"
+    );
+    let connections = proxy.stats().connections;
+    let (answer, _) = invoke(
+        &api,
+        get_assessments(json!({"studentId": "stu-0001"})),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        matches!(answer, InvocationResult::Response(_)),
+        "{answer:?}"
+    );
+    assert_eq!(
+        tds.stats().logins_ok - logins,
+        1,
+        "the first invocation used it"
+    );
+    assert_eq!(proxy.stats().connections, connections, "and DynamoDB's");
+    let ready = function.output();
+    assert!(
+        ready.iter().any(|l| l.contains("dependencies ready")
+            && l.contains("\"sql_connected\":true")
+            && l.contains("\"dynamodb_connected\":true")),
+        "init's line names its stages: {ready:?}"
+    );
+    drop(function);
+
+    // SQL Server's logins stall: init gives up on the connection after its
+    // bound, says so, and the function still serves once the server answers.
+    tds.faults().set_stall_logins(Duration::from_secs(600));
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let function = start_function(&stack, &api, &[("INIT_CONNECT_TIMEOUT_MS", "300")]);
+    until_ready(&api).await;
+    assert!(
+        function
+            .output()
+            .iter()
+            .any(|l| l.contains("SQL Server connection not opened at init")),
+        "{:?}",
+        function.output()
+    );
+    tds.faults().clear();
+    let (answer, _) = invoke(
+        &api,
+        get_assessments(json!({"studentId": "stu-0001"})),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        matches!(answer, InvocationResult::Response(_)),
+        "{answer:?}"
+    );
 }

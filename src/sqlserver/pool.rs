@@ -231,6 +231,12 @@ impl SqlPool {
             .max(now)
     }
 
+    /// Opens a connection (or checks an idle one) and leaves it idle in the
+    /// pool: init's, so that the first request finds one ready.
+    pub async fn open_connection(&self, budget: &Budget) -> Result<(), SqlError> {
+        self.checkout(budget).await.map(drop)
+    }
+
     /// Closes the pool: waiting and future checkouts fail, idle connections close.
     pub fn close(&self) {
         self.pool.close();

@@ -5,7 +5,8 @@
 //! testkit's Runtime API against the local stack (TDS server, moto behind its
 //! keep-alive proxy), for a fixed event mix: a single `getAssessments`
 //! (stu-0001, limit 20) and a batch of 10, each with the legacy component in
-//! process and in worker processes. Per scenario, two runs:
+//! process and in worker processes, and a batch of 100 (over 30 students,
+//! AppSync's BatchInvoke at scale) in process. Per scenario, two runs:
 //!
 //! * plain: init time (process start to its first `/next`), the first
 //!   invocation's time, then after a warm-up, per invocation: CPU time
@@ -119,7 +120,17 @@ fn batch() -> Value {
     )
 }
 
-const SCENARIOS: [Scenario; 4] = [
+fn batch_of_100() -> Value {
+    Value::Array(
+        (0..100)
+            .map(|i| {
+                get_assessments(json!({"studentId": format!("stu-{:04}", 3 + i % 30), "limit": 20}))
+            })
+            .collect(),
+    )
+}
+
+const SCENARIOS: [Scenario; 5] = [
     Scenario {
         name: "single/in-process",
         isolation: "in-process",
@@ -139,6 +150,11 @@ const SCENARIOS: [Scenario; 4] = [
         name: "batch/process",
         isolation: "process",
         event: batch,
+    },
+    Scenario {
+        name: "batch100/in-process",
+        isolation: "in-process",
+        event: batch_of_100,
     },
 ];
 

@@ -1458,6 +1458,7 @@ mod tests {
     fn every_statement_the_product_sends_parses() {
         for text in [
             catalog::ASSESSMENTS_PAGE_SQL,
+            catalog::ASSESSMENTS_PAGES_SQL,
             catalog::ECHO_SQL,
             "SELECT 1",
             "SELECT 1;",
