@@ -177,7 +177,8 @@ impl Resolver {
         let staged: Vec<Staged> = plans.into_iter().map(Staged::from).collect();
         // A caller entitled to every student: its pages read with the profiles.
         let open = |p: &Planned| p.access == Access::All;
-        let (profiles, staged) = tokio::join!(read, self.read_pages(staged, open, budget, &clock));
+        let pages = Box::pin(self.read_pages(staged, open, budget, &clock));
+        let (profiles, staged) = tokio::join!(read, pages);
         // A caller limited to a school: once the profile shows the student is in it.
         let staged = (staged.into_iter())
             .map(|item| match item {
@@ -188,7 +189,7 @@ impl Resolver {
                 other => other,
             })
             .collect();
-        let staged = self.read_pages(staged, |_| true, budget, &clock).await;
+        let staged = Box::pin(self.read_pages(staged, |_| true, budget, &clock)).await;
         let finishing = staged.into_iter().map(|item| {
             let (profiles, clock) = (&profiles, &clock);
             Box::pin(async move { self.finish(item, profiles, now, budget, clock).await })
@@ -290,7 +291,9 @@ impl Resolver {
             Staged::Failed(e) => return Err(e),
             Staged::Paged(plan, page) => (plan, page),
             Staged::Planned(plan) => {
-                let page = clock.sql(self.sql.fetch_page(&plan.request, budget)).await;
+                let page = clock
+                    .sql(Box::pin(self.sql.fetch_page(&plan.request, budget)))
+                    .await;
                 (plan, page)
             }
         };

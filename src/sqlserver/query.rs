@@ -127,7 +127,7 @@ impl SqlPool {
             &after_at,
             &after_id,
         ];
-        let rows = self.query(ASSESSMENTS_PAGE_SQL, &params, budget).await?;
+        let rows = Box::pin(self.query(ASSESSMENTS_PAGE_SQL, &params, budget)).await?;
         if let Some(first) = rows.first() {
             check_columns(first, 0)?;
         }
@@ -149,7 +149,8 @@ impl SqlPool {
         budget: &Budget,
     ) -> Vec<Result<Page, SqlError>> {
         if let [request] = requests {
-            return vec![self.fetch_page(request, budget).await];
+            // Boxed: the page read is a large future (tiberius's), moved otherwise.
+            return vec![Box::pin(self.fetch_page(request, budget)).await];
         }
         let checked: Vec<Result<&PageRequest, SqlError>> = (requests.iter())
             .map(|r| check_page_size(r).map(|()| *r))
@@ -170,7 +171,7 @@ impl SqlPool {
         );
         let items = items.as_str();
         let params: [&dyn ToSql; 1] = [&items];
-        let query = self.query(ASSESSMENTS_PAGES_SQL, &params, budget);
+        let query = Box::pin(self.query(ASSESSMENTS_PAGES_SQL, &params, budget));
         let read =
             (xray::traced(span, query).await).and_then(|rows| pages_by_item(rows, requests.len()));
         let mut read = match read {
