@@ -393,6 +393,16 @@ async fn a_batch_over_six_megabytes_is_cut_item_by_item_from_the_end() {
     }
 }
 
+/// One page, answered.
+async fn assert_page(api: &RuntimeApi) {
+    let page = get_assessments(json!({"studentId": "stu-0001"}));
+    let (answer, _) = invoke(api, page, Duration::from_secs(5)).await;
+    assert!(
+        matches!(answer, InvocationResult::Response(_)),
+        "{answer:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_opens_the_first_connections_and_a_slow_dependency_does_not_fail_it() {
     let stack = Stack::start(&[]).await;
@@ -416,16 +426,7 @@ async fn init_opens_the_first_connections_and_a_slow_dependency_does_not_fail_it
         "DynamoDB's connection opened at init"
     );
     let connections = proxy.stats().connections;
-    let (answer, _) = invoke(
-        &api,
-        get_assessments(json!({"studentId": "stu-0001"})),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(
-        matches!(answer, InvocationResult::Response(_)),
-        "{answer:?}"
-    );
+    assert_page(&api).await;
     assert_eq!(
         tds.stats().logins_ok - logins,
         1,
@@ -456,14 +457,5 @@ async fn init_opens_the_first_connections_and_a_slow_dependency_does_not_fail_it
         function.output()
     );
     tds.faults().clear();
-    let (answer, _) = invoke(
-        &api,
-        get_assessments(json!({"studentId": "stu-0001"})),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(
-        matches!(answer, InvocationResult::Response(_)),
-        "{answer:?}"
-    );
+    assert_page(&api).await;
 }

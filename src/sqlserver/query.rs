@@ -376,39 +376,31 @@ fn decode_record(
     at: usize,
     student_id: &Arc<str>,
 ) -> Result<AssessmentRecord, SqlError> {
-    let field = |i: usize| (at + i, COLUMNS[i]);
-    let type_name: &str = column(row, field(2).0, field(2).1)?;
+    let type_name: &str = field(row, at, 2)?;
     let assessment_type = AssessmentType::parse(type_name).ok_or_else(|| SqlError::Decode {
         column: "assessment_type",
         reason: "not a known assessment type".to_owned(),
     })?;
-    let id: &str = column(row, field(1).0, field(1).1)?;
+    let id: &str = field(row, at, 1)?;
     if id != &**student_id {
         return Err(SqlError::Decode {
             column: "student_id",
             reason: "a row of another student than the one asked for".to_owned(),
         });
     }
-    let (i, name) = field(0);
-    let assessment_id = column(row, i, name)?;
-    let (i, name) = field(3);
-    let administered_at = column(row, i, name)?;
-    let (i, name) = field(4);
-    let raw_score = column(row, i, name)?;
-    let (i, name) = field(5);
-    let items_attempted = column(row, i, name)?;
-    let (i, name) = field(6);
-    let items_correct = column(row, i, name)?;
-    let (i, name) = field(7);
-    let duration_seconds = column(row, i, name)?;
     Ok(AssessmentRecord {
-        assessment_id,
+        assessment_id: field(row, at, 0)?,
         student_id: Arc::clone(student_id),
         assessment_type,
-        administered_at,
-        raw_score,
-        items_attempted,
-        items_correct,
-        duration_seconds,
+        administered_at: field(row, at, 3)?,
+        raw_score: field(row, at, 4)?,
+        items_attempted: field(row, at, 5)?,
+        items_correct: field(row, at, 6)?,
+        duration_seconds: field(row, at, 7)?,
     })
+}
+
+/// The statement's column `i` (of [`COLUMNS`]) of a row whose columns start at `at`.
+fn field<'a, T: FromSql<'a>>(row: &'a Row, at: usize, i: usize) -> Result<T, SqlError> {
+    column(row, at + i, COLUMNS[i])
 }
