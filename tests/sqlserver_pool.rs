@@ -11,8 +11,7 @@ use assessments_common::budget::Limit;
 use assessments_common::config::Env;
 use assessments_resolver::legacy::AssessmentType;
 use assessments_resolver::sqlserver::{
-    ASSESSMENTS_PAGE_SQL, ASSESSMENTS_PAGES_SQL, AssessmentRecord, PageRequest, SqlError, SqlPool,
-    SqlSettings,
+    AssessmentRecord, PAGE_STATEMENT, PAGES_STATEMENT, PageRequest, SqlError, SqlPool, SqlSettings,
 };
 use chrono::NaiveDate;
 use testkit::fixtures::{AssessmentFixture, Fixtures};
@@ -380,7 +379,7 @@ async fn hostile_values_reach_the_server_only_as_parameters() {
     assert_eq!(recorded.len(), hostile.len());
     for (statement, value) in recorded.iter().zip(&hostile) {
         assert_eq!(
-            statement.text, ASSESSMENTS_PAGE_SQL,
+            statement.text, *PAGE_STATEMENT,
             "the statement text is the same constant every time"
         );
         assert_eq!(
@@ -399,7 +398,7 @@ async fn hostile_values_reach_the_server_only_as_parameters() {
     }
     let recorded = server.recorded();
     assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].text, ASSESSMENTS_PAGES_SQL);
+    assert_eq!(recorded[0].text, *PAGES_STATEMENT);
     // assessmentType cannot carry hostile text at all: it is an enum by the
     // time it reaches this module, sent as its fixed name.
     let request = PageRequest {

@@ -1,14 +1,14 @@
 SELECT i.item, a.assessment_id, a.student_id, a.assessment_type, a.administered_at,
     a.raw_score, a.items_attempted, a.items_correct, a.duration_seconds
 FROM OPENJSON(@P1) WITH (
-    item INT '$.item',
-    top_rows INT '$.top',
-    student_id NVARCHAR(64) '$.student',
-    assessment_type NVARCHAR(32) '$.type',
-    from_day DATE '$.from',
-    to_day DATE '$.to',
-    after_at DATETIME2(3) '$.afterAt',
-    after_id BIGINT '$.afterId'
+    item INT '$.i',
+    top_rows INT '$.n',
+    student_id NVARCHAR(64) '$.s',
+    assessment_type NVARCHAR(32) '$.t',
+    from_day DATE '$.f',
+    to_day DATE '$.l',
+    after_at DATETIME2(3) '$.a',
+    after_id BIGINT '$.b'
 ) AS i
 CROSS APPLY (
     SELECT TOP (i.top_rows)

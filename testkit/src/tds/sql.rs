@@ -1665,10 +1665,10 @@ mod tests {
                 .enumerate()
                 .map(|(i, (top, student, ty, from, to, after))| {
                     serde_json::json!({
-                        "item": i, "top": top, "student": student, "type": ty,
-                        "from": from, "to": to,
-                        "afterAt": after.as_ref().map(|a| a.0.clone()),
-                        "afterId": after.as_ref().map(|a| a.1),
+                        "i": i, "n": top, "s": student, "t": ty,
+                        "f": from, "l": to,
+                        "a": after.as_ref().map(|a| a.0.clone()),
+                        "b": after.as_ref().map(|a| a.1),
                     })
                 })
                 .collect(),
