@@ -19,7 +19,7 @@ use assessments_common::budget::Budget;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::audit::AuditEntry;
+use crate::audit::{self, AuditEntry, StudentRefs};
 use crate::authz::{Caller, TokenKind};
 use crate::deps::Deps;
 use crate::report::InvocationReport;
@@ -236,6 +236,29 @@ impl<'de> Deserialize<'de> for Invocation {
     }
 }
 
+/// The payload as the runtime hands it over (`LambdaEvent<Payload>`):
+/// lambda_runtime deserializes through `serde_path_to_error`, which tracks
+/// (and allocates) every key of the event, headers and claims included, to
+/// name the path of an error that [`Invocation`] never raises. So the body
+/// is taken as the raw JSON it is, borrowed, and read by serde_json itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload(pub Invocation);
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&serde_json::value::RawValue>::deserialize(deserializer)?;
+        serde_json::from_str(raw.get())
+            .map(Payload)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl From<Payload> for Invocation {
+    fn from(payload: Payload) -> Self {
+        payload.0
+    }
+}
+
 /// Turns one event into validated arguments and the caller (the fuzzer
 /// drives this directly).
 pub fn parse_event(event: Event) -> Result<ItemRequest, ResolveError> {
@@ -401,7 +424,7 @@ pub async fn handle_with_report(
                 events.len()
             ));
             let report = InvocationReport::rejected(request_id, started.elapsed(), e.error_type());
-            deps.record(&report);
+            deps.record(&report, Vec::new(), &audit::log_timestamp());
             return (Err(AppSyncError::new(&e, request_id)), report);
         }
         Invocation::Batch(events) => (true, events),
@@ -410,10 +433,16 @@ pub async fn handle_with_report(
     let resolver = &deps.resolver;
     let mut audit = Vec::with_capacity(events.len());
     let mut items = Vec::with_capacity(events.len());
+    let mut refs = StudentRefs::new(&deps.audit);
     for event in events {
         let caller = event_caller(&event);
-        let (policy, key) = (resolver.policy(), &deps.audit);
-        audit.push(AuditEntry::new(&caller, event_student(&event), policy, key));
+        let policy = resolver.policy();
+        audit.push(AuditEntry::new(
+            &caller,
+            event_student(&event),
+            policy,
+            &mut refs,
+        ));
         items.push(parse_event_as(event, caller));
     }
     let (mut results, timings) = resolver.get_assessments(items, now, &budget).await;
@@ -423,9 +452,11 @@ pub async fn handle_with_report(
 
     let mut report =
         InvocationReport::new(request_id, batch, results.len(), started.elapsed(), timings);
+    let at = audit::log_timestamp();
+    let mut lines = Vec::with_capacity(256 * audit.len());
     for (result, entry) in results.iter().zip(&audit) {
         let outcome = result.as_ref().map(|_| ());
-        entry.log(request_id, &deps.audit, outcome);
+        entry.write(&mut lines, &at, request_id, &deps.audit, outcome);
         if let Err(e) = result {
             report.count_error(e.error_type());
             // The caller's own errors name the student: the audit line has them.
@@ -434,7 +465,7 @@ pub async fn handle_with_report(
             }
         }
     }
-    deps.record(&report);
+    deps.record(&report, lines, &at);
     (answer(results, batch, request_id), report)
 }
 
@@ -692,7 +723,18 @@ mod tests {
                 serde_json::from_slice(&serde_json::to_vec(&payload).unwrap_or_default())
                     .expect("read");
             assert_eq!(from_body, Invocation::from(payload.clone()), "{payload}");
+            // As lambda_runtime reads the body: through serde_path_to_error.
+            let body = serde_json::to_vec(&payload).unwrap_or_default();
+            let as_runtime: Payload =
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+                    .expect("read as the runtime reads it");
+            assert_eq!(as_runtime.0, from_body, "{payload}");
         }
+        // Not JSON fails as before, whichever way it is read.
+        let broken = serde_path_to_error::deserialize::<_, Payload>(
+            &mut serde_json::Deserializer::from_slice(b"[{\"info\": "),
+        );
+        assert!(broken.is_err());
         let Invocation::Single(event) = Invocation::from(
             testkit::appsync::ResolverEvent::get_assessments(json!({"studentId": "stu-0001"}))
                 .into_json(),

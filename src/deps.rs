@@ -2,7 +2,7 @@
 //! environment (cold start). Immutable afterwards, or internally synchronized
 //! and bounded: the pool, the engine's permits, a few counters.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use assessments_common::aws::{AwsSettings, SecretError, Secrets};
@@ -54,6 +54,8 @@ pub struct Settings {
     /// `DEADLINE_MARGIN_MS`: the time kept, before the invocation's deadline,
     /// for serializing and returning the response (default 250).
     pub deadline_margin: Duration,
+    /// When loading began: the start of init.
+    pub started: std::time::Instant,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
     /// (on Lambda) decides whether the connection string, once read, may turn
     /// TLS or its certificate check off.
     pub async fn load(env: &Env) -> Result<Settings, InitError> {
+        let started = std::time::Instant::now();
         let sql_source = env.secret("SQLSERVER_CONNECTION_STRING", "SQLSERVER_SECRET_ARN")?;
         let next_token = TokenKeySettings::from_env(env)?;
         let insecure = InsecureSettings::from_env(env)?;
@@ -97,6 +100,7 @@ impl Settings {
             deadline_margin: Duration::from_millis(
                 deadline_margin.unwrap_or(DEFAULT_DEADLINE_MARGIN_MS),
             ),
+            started,
         })
     }
 }
@@ -148,6 +152,10 @@ pub struct Deps {
     metrics: MetricsSettings,
     shutdown_grace: Duration,
     deadline_margin: Duration,
+    /// How long init took, from loading the settings to the dependencies ready.
+    init: Duration,
+    /// Set until the first invocation is recorded (its `ColdStart`).
+    cold: AtomicBool,
 }
 
 /// What `work` gave, and how long it took.
@@ -165,7 +173,7 @@ impl Deps {
     /// `INIT_CONNECT_TIMEOUT_MS` is logged, not fatal: the first request
     /// opens it, as any request opens one it lacks.
     pub async fn init(settings: Settings) -> Result<Deps, InitError> {
-        let started = std::time::Instant::now();
+        let settings_ms = settings.started.elapsed().as_millis() as u64;
         let profiles = ProfileStore::new(
             settings.aws.dynamodb_client(&settings.sdk),
             settings.students_table.clone(),
@@ -179,6 +187,7 @@ impl Deps {
             timed(Box::pin(profiles.open_connection(&connect))),
         );
         let legacy = legacy?;
+        let init = settings.started.elapsed();
         if let Err(error) = &sql {
             tracing::warn!(%error, "SQL Server connection not opened at init; the first request opens it");
         }
@@ -194,7 +203,8 @@ impl Deps {
             sql_connected = sql.is_ok(),
             dynamodb_connection_ms = dynamodb_ms.as_millis() as u64,
             dynamodb_connected = dynamodb.is_ok(),
-            init_ms = started.elapsed().as_millis() as u64,
+            settings_ms,
+            init_ms = init.as_millis() as u64,
             "dependencies ready"
         );
         let resolver = Resolver::new(profiles, pool, legacy, settings.tokens, settings.authz);
@@ -206,6 +216,8 @@ impl Deps {
             metrics: settings.metrics,
             shutdown_grace: settings.shutdown_grace,
             deadline_margin: settings.deadline_margin,
+            init,
+            cold: AtomicBool::new(true),
         })
     }
 
@@ -236,9 +248,13 @@ impl Deps {
         report
     }
 
-    /// Logs the invocation and prints its EMF lines; updates the counters.
-    pub fn record(&self, report: &InvocationReport) {
-        let report = self.with_resource_state(report);
+    /// Logs the invocation (its line after `lines`, the audit lines, all
+    /// written at once; at `info`) and prints its EMF lines; updates the counters.
+    pub fn record(&self, report: &InvocationReport, mut lines: Vec<u8>, at: &str) {
+        let mut report = self.with_resource_state(report);
+        if self.cold.swap(false, Ordering::Relaxed) {
+            report.cold_start = Some(self.init);
+        }
         self.counters.invocations.fetch_add(1, Ordering::Relaxed);
         self.counters
             .items
@@ -246,9 +262,12 @@ impl Deps {
         self.counters
             .item_errors
             .fetch_add(report.errors as u64, Ordering::Relaxed);
-        report.log();
+        if tracing::enabled!(tracing::Level::INFO) {
+            report.write_line(&mut lines, at);
+        }
+        crate::audit::write_lines(&lines);
         self.metrics
-            .print(|function_name, now_ms| report.emf(function_name, now_ms));
+            .print(|function, now_ms| report.emf(function, now_ms));
     }
 
     /// Graceful shutdown: the legacy engine closed exactly once, the pool closed.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use assessments_common::config::Env;
 use assessments_common::lambda_init::report_init_failure;
 use assessments_common::xray;
-use assessments_resolver::appsync::{self, Invocation};
+use assessments_resolver::appsync::{self, Payload};
 use assessments_resolver::deps::{Deps, Settings};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tracing::Instrument;
@@ -55,7 +55,7 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
 
     // Sequential on classic Lambda; AWS_LAMBDA_MAX_CONCURRENCY > 1 (managed
     // instances) runs that many invocations at once over the same `Deps`.
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Invocation>| {
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Payload>| {
         let deps = Arc::clone(&deps);
         // The invocation's X-Ray trace: AppSync's, continued in Lambda's segment.
         let span = xray::invocation_span(event.context.xray_trace_id.as_deref());

@@ -459,7 +459,14 @@ async fn the_resolver_keeps_serving_while_its_workers_crash() {
     let report = stack.deps().with_resource_state(&report);
     let resources = report.resources.expect("resource state");
     assert_eq!(resources.isolation_total.map(|t| t.crashes), Some(crashed));
-    let emf = &report.emf("fn", 0)[0].to_value();
+    let emf = &report.emf(
+        assessments_common::observability::FunctionId {
+            name: "fn",
+            version: "$LATEST",
+        },
+        0,
+    )[0]
+    .to_value();
     assert_eq!(emf["LegacyWorkerCrashes"], 0, "already reported: {emf}");
     assert_eq!(emf["LegacyBreakerOpen"], 0);
     stack.deps().shutdown().await;

@@ -17,7 +17,14 @@ pub struct MetricsSettings {
     pub emit: bool,
     /// `AWS_LAMBDA_FUNCTION_NAME`, the metrics dimension.
     pub function_name: String,
+    /// `AWS_LAMBDA_FUNCTION_VERSION` (`$LATEST` when unset): the second
+    /// dimension set's `Version`, so a canary's figures read apart from the
+    /// version it replaces.
+    pub function_version: String,
 }
+
+/// The dimension sets of a function's metrics: by function, and by function and version.
+pub const FUNCTION_DIMENSIONS: &[&[&str]] = &[&["FunctionName"], &["FunctionName", "Version"]];
 
 impl MetricsSettings {
     pub fn from_env(env: &Env, default_name: &str) -> Result<Self, ConfigError> {
@@ -36,14 +43,17 @@ impl MetricsSettings {
             function_name: env
                 .string("AWS_LAMBDA_FUNCTION_NAME")?
                 .unwrap_or_else(|| default_name.to_owned()),
+            function_version: env
+                .string("AWS_LAMBDA_FUNCTION_VERSION")?
+                .unwrap_or_else(|| "$LATEST".to_owned()),
         })
     }
 
-    /// Prints the EMF documents `build(function_name, now_ms)` makes, one
+    /// Prints the EMF documents `build(function, now_ms)` makes, one
     /// line each, when enabled. Lambda sends stdout, line by line, to
     /// CloudWatch Logs. The lines are serialized into one buffer and written
     /// at once (`println!` of each went through `core::fmt`, line by line).
-    pub fn print<'s, D, I>(&'s self, build: impl FnOnce(&'s str, i64) -> I)
+    pub fn print<'s, D, I>(&'s self, build: impl FnOnce(FunctionId<'s>, i64) -> I)
     where
         D: Serialize,
         I: IntoIterator<Item = D>,
@@ -51,7 +61,11 @@ impl MetricsSettings {
         if !self.emit {
             return;
         }
-        let documents = build(&self.function_name, chrono::Utc::now().timestamp_millis());
+        let function = FunctionId {
+            name: &self.function_name,
+            version: &self.function_version,
+        };
+        let documents = build(function, chrono::Utc::now().timestamp_millis());
         let mut out = Vec::with_capacity(2048);
         for document in documents {
             // Our own types: string keys, finite numbers; cannot fail.
@@ -61,6 +75,13 @@ impl MetricsSettings {
         }
         let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &out);
     }
+}
+
+/// The function the metrics are about: the `FunctionName` and `Version` properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionId<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
 }
 
 /// A metric's value and CloudWatch unit.
@@ -86,8 +107,8 @@ pub fn with_units(table: &MetricTable, values: &[(&'static str, f64)]) -> Vec<Me
 }
 
 /// One EMF document: `metrics` declared under `namespace` with `dimensions`
-/// (sets of property names; `FunctionName` is set here, any other dimension
-/// must be among `properties`), plus `properties` (a struct of searchable
+/// (sets of property names; `FunctionName` and `Version` are set here, any
+/// other dimension must be among `properties`), plus `properties` (a struct of searchable
 /// fields, not metrics). Serialized straight into the log line, with no
 /// `serde_json::Value` in between (building one cost ~50 k instructions per invocation).
 /// The format: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>.
@@ -97,6 +118,8 @@ pub struct EmfDocument<'a, P: Serialize> {
     aws: Directive<'a>,
     #[serde(rename = "FunctionName")]
     function_name: &'a str,
+    #[serde(rename = "Version")]
+    version: &'a str,
     #[serde(flatten)]
     properties: P,
     #[serde(flatten)]
@@ -163,7 +186,7 @@ impl<'a, P: Serialize> EmfDocument<'a, P> {
     pub fn new(
         namespace: &'a str,
         dimensions: &'a [&'a [&'a str]],
-        function_name: &'a str,
+        function: FunctionId<'a>,
         timestamp_ms: i64,
         metrics: Vec<Metric>,
         properties: P,
@@ -178,7 +201,8 @@ impl<'a, P: Serialize> EmfDocument<'a, P> {
                     metrics: MetricDeclarations(Arc::clone(&metrics)),
                 }],
             },
-            function_name,
+            function_name: function.name,
+            version: function.version,
             properties,
             metrics: MetricValues(metrics),
         }
@@ -190,8 +214,7 @@ impl<'a, P: Serialize> EmfDocument<'a, P> {
     }
 }
 
-/// JSON logs to stdout, level from `RUST_LOG` (default `info`; the `audit`
-/// target is always at `info`); and X-Ray
+/// JSON logs to stdout, level from `RUST_LOG` (default `info`); and X-Ray
 /// subsegments when `AWS_XRAY_DAEMON_ADDRESS` is set ([`crate::xray`]).
 /// Each has its own filter, so the logs' level never enables the tracing
 /// spans, nor the other way round.
@@ -199,12 +222,8 @@ pub fn init_tracing() {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Audit lines (the resolver's `audit` target) are kept whatever the level.
-    if let Ok(audit) = "audit=info".parse() {
-        filter = filter.add_directive(audit);
-    }
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -239,8 +258,11 @@ mod tests {
         }
         let doc = EmfDocument::new(
             "Namespace",
-            &[&["FunctionName"]],
-            "fn",
+            FUNCTION_DIMENSIONS,
+            FunctionId {
+                name: "fn",
+                version: "7",
+            },
             1_700_000_000_000,
             vec![("Items", "Count", 3.0), ("DurationMs", "Milliseconds", 1.5)],
             Properties {
@@ -254,9 +276,10 @@ mod tests {
         );
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            json!([["FunctionName"]])
+            json!([["FunctionName"], ["FunctionName", "Version"]])
         );
         assert_eq!(doc["FunctionName"], "fn");
+        assert_eq!(doc["Version"], "7");
         assert_eq!(doc["Items"], json!(3));
         assert_eq!(doc["DurationMs"], json!(1.5));
         assert_eq!(doc["RequestId"], "req-1");

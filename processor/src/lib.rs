@@ -496,6 +496,6 @@ impl ProcessorDeps {
             .fetch_add(report.dead_lettered as u64, Ordering::Relaxed);
         report.log();
         self.metrics
-            .print(|function_name, now_ms| [report.emf(function_name, now_ms)]);
+            .print(|function, now_ms| [report.emf(function, now_ms)]);
     }
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use assessments_common::observability::{EmfDocument, MetricTable, ms, with_units};
+use assessments_common::observability::{
+    EmfDocument, FUNCTION_DIMENSIONS, FunctionId, MetricTable, ms, with_units,
+};
 use serde::Serialize;
 
 use crate::{RecordOutcome, RecordReport};
@@ -154,7 +156,7 @@ impl BatchReport {
 
     pub fn emf<'a>(
         &'a self,
-        function_name: &'a str,
+        function: FunctionId<'a>,
         timestamp_ms: i64,
     ) -> EmfDocument<'a, EmfProperties<'a>> {
         let values = [
@@ -174,8 +176,8 @@ impl BatchReport {
         let metrics = with_units(METRICS, &values);
         EmfDocument::new(
             PROCESSOR_METRICS_NAMESPACE,
-            &[&["FunctionName"]],
-            function_name,
+            FUNCTION_DIMENSIONS,
+            function,
             timestamp_ms,
             metrics,
             EmfProperties {
@@ -203,7 +205,15 @@ mod tests {
     #[test]
     fn every_metric_is_documented_declared_and_numeric() {
         let report = BatchReport::new("req-1", 3);
-        let doc = report.emf("fn", 1_700_000_000_000).to_value();
+        let doc = report
+            .emf(
+                FunctionId {
+                    name: "fn",
+                    version: "$LATEST",
+                },
+                1_700_000_000_000,
+            )
+            .to_value();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
         let declared = directive["Metrics"].as_array().expect("metrics");

@@ -347,7 +347,16 @@ async fn records_that_can_never_succeed_go_to_the_dead_letter_queue_once() {
         ),
         (1, 1, 3)
     );
-    let emf = handled.report.emf("fn", 0).to_value();
+    let emf = handled
+        .report
+        .emf(
+            assessments_common::observability::FunctionId {
+                name: "fn",
+                version: "$LATEST",
+            },
+            0,
+        )
+        .to_value();
     assert_eq!(
         (emf["PoisonRecords"].clone(), emf["Failed"].clone()),
         (3.into(), 1.into())
