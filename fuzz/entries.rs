@@ -6,7 +6,7 @@
 //! product carries no fuzzing code.
 #![allow(dead_code)] // each includer uses its own part
 
-use assessments_resolver::appsync::{Invocation, MAX_BATCH, parse_event};
+use assessments_resolver::appsync::{Invocation, MAX_BATCH, Payload, parse_event};
 use assessments_resolver::legacy::protocol::{
     Reply, WorkerProtocolError, check_scored_reply, decode_reply, payload_len,
 };
@@ -19,7 +19,7 @@ const KEY: &[u8] = b"fuzzing-key-fuzzing-key-fuzzing-key!";
 /// shape (single or batch), argument validation and `nextToken` verification.
 pub fn appsync_event(data: &[u8]) {
     // As lambda_runtime reads the request body.
-    let Ok(payload) = serde_json::from_slice::<Invocation>(data) else {
+    let Ok(Payload(payload)) = serde_json::from_slice::<Payload>(data) else {
         return;
     };
     let events = match payload {

@@ -215,7 +215,11 @@ mod tests {
             )
             .to_value();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        assert_eq!(
+            directive["Dimensions"],
+            json!([["FunctionName"], ["FunctionName", "Version"]])
+        );
+        assert_eq!(doc["Version"], "$LATEST");
         let declared = directive["Metrics"].as_array().expect("metrics");
         assert_eq!(declared.len(), METRICS.len());
         for (metric, (name, unit, _)) in declared.iter().zip(METRICS) {
