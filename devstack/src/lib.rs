@@ -40,3 +40,28 @@ pub fn local_subscriber(
     let xray = xray.map(|layer| layer.with_filter(assessments_common::xray::filter()));
     tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(xray))
 }
+
+/// Registers the system's sans-serif font (Debian's fonts-dejavu-core, or
+/// Liberation) for the charts plotters draws (the soak's, the CPU
+/// benchmark's); false when there is none, and the charts go unlabelled.
+pub fn register_chart_font() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let font = [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok());
+        match font {
+            // Registered once per process; the bytes must live as long as it.
+            Some(bytes) => plotters::style::register_font(
+                "sans-serif",
+                plotters::style::FontStyle::Normal,
+                Box::leak(bytes.into_boxed_slice()),
+            )
+            .is_ok(),
+            None => false,
+        }
+    })
+}

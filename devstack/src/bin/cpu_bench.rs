@@ -22,10 +22,22 @@
 //!   `seccomp` nor Landlock and a worker that cannot apply its sandbox does not
 //!   start; their cost is in the plain run's CPU time.
 //!
+//! Cold starts (`cold/in-process`, `cold/process`): the function started
+//! afresh several times; per start, the process tree's CPU from exec to the
+//! first answer (init and the first invocation) less a warm invocation's
+//! (cold CPU), and the first invocation's round trip over a warm one's.
+//! Under callgrind: init's instructions, split by stage (settings and
+//! secrets, the legacy engine, the first SQL Server and DynamoDB
+//! connections, logging), the first invocation's and a warm one's.
+//!
+//! The batch curve (`curve/1` ... `curve/2000`, 5 rows per item so that 2,000
+//! items fit Lambda's 6 MB response): instructions per item by batch size.
+//!
 //! ```sh
 //! cargo build --release --bin assessments-resolver
 //! cargo run --release -p devstack --bin cpu-bench            # prints the table, writes target/cpu-bench/latest.json
 //! cargo run --release -p devstack --bin cpu-bench -- --save-baseline   # docs/cpu-bench-baseline.json
+//! cargo run --release -p devstack --bin cpu-bench -- --plot  # the curve and cold starts: docs/img/cpu-bench.png
 //! ```
 
 use std::collections::BTreeMap;
@@ -75,6 +87,15 @@ struct Args {
     /// Write this run's figures as the new baseline.
     #[arg(long)]
     save_baseline: bool,
+    /// Fresh starts per cold scenario (plain runs; callgrind runs one).
+    #[arg(long, default_value_t = 5)]
+    starts: u32,
+    /// Run the batch curve and the cold starts and draw them (instructions
+    /// per item by batch size; cold against warm) into `--plot-out`.
+    #[arg(long)]
+    plot: bool,
+    #[arg(long, default_value = "docs/img/cpu-bench.png")]
+    plot_out: PathBuf,
 }
 
 /// One scenario's figures, per invocation unless said otherwise.
@@ -98,12 +119,47 @@ struct Figures {
     profiles_p50_ms: f64,
     sql_p50_ms: f64,
     legacy_p50_ms: f64,
+    /// Items per invocation: instructions per item are `instructions / items`.
+    items: u64,
+    /// Cold scenarios only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cold: Option<ColdFigures>,
+}
+
+/// A cold start's figures: medians over the fresh starts (plain), one start under callgrind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ColdFigures {
+    starts: u32,
+    /// CPU from exec to the first answer, less a warm invocation's.
+    cold_cpu_ms: f64,
+    /// CPU from exec to the first answer.
+    to_first_answer_cpu_ms: f64,
+    warm_cpu_ms: f64,
+    first_invocation_ms: f64,
+    warm_invocation_ms: f64,
+    /// The first invocation's round trip over a warm one's.
+    first_over_warm: f64,
+    /// Instructions of init (exec to the first `/next`), by stage.
+    init_instructions: Option<u64>,
+    init_stages: BTreeMap<String, u64>,
+    first_invocation_instructions: Option<u64>,
+    warm_invocation_instructions: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Warm,
+    Cold,
+    /// On the batch curve (drawn by `--plot`; run only when named or plotting).
+    Curve,
 }
 
 struct Scenario {
     name: &'static str,
     isolation: &'static str,
     event: fn() -> Value,
+    kind: Kind,
 }
 
 fn single() -> Value {
@@ -130,33 +186,54 @@ fn batch_of_100() -> Value {
     )
 }
 
-const SCENARIOS: [Scenario; 5] = [
+/// `n` items over 30 students, 5 rows each: the batch curve.
+fn items(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                get_assessments(json!({"studentId": format!("stu-{:04}", 3 + i % 30), "limit": 5}))
+            })
+            .collect(),
+    )
+}
+
+const fn scenario(
+    name: &'static str,
+    isolation: &'static str,
+    event: fn() -> Value,
+    kind: Kind,
+) -> Scenario {
     Scenario {
-        name: "single/in-process",
-        isolation: "in-process",
-        event: single,
-    },
-    Scenario {
-        name: "batch/in-process",
-        isolation: "in-process",
-        event: batch,
-    },
-    Scenario {
-        name: "single/process",
-        isolation: "process",
-        event: single,
-    },
-    Scenario {
-        name: "batch/process",
-        isolation: "process",
-        event: batch,
-    },
-    Scenario {
-        name: "batch100/in-process",
-        isolation: "in-process",
-        event: batch_of_100,
-    },
+        name,
+        isolation,
+        event,
+        kind,
+    }
+}
+
+const SCENARIOS: [Scenario; 11] = [
+    scenario("single/in-process", "in-process", single, Kind::Warm),
+    scenario("batch/in-process", "in-process", batch, Kind::Warm),
+    scenario("single/process", "process", single, Kind::Warm),
+    scenario("batch/process", "process", batch, Kind::Warm),
+    scenario(
+        "batch100/in-process",
+        "in-process",
+        batch_of_100,
+        Kind::Warm,
+    ),
+    scenario("cold/in-process", "in-process", single, Kind::Cold),
+    scenario("cold/process", "process", single, Kind::Cold),
+    scenario("curve/1", "in-process", || items(1)[0].clone(), Kind::Curve),
+    scenario("curve/10", "in-process", || items(10), Kind::Curve),
+    scenario("curve/100", "in-process", || items(100), Kind::Curve),
+    scenario("curve/2000", "in-process", || items(2000), Kind::Curve),
 ];
+
+/// Items in an event.
+fn items_of(event: &Value) -> u64 {
+    event.as_array().map_or(1, |a| a.len() as u64)
+}
 
 /// The answer must be a page (or a batch of them): a benchmark of errors measures nothing.
 fn check_answer(result: InvocationResult) -> Result<(), String> {
@@ -222,12 +299,39 @@ fn function_env(
     env
 }
 
+/// How many invocations a run makes: fewer for big batches (a 2,000-item
+/// batch is as much work as 2,000 single invocations).
+#[derive(Clone, Copy)]
+struct Counts {
+    warmup: u64,
+    invocations: u64,
+    callgrind_invocations: u64,
+}
+
+impl Counts {
+    fn for_scenario(args: &Args, scenario: &Scenario) -> Counts {
+        let items = items_of(&(scenario.event)());
+        if scenario.kind != Kind::Curve || items <= 10 {
+            return Counts {
+                warmup: args.warmup,
+                invocations: args.invocations,
+                callgrind_invocations: args.callgrind_invocations,
+            };
+        }
+        Counts {
+            warmup: (args.warmup * 10 / items).max(1),
+            invocations: (args.invocations * 10 / items).max(2),
+            callgrind_invocations: (args.callgrind_invocations * 10 / items).max(2),
+        }
+    }
+}
+
 /// The plain run: time, CPU, switches, memory.
 async fn plain_run(
     binary: &Path,
     services: &LocalServices,
     scenario: &Scenario,
-    args: &Args,
+    args: Counts,
 ) -> Result<Figures, String> {
     let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
     let spawned = Instant::now();
@@ -264,6 +368,7 @@ async fn plain_run(
     walls.sort_unstable();
     let n = args.invocations.max(1) as f64;
     Ok(Figures {
+        items: items_of(&(scenario.event)()),
         cpu_us: spent.on_cpu_ns as f64 / 1000.0 / n,
         user_us: spent.user_us as f64 / n,
         system_us: spent.system_us as f64 / n,
@@ -328,18 +433,17 @@ fn parse_dump(text: &str) -> (u64, u64) {
     (summary.or(totals).unwrap_or(0), allocations)
 }
 
-/// The callgrind run: instructions and allocations per invocation.
-async fn callgrind_run(
+/// The function under callgrind, its Runtime API, and where its dumps go.
+async fn spawn_under_callgrind(
     binary: &Path,
     services: &LocalServices,
-    scenario: &Scenario,
-    args: &Args,
+    isolation: &str,
     dir: &Path,
-) -> Result<(u64, u64), String> {
+) -> Result<(Function, RuntimeApi), String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
-    let mut env = function_env(services, &api, scenario.isolation);
+    let mut env = function_env(services, &api, isolation);
     // Everything runs ~50 times slower under callgrind.
     env.push((
         "LEGACY_WORKER_START_TIMEOUT_MS".to_owned(),
@@ -369,50 +473,219 @@ async fn callgrind_run(
         "LEGACY_WORKER_PATH".to_owned(),
         binary.display().to_string(),
     ));
-    let mut function = Function::spawn(&wrapper.to_string_lossy(), env);
+    let function = Function::spawn(&wrapper.to_string_lossy(), env);
     wait_for_init(&api, Duration::from_secs(120)).await?;
+    Ok((function, api))
+}
+
+/// Dumps (and zeroes) the function's counters; waits for dump number `part`
+/// (the process writes it itself) and returns its path.
+async fn dump(function: &Function, dir: &Path, part: u32) -> Result<PathBuf, String> {
+    callgrind_control("-d", &[function.child.id()])?;
+    let path = dir.join(format!("callgrind.{}.{part}", function.child.id()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let complete = std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.contains("\ntotals:") || t.contains("\nsummary:"));
+        if complete {
+            return Ok(path);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no callgrind dump {}", path.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn read_dump(path: &Path) -> Result<(u64, u64), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    Ok(parse_dump(&text))
+}
+
+/// The callgrind run: instructions and allocations per invocation.
+async fn callgrind_run(
+    binary: &Path,
+    services: &LocalServices,
+    scenario: &Scenario,
+    args: Counts,
+    dir: &Path,
+) -> Result<(u64, u64), String> {
+    let (mut function, api) =
+        spawn_under_callgrind(binary, services, scenario.isolation, dir).await?;
     for _ in 0..args.warmup.clamp(1, 10) {
         invoke(&api, (scenario.event)()).await?;
     }
-    let pids = vec![function.child.id()];
-    callgrind_control("-z", &pids)?;
+    callgrind_control("-z", &[function.child.id()])?;
     for _ in 0..args.callgrind_invocations {
         invoke(&api, (scenario.event)()).await?;
     }
-    callgrind_control("-d", &pids)?;
-    // The dumps are written by the processes themselves: wait for them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dumps = loop {
-        let dumps: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "1"))
-            .collect();
-        let complete = dumps.len() >= pids.len()
-            && dumps.iter().all(|p| {
-                std::fs::read_to_string(p)
-                    .is_ok_and(|t| t.contains("\ntotals:") || t.contains("\nsummary:"))
-            });
-        if complete || Instant::now() > deadline {
-            break dumps;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (instructions, allocations) = read_dump(&dump(&function, dir, 1).await?)?;
     let _ = function.child.kill();
     let _ = function.child.wait();
-    let mut totals = (0, 0);
-    for dump in &dumps {
-        let text = std::fs::read_to_string(dump).map_err(|e| e.to_string())?;
-        let (instructions, allocations) = parse_dump(&text);
-        totals.0 += instructions;
-        totals.1 += allocations;
-    }
-    if totals.0 == 0 {
-        return Err(format!("no callgrind dump in {}", dir.display()));
-    }
     let n = args.callgrind_invocations.max(1);
-    Ok((totals.0 / n, totals.1 / n))
+    Ok((instructions / n, allocations / n))
+}
+
+/// Init's stages: a name, and the function (a prefix of callgrind's name)
+/// whose inclusive instructions it is.
+const INIT_STAGES: [(&str, &str); 6] = [
+    ("logging", "assessments_common::observability::init_tracing"),
+    (
+        "settings and secrets",
+        "assessments_resolver::deps::Settings::load",
+    ),
+    (
+        "legacy engine",
+        "assessments_resolver::legacy::engine::LegacyEngine::start",
+    ),
+    (
+        "first SQL Server connection",
+        "assessments_resolver::sqlserver::pool::SqlPool::open_connection",
+    ),
+    (
+        "DynamoDB connection",
+        "assessments_resolver::profiles::ProfileStore::open_connection",
+    ),
+    ("resolver runtime", "assessments_resolver::main"),
+];
+
+/// Inclusive instructions of each of `INIT_STAGES` in a dump (`callgrind_annotate`).
+fn stages_of(dump: &Path) -> Result<BTreeMap<String, u64>, String> {
+    let out = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(dump)
+        .output()
+        .map_err(|e| format!("callgrind_annotate: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut stages = BTreeMap::new();
+    for line in text.lines() {
+        let Some((count, name)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(count) = count.replace(',', "").parse::<u64>() else {
+            continue;
+        };
+        let name = function_name(name);
+        for (stage, function) in INIT_STAGES {
+            // The async fn's body is its closure: the largest entry wins.
+            if name.starts_with(function) {
+                let entry = stages.entry(stage.to_owned()).or_insert(0);
+                *entry = (*entry).max(count);
+            }
+        }
+    }
+    Ok(stages)
+}
+
+/// The function of a `callgrind_annotate` line's `file:function [object]`
+/// (after the count, and the percentage newer versions print): the text after
+/// the first single `:` (a Rust path's `::` is not one), the object dropped.
+fn function_name(rest: &str) -> &str {
+    let rest = rest.trim_start();
+    let rest = match rest.strip_prefix('(') {
+        Some(after) => after
+            .split_once(')')
+            .map_or(rest, |(_, tail)| tail.trim_start()),
+        None => rest,
+    };
+    let bytes = rest.as_bytes();
+    let colon = (0..bytes.len()).find(|&i| {
+        bytes[i] == b':' && bytes.get(i + 1) != Some(&b':') && (i == 0 || bytes[i - 1] != b':')
+    });
+    let function = colon.map_or(rest, |i| &rest[i + 1..]);
+    function.split(" [").next().unwrap_or(function).trim_end()
+}
+
+/// The cold start under callgrind: init (exec to the first `/next`) by
+/// stage, the first invocation, then a warm one (after the warm-up).
+async fn cold_callgrind_run(
+    binary: &Path,
+    services: &LocalServices,
+    scenario: &Scenario,
+    args: Counts,
+    dir: &Path,
+) -> Result<ColdFigures, String> {
+    let (mut function, api) =
+        spawn_under_callgrind(binary, services, scenario.isolation, dir).await?;
+    let init_dump = dump(&function, dir, 1).await?;
+    invoke(&api, (scenario.event)()).await?;
+    let first = read_dump(&dump(&function, dir, 2).await?)?.0;
+    for _ in 1..args.warmup.clamp(2, 10) {
+        invoke(&api, (scenario.event)()).await?;
+    }
+    callgrind_control("-z", &[function.child.id()])?;
+    let n = args.callgrind_invocations.clamp(1, 20);
+    for _ in 0..n {
+        invoke(&api, (scenario.event)()).await?;
+    }
+    let warm = read_dump(&dump(&function, dir, 3).await?)?.0 / n;
+    let _ = function.child.kill();
+    let _ = function.child.wait();
+    Ok(ColdFigures {
+        init_instructions: Some(read_dump(&init_dump)?.0),
+        init_stages: stages_of(&init_dump)?,
+        first_invocation_instructions: Some(first),
+        warm_invocation_instructions: Some(warm),
+        ..ColdFigures::default()
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Fresh starts: CPU to the first answer and a warm invocation's, round trips.
+async fn cold_plain_run(
+    binary: &Path,
+    services: &LocalServices,
+    scenario: &Scenario,
+    args: Counts,
+    starts: u32,
+) -> Result<ColdFigures, String> {
+    let (mut to_first, mut warm_cpu, mut first_ms, mut warm_ms) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..starts.max(1) {
+        let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+        let function = Function::spawn(
+            &binary.to_string_lossy(),
+            function_env(services, &api, scenario.isolation),
+        );
+        let pid = function.child.id();
+        wait_for_init(&api, Duration::from_secs(30)).await?;
+        let first = invoke(&api, (scenario.event)()).await?;
+        let at_first = cost_of_tree(pid);
+        for _ in 1..args.warmup {
+            invoke(&api, (scenario.event)()).await?;
+        }
+        let before = cost_of_tree(pid);
+        let mut walls = Vec::new();
+        let n = args.invocations.clamp(1, 100);
+        for _ in 0..n {
+            walls.push(invoke(&api, (scenario.event)()).await?.as_secs_f64() * 1000.0);
+        }
+        let warm = cost_of_tree(pid).since(&before).on_cpu_ns as f64 / 1e6 / n as f64;
+        drop(function);
+        to_first.push(at_first.on_cpu_ns as f64 / 1e6);
+        warm_cpu.push(warm);
+        first_ms.push(first.as_secs_f64() * 1000.0);
+        warm_ms.push(median(walls));
+    }
+    let cold: Vec<f64> = (to_first.iter().zip(&warm_cpu))
+        .map(|(t, w)| t - w)
+        .collect();
+    let ratio: Vec<f64> = (first_ms.iter().zip(&warm_ms))
+        .map(|(f, w)| f / w)
+        .collect();
+    Ok(ColdFigures {
+        starts: starts.max(1),
+        cold_cpu_ms: median(cold),
+        to_first_answer_cpu_ms: median(to_first),
+        warm_cpu_ms: median(warm_cpu),
+        first_invocation_ms: median(first_ms),
+        warm_invocation_ms: median(warm_ms),
+        first_over_warm: median(ratio),
+        ..ColdFigures::default()
+    })
 }
 
 fn change(now: f64, before: f64) -> String {
@@ -437,7 +710,7 @@ fn print_table(figures: &BTreeMap<String, Figures>, baseline: &BTreeMap<String, 
         "init ms",
         "1st inv ms"
     );
-    for (name, f) in figures {
+    for (name, f) in figures.iter().filter(|(_, f)| f.cold.is_none()) {
         let base = baseline.get(name);
         let instructions = match (f.instructions, base.and_then(|b| b.instructions)) {
             (Some(now), Some(before)) => format!("{now}{}", change(now as f64, before as f64)),
@@ -467,16 +740,203 @@ fn print_table(figures: &BTreeMap<String, Figures>, baseline: &BTreeMap<String, 
         "\n{:<20} {:>12} {:>12} {:>12} {:>12}",
         "where the time went", "handler p50", "DynamoDB", "SQL Server", "legacy"
     );
-    for (name, f) in figures {
+    for (name, f) in figures.iter().filter(|(_, f)| f.cold.is_none()) {
         println!(
             "{:<20} {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>9.2} ms",
             name, f.handler_p50_ms, f.profiles_p50_ms, f.sql_p50_ms, f.legacy_p50_ms
         );
     }
+    let per_item: Vec<String> = (figures.iter())
+        .filter_map(|(name, f)| {
+            let i = f.instructions?;
+            (f.items > 1).then(|| format!("{name}: {} per item", i / f.items.max(1)))
+        })
+        .collect();
+    if !per_item.is_empty() {
+        println!("\ninstructions per item: {}", per_item.join("; "));
+    }
+    print_cold(figures);
     println!(
         "\nper invocation after the warm-up; CPU µs exact (schedstat), user/sys in 10 ms ticks over the run; \
          instructions and allocations (malloc/calloc/realloc calls) from callgrind, the function process only (workers run natively: valgrind has no seccomp)"
     );
+}
+
+fn print_cold(figures: &BTreeMap<String, Figures>) {
+    let cold: Vec<(&String, &ColdFigures)> = (figures.iter())
+        .filter_map(|(name, f)| Some((name, f.cold.as_ref()?)))
+        .collect();
+    if cold.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<20} {:>7} {:>12} {:>14} {:>10} {:>12} {:>10} {:>11} {:>14} {:>12} {:>12}",
+        "cold start",
+        "starts",
+        "cold CPU ms",
+        "to 1st ans ms",
+        "warm ms",
+        "1st inv ms",
+        "warm inv",
+        "1st / warm",
+        "init instr",
+        "1st instr",
+        "warm instr"
+    );
+    let count = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+    for (name, c) in &cold {
+        println!(
+            "{:<20} {:>7} {:>12.2} {:>14.2} {:>10.3} {:>12.2} {:>10.2} {:>11.2} {:>14} {:>12} {:>12}",
+            name,
+            c.starts,
+            c.cold_cpu_ms,
+            c.to_first_answer_cpu_ms,
+            c.warm_cpu_ms,
+            c.first_invocation_ms,
+            c.warm_invocation_ms,
+            c.first_over_warm,
+            count(c.init_instructions),
+            count(c.first_invocation_instructions),
+            count(c.warm_invocation_instructions),
+        );
+    }
+    for (name, c) in &cold {
+        if c.init_stages.is_empty() {
+            continue;
+        }
+        let stages: Vec<String> = (c.init_stages.iter())
+            .map(|(stage, n)| format!("{stage} {:.1} M", *n as f64 / 1e6))
+            .collect();
+        println!(
+            "{name} init by stage (inclusive instructions): {}",
+            stages.join(", ")
+        );
+    }
+    println!(
+        "cold CPU: the process tree's CPU from exec to the first answer less a warm invocation's \
+         (schedstat, medians over the starts); the function under callgrind for instructions"
+    );
+}
+
+/// Instructions per item by batch size, and cold against warm, as a PNG.
+fn plot(path: &Path, figures: &BTreeMap<String, Figures>) -> Result<(), String> {
+    use plotters::prelude::*;
+    let labelled = devstack::register_chart_font();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let curve: Vec<(u64, f64)> = (SCENARIOS.iter())
+        .filter(|s| s.kind == Kind::Curve)
+        .filter_map(|s| {
+            let f = figures.get(s.name)?;
+            Some((
+                f.items,
+                f.instructions? as f64 / f.items.max(1) as f64 / 1000.0,
+            ))
+        })
+        .collect();
+    let cold: Vec<(&str, f64, f64)> = (SCENARIOS.iter())
+        .filter(|s| s.kind == Kind::Cold)
+        .filter_map(|s| {
+            let c = figures.get(s.name)?.cold.as_ref()?;
+            let first = c.first_invocation_instructions? as f64 / 1e6;
+            let init = c.init_instructions? as f64 / 1e6;
+            Some((
+                s.isolation,
+                init + first,
+                c.warm_invocation_instructions? as f64 / 1e6,
+            ))
+        })
+        .collect();
+    if curve.is_empty() && cold.is_empty() {
+        return Err("nothing to plot: the curve and cold scenarios need callgrind".to_owned());
+    }
+    let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(700);
+    let font = ("sans-serif", 18);
+    let axes = if labelled { 60 } else { 0 };
+    let top = curve.iter().map(|c| c.1).fold(1.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&left);
+    chart
+        .margin(20)
+        .x_label_area_size(axes)
+        .y_label_area_size(axes);
+    if labelled {
+        chart.caption(
+            "thousand instructions per item, by batch size (5 rows each)",
+            font,
+        );
+    }
+    let mut chart = chart
+        .build_cartesian_2d((1u64..3000u64).log_scale(), 0.0..top)
+        .map_err(|e| e.to_string())?;
+    if labelled {
+        chart
+            .configure_mesh()
+            .x_desc("items per invocation")
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .draw_series(LineSeries::new(curve.iter().copied(), &BLUE))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(
+            curve
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 5, BLUE.filled())),
+        )
+        .map_err(|e| e.to_string())?;
+    if labelled {
+        chart
+            .draw_series(curve.iter().map(|&(x, y)| {
+                Text::new(format!("{y:.0} k"), (x, y + top * 0.04), ("sans-serif", 16))
+            }))
+            .map_err(|e| e.to_string())?;
+    }
+    let high = cold.iter().map(|c| c.1.max(c.2)).fold(1.0, f64::max) * 1.15;
+    let mut bars = ChartBuilder::on(&right);
+    bars.margin(20)
+        .x_label_area_size(axes)
+        .y_label_area_size(axes);
+    if labelled {
+        bars.caption("million instructions: cold (init + 1st) vs warm", font);
+    }
+    let mut bars = bars
+        .build_cartesian_2d(0.0..(cold.len() as f64 * 3.0), 0.0..high)
+        .map_err(|e| e.to_string())?;
+    if labelled {
+        bars.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    for (i, (mode, cold_m, warm_m)) in cold.iter().enumerate() {
+        let x = i as f64 * 3.0 + 0.5;
+        let drawn = [
+            Rectangle::new([(x, 0.0), (x + 1.0, *cold_m)], RED.filled()),
+            Rectangle::new([(x + 1.0, 0.0), (x + 2.0, *warm_m)], GREEN.filled()),
+        ];
+        bars.draw_series(drawn).map_err(|e| e.to_string())?;
+        if labelled {
+            let labels = [
+                Text::new(
+                    format!("{mode}: cold {cold_m:.1}"),
+                    (x, cold_m + high * 0.05),
+                    ("sans-serif", 15),
+                ),
+                Text::new(
+                    format!("warm {warm_m:.2}"),
+                    (x + 1.0, warm_m + high * 0.02),
+                    ("sans-serif", 15),
+                ),
+            ];
+            bars.draw_series(labels).map_err(|e| e.to_string())?;
+        }
+    }
+    root.present().map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -497,7 +957,11 @@ async fn main() -> Result<(), String> {
     }
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| args.scenarios.is_empty() || args.scenarios.iter().any(|n| n == s.name))
+        .filter(|s| match (args.scenarios.is_empty(), args.plot) {
+            (false, _) => args.scenarios.iter().any(|n| n == s.name),
+            (true, false) => s.kind != Kind::Curve,
+            (true, true) => s.kind != Kind::Warm,
+        })
         .collect();
     if chosen.is_empty() {
         let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
@@ -512,17 +976,41 @@ async fn main() -> Result<(), String> {
     eprintln!("binary: {}", binary.display());
     let mut figures = BTreeMap::new();
     for scenario in chosen {
-        eprintln!("{}: {} invocations...", scenario.name, args.invocations);
-        let mut f = plain_run(&binary, &services, scenario, &args).await?;
+        let counts = Counts::for_scenario(&args, scenario);
+        let dir = PathBuf::from("target/cpu-bench/callgrind").join(scenario.name.replace('/', "-"));
+        if scenario.kind == Kind::Cold {
+            eprintln!("{}: {} fresh starts...", scenario.name, args.starts);
+            let mut cold =
+                cold_plain_run(&binary, &services, scenario, counts, args.starts).await?;
+            if !args.no_callgrind {
+                eprintln!("{}: one start under callgrind...", scenario.name);
+                let counted =
+                    cold_callgrind_run(&binary, &services, scenario, counts, &dir).await?;
+                cold = ColdFigures {
+                    init_instructions: counted.init_instructions,
+                    init_stages: counted.init_stages,
+                    first_invocation_instructions: counted.first_invocation_instructions,
+                    warm_invocation_instructions: counted.warm_invocation_instructions,
+                    ..cold
+                };
+            }
+            let f = Figures {
+                items: 1,
+                cold: Some(cold),
+                ..Figures::default()
+            };
+            figures.insert(scenario.name.to_owned(), f);
+            continue;
+        }
+        eprintln!("{}: {} invocations...", scenario.name, counts.invocations);
+        let mut f = plain_run(&binary, &services, scenario, counts).await?;
         if !args.no_callgrind {
             eprintln!(
                 "{}: {} invocations under callgrind...",
-                scenario.name, args.callgrind_invocations
+                scenario.name, counts.callgrind_invocations
             );
-            let dir =
-                PathBuf::from("target/cpu-bench/callgrind").join(scenario.name.replace('/', "-"));
             let (instructions, allocations) =
-                callgrind_run(&binary, &services, scenario, &args, &dir).await?;
+                callgrind_run(&binary, &services, scenario, counts, &dir).await?;
             f.instructions = Some(instructions);
             f.allocations = Some(allocations);
         }
@@ -534,6 +1022,10 @@ async fn main() -> Result<(), String> {
         .and_then(|doc| serde_json::from_value(doc["scenarios"].clone()).ok())
         .unwrap_or_default();
     print_table(&figures, &baseline);
+    if args.plot {
+        plot(&args.plot_out, &figures)?;
+        println!("plot: {}", args.plot_out.display());
+    }
     let document = json!({
         "binary": binary.display().to_string(),
         "invocations": args.invocations,
@@ -565,5 +1057,17 @@ mod tests {
         let dump = "events: Ir\nfn=main\ncfn=malloc\ncalls=3 0x0\n12 40\ncfn=free\ncalls=2 0x0\n13 9\n\
                     fn=other\ncfn=realloc\ncalls=1 0x0\n5 7\nsummary: 1234\n";
         assert_eq!(parse_dump(dump), (1234, 4));
+    }
+
+    #[test]
+    fn an_annotate_line_gives_its_function() {
+        let expect = "assessments_resolver::deps::Settings::load::{{closure}}";
+        for rest in [
+            "src/deps.rs:assessments_resolver::deps::Settings::load::{{closure}} [/x/bin]",
+            "???:assessments_resolver::deps::Settings::load::{{closure}} [/x/bin]",
+            "(12.5%)  src/deps.rs:assessments_resolver::deps::Settings::load::{{closure}}",
+        ] {
+            assert_eq!(function_name(rest), expect, "{rest}");
+        }
     }
 }

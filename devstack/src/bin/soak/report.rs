@@ -211,22 +211,7 @@ pub fn write_csv(path: &Path, checkpoints: &[Checkpoint]) -> Result<(), String> 
 /// system (Debian's fonts-dejavu-core); without it the chart has no labels.
 pub fn plot(path: &Path, checkpoints: &[Checkpoint], title: &str) -> Result<(), String> {
     use plotters::prelude::*;
-    let font = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok());
-    let labelled = match font {
-        // Registered once per process; the bytes must live as long as it.
-        Some(bytes) => plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            Box::leak(bytes.into_boxed_slice()),
-        )
-        .is_ok(),
-        None => false,
-    };
+    let labelled = devstack::register_chart_font();
     let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (upper, lower) = root.split_vertically(400);
