@@ -12,6 +12,25 @@ use crate::config::{ConfigError, Env, SecretSetting};
 /// Opening a connection to an AWS endpoint (at most the operation timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The roots AWS's public endpoints chain to (Amazon Trust Services: Amazon
+/// Root CA 1 to 4 and Starfield Services Root G2, copied from Debian's
+/// ca-certificates), compiled in. With no endpoint override the SDK's HTTPS
+/// client trusts these instead of reading the system store, which costs
+/// ~20 M instructions of init (every PEM under /etc/ssl parsed) for endpoints
+/// that only ever present Amazon's chain; see docs/security.md, "Roots".
+const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
+
+/// The endpoint overrides that make the SDK trust the system store when one
+/// is an `https://` URL: an overridden endpoint (a proxy, DynamoDB Local
+/// behind TLS) may present any CA the machine trusts. (An `http://` one, the
+/// local stack's, uses no TLS at all.)
+const ENDPOINT_OVERRIDES: [&str; 4] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+];
+
 /// The SDK settings both functions read from the environment.
 #[derive(Clone)]
 pub struct AwsSettings {
@@ -31,6 +50,9 @@ pub struct AwsSettings {
     /// Static credentials when the environment carries them (`AWS_ACCESS_KEY_ID`...);
     /// otherwise the SDK's default chain (the execution role on Lambda).
     credentials: Option<(String, String, Option<String>)>,
+    /// Whether any of `ENDPOINT_OVERRIDES` is an `https://` URL: the system's
+    /// roots are trusted then, Amazon's compiled-in roots otherwise.
+    system_roots: bool,
 }
 
 impl std::fmt::Debug for AwsSettings {
@@ -43,6 +65,7 @@ impl std::fmt::Debug for AwsSettings {
             .field("dynamodb_max_attempts", &self.dynamodb_max_attempts)
             .field("secrets_timeout", &self.secrets_timeout)
             .field("static_credentials", &self.credentials.is_some())
+            .field("system_roots", &self.system_roots)
             .finish()
     }
 }
@@ -56,6 +79,13 @@ impl AwsSettings {
             (Some(id), Some(secret)) => Some((id, secret, env.string("AWS_SESSION_TOKEN")?)),
             _ => None,
         };
+        let mut system_roots = false;
+        for name in ENDPOINT_OVERRIDES {
+            let url = env.string(name)?.unwrap_or_default();
+            system_roots |= url
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        }
         Ok(AwsSettings {
             dynamodb_endpoint: env.string("AWS_ENDPOINT_URL_DYNAMODB")?,
             sqs_endpoint: env.string("AWS_ENDPOINT_URL_SQS")?,
@@ -72,7 +102,42 @@ impl AwsSettings {
                     .unwrap_or(2000),
             ),
             credentials,
+            system_roots,
         })
+    }
+
+    /// The trust store of the SDK's HTTPS client (see `AMAZON_TRUST_SERVICES`).
+    fn trust_store(&self) -> aws_smithy_http_client::tls::TrustStore {
+        use aws_smithy_http_client::tls::TrustStore;
+        if self.system_roots {
+            TrustStore::default()
+        } else {
+            TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES)
+        }
+    }
+
+    /// The HTTPS client every SDK client shares: the SDK's own (hyper, rustls
+    /// with aws-lc), with `trust_store`'s roots. `None` (the SDK's default
+    /// client, the system's roots) if the TLS context is refused, which the
+    /// SDK's rustls provider never does today.
+    fn https_client(&self) -> Option<aws_sdk_dynamodb::config::SharedHttpClient> {
+        use aws_smithy_http_client::tls::{Provider, TlsContext, rustls_provider::CryptoMode};
+        let context = match TlsContext::builder()
+            .with_trust_store(self.trust_store())
+            .build()
+        {
+            Ok(context) => context,
+            Err(e) => {
+                tracing::warn!(error = %e, "the SDK's TLS context was refused: the system's roots are used");
+                return None;
+            }
+        };
+        Some(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https(),
+        )
     }
 
     /// The timeouts `sdk_config` gives the SDK, for error messages.
@@ -106,6 +171,9 @@ impl AwsSettings {
                     .operation_attempt_timeout(timeouts.attempt)
                     .build(),
             );
+        if let Some(client) = self.https_client() {
+            loader = loader.http_client(client);
+        }
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -273,6 +341,45 @@ fn secret_value(value: &str, json_field: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_compiled_in_roots_are_amazons_five_certificates() {
+        use rustls_pki_types::{CertificateDer, pem::PemObject};
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(AMAZON_TRUST_SERVICES)
+            .collect::<Result<_, _>>()
+            .expect("the compiled-in PEM parses");
+        assert_eq!(certs.len(), 5);
+        // Each is a DER SEQUENCE of a plausible certificate's size.
+        assert!(certs.iter().all(|c| c[0] == 0x30 && c.len() > 400));
+    }
+
+    #[test]
+    fn the_system_roots_are_trusted_only_when_an_https_endpoint_is_overridden() {
+        let settings = AwsSettings::from_env(&Env::from_pairs([("AWS_REGION", "eu-west-1")]))
+            .expect("settings");
+        assert!(!settings.system_roots);
+        let compiled_in = format!("{:?}", settings.trust_store());
+        assert!(
+            compiled_in.contains("enable_native_roots: false"),
+            "{compiled_in}"
+        );
+        let plain = Env::from_pairs([("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000")]);
+        assert!(
+            !AwsSettings::from_env(&plain)
+                .expect("settings")
+                .system_roots
+        );
+        for name in ENDPOINT_OVERRIDES {
+            let env = Env::from_pairs([(name, "HTTPS://dynamodb.local.example:8443")]);
+            let settings = AwsSettings::from_env(&env).expect("settings");
+            assert!(settings.system_roots, "{name}");
+            let system = format!("{:?}", settings.trust_store());
+            assert!(
+                system.contains("enable_native_roots: true"),
+                "{name}: {system}"
+            );
+        }
+    }
 
     #[test]
     fn a_secret_is_its_raw_value_or_a_field_of_its_json() {

@@ -90,8 +90,9 @@ struct Args {
     /// Fresh starts per cold scenario (plain runs; callgrind runs one).
     #[arg(long, default_value_t = 5)]
     starts: u32,
-    /// Run the batch curve and the cold starts and draw them (instructions
-    /// per item by batch size; cold against warm) into `--plot-out`.
+    /// Run the batch curve and the cold starts (besides any `--scenario`
+    /// named) and draw them (instructions per item by batch size; cold
+    /// against warm) into `--plot-out`.
     #[arg(long)]
     plot: bool,
     #[arg(long, default_value = "docs/img/cpu-bench.png")]
@@ -526,27 +527,37 @@ async fn callgrind_run(
     Ok((instructions / n, allocations / n))
 }
 
-/// Init's stages: a name, and the function (a prefix of callgrind's name)
-/// whose inclusive instructions it is.
-const INIT_STAGES: [(&str, &str); 6] = [
-    ("logging", "assessments_common::observability::init_tracing"),
+/// Init's stages, each the inclusive instructions of functions callgrind sees
+/// as their own (the release build inlines our async fns' bodies into `main`,
+/// so a stage is named by the first non-inlined function it calls).
+const INIT_STAGES: [(&str, &[&str]); 6] = [
+    ("1 the binary's dynamic linking", &["_dl_start"]),
     (
-        "settings and secrets",
-        "assessments_resolver::deps::Settings::load",
+        "2 logging",
+        &["assessments_common::observability::init_tracing"],
     ),
     (
-        "legacy engine",
-        "assessments_resolver::legacy::engine::LegacyEngine::start",
+        "3 AWS SDK clients",
+        &[
+            "assessments_common::aws::AwsSettings::dynamodb_client",
+            "assessments_common::aws::Secrets::new",
+        ],
     ),
     (
-        "first SQL Server connection",
-        "assessments_resolver::sqlserver::pool::SqlPool::open_connection",
+        "4 legacy engine (library loaded, or workers spawned)",
+        &[
+            "assessments_resolver::legacy::engine::LegacyEngine::open",
+            "<std::process::Command>::spawn",
+        ],
     ),
     (
-        "DynamoDB connection",
-        "assessments_resolver::profiles::ProfileStore::open_connection",
+        "5 first SQL Server connection",
+        &["assessments_resolver::sqlserver::pool::SqlPool::checkout"],
     ),
-    ("resolver runtime", "assessments_resolver::main"),
+    (
+        "6 DynamoDB connection",
+        &["aws_smithy_runtime::client::orchestrator::try_op"],
+    ),
 ];
 
 /// Inclusive instructions of each of `INIT_STAGES` in a dump (`callgrind_annotate`).
@@ -557,7 +568,8 @@ fn stages_of(dump: &Path) -> Result<BTreeMap<String, u64>, String> {
         .output()
         .map_err(|e| format!("callgrind_annotate: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut stages = BTreeMap::new();
+    // Per function, the largest entry (an async fn's body is its closure).
+    let mut functions: BTreeMap<&str, u64> = BTreeMap::new();
     for line in text.lines() {
         let Some((count, name)) = line.trim_start().split_once(' ') else {
             continue;
@@ -566,15 +578,23 @@ fn stages_of(dump: &Path) -> Result<BTreeMap<String, u64>, String> {
             continue;
         };
         let name = function_name(name);
-        for (stage, function) in INIT_STAGES {
-            // The async fn's body is its closure: the largest entry wins.
+        for function in INIT_STAGES
+            .iter()
+            .flat_map(|(_, functions)| functions.iter())
+        {
             if name.starts_with(function) {
-                let entry = stages.entry(stage.to_owned()).or_insert(0);
+                let entry = functions.entry(function).or_insert(0);
                 *entry = (*entry).max(count);
             }
         }
     }
-    Ok(stages)
+    Ok(INIT_STAGES
+        .iter()
+        .map(|(stage, names)| {
+            let sum = names.iter().filter_map(|n| functions.get(n)).sum();
+            ((*stage).to_owned(), sum)
+        })
+        .collect())
 }
 
 /// The function of a `callgrind_annotate` line's `file:function [object]`
@@ -804,13 +824,18 @@ fn print_cold(figures: &BTreeMap<String, Figures>) {
         if c.init_stages.is_empty() {
             continue;
         }
-        let stages: Vec<String> = (c.init_stages.iter())
-            .map(|(stage, n)| format!("{stage} {:.1} M", *n as f64 / 1e6))
+        let mut stages: Vec<String> = (c.init_stages.iter())
+            .map(|(stage, n)| format!("{stage} {:.2} M", *n as f64 / 1e6))
             .collect();
-        println!(
-            "{name} init by stage (inclusive instructions): {}",
-            stages.join(", ")
-        );
+        if let Some(total) = c.init_instructions {
+            let named: u64 = c.init_stages.values().sum();
+            let other = total.saturating_sub(named) as f64 / 1e6;
+            stages.push(format!("other {other:.2} M of {:.2} M", total as f64 / 1e6));
+        }
+        println!("{name} init by stage (inclusive instructions):");
+        for stage in stages {
+            println!("  {stage}");
+        }
     }
     println!(
         "cold CPU: the process tree's CPU from exec to the first answer less a warm invocation's \
@@ -957,10 +982,16 @@ async fn main() -> Result<(), String> {
     }
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| match (args.scenarios.is_empty(), args.plot) {
-            (false, _) => args.scenarios.iter().any(|n| n == s.name),
-            (true, false) => s.kind != Kind::Curve,
-            (true, true) => s.kind != Kind::Warm,
+        // `--plot` adds what the plot draws (the curve and the cold starts)
+        // to the scenarios named, or runs only those when none is named.
+        .filter(|s| {
+            let named = args.scenarios.iter().any(|n| n == s.name);
+            let plotted = args.plot && s.kind != Kind::Warm;
+            if args.scenarios.is_empty() {
+                plotted || (!args.plot && s.kind != Kind::Curve)
+            } else {
+                named || plotted
+            }
         })
         .collect();
     if chosen.is_empty() {
