@@ -24,11 +24,14 @@ const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("../certs/amazon-trust-servi
 /// is an `https://` URL: an overridden endpoint (a proxy, DynamoDB Local
 /// behind TLS) may present any CA the machine trusts. (An `http://` one, the
 /// local stack's, uses no TLS at all.)
-const ENDPOINT_OVERRIDES: [&str; 4] = [
+const ENDPOINT_OVERRIDES: [&str; 6] = [
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_SQS",
     "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    // The PreTraffic hook's (deploy-hook/).
+    "AWS_ENDPOINT_URL_LAMBDA",
+    "AWS_ENDPOINT_URL_CODEDEPLOY",
 ];
 
 /// The SDK settings both functions read from the environment.

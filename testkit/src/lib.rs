@@ -11,6 +11,7 @@
 //! * [`http`]: serving an axum app on loopback until dropped;
 //! * [`lambda_api`]: a local Lambda Runtime API, to run a function binary as in Lambda;
 //! * [`function`]: a function binary run as a process against it;
+//! * [`lambda_service`]: Lambda's `Invoke` (onto such binaries) and CodeDeploy's hook status, stood in;
 //! * [`services`]: the peers above started together, and the settings that point a function at them;
 //! * [`secrets`]: Secrets Manager secrets in the local moto, created and rotated;
 //! * [`queues`]: SQS queues in the local moto (the processor's dead-letter queue);
@@ -28,6 +29,7 @@ pub mod fixtures;
 pub mod function;
 pub mod http;
 pub mod lambda_api;
+pub mod lambda_service;
 pub mod procfs;
 pub mod queues;
 pub mod scoring;
