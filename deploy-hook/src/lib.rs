@@ -340,7 +340,13 @@ impl Hook {
                 aws_sdk_lambda::config::retry::RetryConfig::standard().with_max_attempts(2),
             )
             .build();
-        let mut codedeploy = aws_sdk_codedeploy::config::Builder::from(&sdk);
+        // The report's own bound is the time kept for it, not DynamoDB's setting.
+        let mut codedeploy = aws_sdk_codedeploy::config::Builder::from(&sdk).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .operation_timeout(REPORT_RESERVE)
+                .build(),
+        );
         if let Some(url) = &settings.codedeploy_endpoint {
             codedeploy = codedeploy.endpoint_url(url);
         }
