@@ -23,6 +23,13 @@
    its data source role are scoped to this API; every queue refuses non-TLS access and the
    assessment queue refuses senders not named; log groups are KMS-encrypted; no admin group
    and no school claim are trusted.
+7. Gradual deployments (docs/cutover.md): every function publishes a `live` alias that its
+   callers (AppSync's data source, its role and invoke permission; the queue through SAM's
+   event source) target; its DeploymentPreference is not AllAtOnce by default and rolls back
+   on at least two alarms of the template, each scoped to that function's alias or version;
+   the AppSync-facing function has a PreTraffic hook that is a function of this template
+   named CodeDeployHook_* (all SAM's CodeDeploy role may invoke), testing `<function>.Version`,
+   whose role is trusted by the resolver and may invoke only the resolver's versions.
 
 Exits non-zero with one line per problem.
 """
@@ -126,6 +133,7 @@ def main():
     problems += check_secrets_stay_out_of_environments(resources)
     problems += check_metrics(resources)
     problems += check_secure_defaults(template)
+    problems += check_deployments(template)
 
     for problem in problems:
         print(f"infra/template.yaml: {problem}")
@@ -182,6 +190,19 @@ def error_types():
     return set(re.findall(r'ErrorType::\w+ => "(\w+)"', text))
 
 
+def alarm_metrics(props):
+    """(namespace, metric, dimensions) of an alarm: its one metric, or each of a metric-math
+    alarm's `Metrics`."""
+    if "Metrics" not in props:
+        return [(props.get("Namespace"), props.get("MetricName"), props.get("Dimensions", []))]
+    found = []
+    for query in props["Metrics"]:
+        metric = query.get("MetricStat", {}).get("Metric")
+        if metric:
+            found.append((metric.get("Namespace"), metric.get("MetricName"), metric.get("Dimensions", [])))
+    return found
+
+
 def check_metrics(resources):
     problems = []
     emitted = emitted_metrics(resources)
@@ -193,14 +214,13 @@ def check_metrics(resources):
     for name, resource in resources.items():
         if resource["Type"] != "AWS::CloudWatch::Alarm":
             continue
-        props = resource["Properties"]
-        namespace, metric = props.get("Namespace"), props.get("MetricName")
-        alarmed.add((namespace, metric))
-        if namespace in emitted and metric not in emitted[namespace]:
-            problems.append(f"{name}: {namespace}/{metric} is not emitted by the code")
-        for dimension in props.get("Dimensions", []):
-            if dimension.get("Name") == "ErrorType" and dimension.get("Value") not in types:
-                problems.append(f"{name}: ErrorType {dimension.get('Value')!r} is not one of {sorted(types)}")
+        for namespace, metric, dimensions in alarm_metrics(resource["Properties"]):
+            alarmed.add((namespace, metric))
+            if namespace in emitted and metric not in emitted[namespace]:
+                problems.append(f"{name}: {namespace}/{metric} is not emitted by the code")
+            for dimension in dimensions:
+                if dimension.get("Name") == "ErrorType" and dimension.get("Value") not in types:
+                    problems.append(f"{name}: ErrorType {dimension.get('Value')!r} is not one of {sorted(types)}")
     for namespace, metric in sorted(REQUIRED_ALARMS - alarmed):
         problems.append(f"no alarm on {namespace}/{metric}")
 
@@ -313,14 +333,115 @@ def check_secure_defaults(template):
 
 
 def ref_name(value):
-    """The logical id a !Ref / !GetAtt points at (GetAtt as 'Name.Attr' or [Name, Attr])."""
+    """The logical id a !Ref / !GetAtt points at (GetAtt as 'Name.Attr' or [Name, Attr];
+    SAM's `!Ref Function.Alias` and `!Ref Function.Version` as the function)."""
     if isinstance(value, dict):
         if "Ref" in value:
-            return value["Ref"]
+            return value["Ref"].split(".")[0]
         if "GetAtt" in value:
             target = value["GetAtt"]
             return target.split(".")[0] if isinstance(target, str) else target[0]
     return None
+
+
+def check_deployments(template):
+    resources, parameters = template["Resources"], template["Parameters"]
+    problems = []
+    functions = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    hooks = {}
+    for name, props in functions.items():
+        for hook in ((props.get("DeploymentPreference") or {}).get("Hooks") or {}).values():
+            hooks[ref_name(hook)] = name
+    served = set()
+    for resource in resources.values():
+        if resource["Type"] == "AWS::AppSync::DataSource":
+            target = resource["Properties"].get("LambdaConfig", {}).get("LambdaFunctionArn")
+            served.add(ref_name(target))
+            if not (isinstance(target, dict) and str(target.get("Ref", "")).endswith(".Alias")):
+                problems.append(f"AppSync's data source invokes {target!r}, not a function's alias")
+    for name, props in functions.items():
+        if name in hooks:
+            if props.get("DeploymentPreference", {}).get("Enabled") is not False:
+                problems.append(f"{name}: a hook must not itself be deployed gradually")
+            continue
+        if props.get("AutoPublishAlias") != "live":
+            problems.append(f"{name}: no AutoPublishAlias: live (callers would invoke $LATEST)")
+        preference = props.get("DeploymentPreference")
+        if not preference:
+            problems.append(f"{name}: no DeploymentPreference (every deploy takes all traffic at once)")
+            continue
+        kind = preference.get("Type")
+        if ref_name(kind) in parameters:
+            kind = parameters[ref_name(kind)].get("Default")
+        if kind in (None, "AllAtOnce"):
+            problems.append(f"{name}: the default deployment is {kind!r}, not gradual")
+        alarms = [ref_name(a) for a in preference.get("Alarms", [])]
+        if len(alarms) < 2:
+            problems.append(f"{name}: {len(alarms)} rollback alarm(s), at least 2 wanted")
+        for alarm in alarms:
+            resource = resources.get(alarm, {})
+            if resource.get("Type") != "AWS::CloudWatch::Alarm":
+                problems.append(f"{name}: rollback alarm {alarm!r} is not an alarm of this template")
+                continue
+            scoped = False
+            for _, _, dimensions in alarm_metrics(resource["Properties"]):
+                for dimension in dimensions:
+                    value = dimension.get("Value")
+                    if dimension.get("Name") == "Resource" and f"${{{name}}}:live" in repr(value):
+                        scoped = True
+                    if dimension.get("Name") in ("ExecutedVersion", "Version") and value == {"GetAtt": f"{name}.Version.Version"}:
+                        scoped = True
+            if not scoped:
+                problems.append(f"{alarm}: a rollback alarm of {name} not scoped to its alias or version")
+        if name in served:
+            hook = ref_name((preference.get("Hooks") or {}).get("PreTraffic"))
+            if hook not in functions:
+                problems.append(f"{name}: AppSync invokes it, and it has no PreTraffic hook of this template")
+                continue
+            hook_props = functions[hook]
+            if "CodeDeployHook_" not in repr(hook_props.get("FunctionName")):
+                problems.append(f"{hook}: its name must start CodeDeployHook_ (SAM's CodeDeploy role invokes only those)")
+            target = hook_props.get("Environment", {}).get("Variables", {}).get("TARGET_FUNCTION_ARN")
+            if target != {"Ref": f"{name}.Version"}:
+                problems.append(f"{hook}: TARGET_FUNCTION_ARN is {target!r}, not !Ref {name}.Version")
+            role = ref_name(hook_props.get("Role"))
+            trusted = props.get("Environment", {}).get("Variables", {}).get("AUTHZ_TRUSTED_ROLE_ARNS")
+            if {"GetAtt": f"{role}.Arn"} not in json_values(trusted):
+                problems.append(f"{name}: AUTHZ_TRUSTED_ROLE_ARNS does not trust the hook's role {role}")
+            policy = json.dumps(resources.get(role, {}).get("Properties", {}))
+            if "codedeploy:PutLifecycleEventHookExecutionStatus" not in policy:
+                problems.append(f"{role}: may not report to CodeDeploy")
+            for statement in statements_of(resources.get(role, {})):
+                if "lambda:InvokeFunction" in repr(statement.get("Action")) and not repr(statement.get("Resource")).endswith(":*'}"):
+                    problems.append(f"{role}: lambda:InvokeFunction on {statement.get('Resource')!r}, not only versions (…:*)")
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Lambda::Permission" and ref_name(props.get("FunctionName")) in served:
+            if not str(props["FunctionName"].get("Ref", "")).endswith(".Alias"):
+                problems.append(f"{name}: the invoke permission is not on the alias")
+        if resource["Type"] == "AWS::IAM::Role" and "appsync.amazonaws.com" in repr(props.get("AssumeRolePolicyDocument")):
+            for statement in statements_of(resource):
+                if "lambda:InvokeFunction" in repr(statement.get("Action")) and ".Alias" not in repr(statement.get("Resource")):
+                    problems.append(f"{name}: AppSync may invoke {statement.get('Resource')!r}, not the alias")
+    if not served:
+        problems.append("no AppSync Lambda data source (the deployment checks would be vacuous)")
+    return problems
+
+
+def json_values(node):
+    """Every dict and scalar inside node (a parsed intrinsic function)."""
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from json_values(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from json_values(value)
+
+
+def statements_of(resource):
+    for policy in resource.get("Properties", {}).get("Policies", []):
+        yield from policy.get("PolicyDocument", {}).get("Statement", [])
 
 
 def cargo_bins(code_uri):
