@@ -7,10 +7,12 @@
 //! * [`server`]: the HTTP endpoints;
 //! * [`console`]: the query console's files (GraphiQL from npm, our page and panel);
 //! * [`import_graph`]: the workspace's module import graph, checked for cycles.
+//! * [`parity`]: two resolvers compared on the same events (the `parity` command).
 
 pub mod console;
 pub mod gateway;
 pub mod import_graph;
+pub mod parity;
 pub mod server;
 pub mod stack;
 
