@@ -118,6 +118,7 @@ async fn a_changed_answer_is_found_and_written_to_the_diff_file() {
         .map(|line| serde_json::from_str(line).expect("JSON lines"))
         .collect();
     assert_eq!(pairs.len(), summary.differ);
+    assert_eq!(summary.diff_pairs, pairs.len());
     let pair = &pairs[0];
     assert!(pair["old"]["data"].is_object(), "{pair}");
     assert_eq!(pair["new"]["errorType"], "LegacyComponentError", "{pair}");
@@ -171,4 +172,25 @@ async fn a_deployed_target_is_invoked_through_lambda_and_compares_like_a_local_o
         "every event went through Invoke: {} calls",
         invoked.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_whose_init_fails_is_an_error_at_once_not_a_timeout_per_event() {
+    let outcome = parity::run(Options {
+        events: parity::playground_events(),
+        old: local(&[]),
+        new: local(&[("LEGACY_LIB_PATH", "/nonexistent/liblegacy_assessment.so")]),
+        diff_file: diff_file("init"),
+        progress: false,
+        aws: aws(None),
+        lambda_endpoint: None,
+    })
+    .await;
+    let error = outcome.expect_err("no comparison without a candidate");
+    // The init's own error, not a timeout per event.
+    assert!(
+        error.starts_with("new: the bootstrap's init failed"),
+        "{error}"
+    );
+    assert!(error.contains("InitError.LegacyComponent"), "{error}");
 }

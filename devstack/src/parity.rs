@@ -323,6 +323,8 @@ pub struct Summary {
     pub latency_old: Latency,
     pub latency_new: Latency,
     pub diff_file: Option<PathBuf>,
+    /// Entries written to it: one per differing item, one per failed invocation.
+    pub diff_pairs: usize,
 }
 
 impl Summary {
@@ -392,7 +394,12 @@ impl std::fmt::Display for Summary {
             )?;
         }
         match &self.diff_file {
-            Some(path) => write!(f, "  diff     {} ({} pairs)", path.display(), self.differ)?,
+            Some(path) => write!(
+                f,
+                "  diff     {} ({} pairs)",
+                path.display(),
+                self.diff_pairs
+            )?,
             None => write!(f, "  diff     none written")?,
         }
         Ok(())
@@ -453,8 +460,10 @@ async fn start_runner(target: &Target, side: &str, shared: &mut Shared) -> Resul
             let binary = binary
                 .to_str()
                 .ok_or_else(|| format!("{side}: the path is not UTF-8"))?;
+            let mut function = Function::spawn(binary, env);
+            ready(&api, &mut function, side).await?;
             Ok(Runner::Local {
-                _function: Function::spawn(binary, env),
+                _function: function,
                 api,
             })
         }
@@ -488,6 +497,32 @@ async fn start_runner(target: &Target, side: &str, shared: &mut Shared) -> Resul
                 function: function.clone(),
             })
         }
+    }
+}
+
+/// Waits until the bootstrap's init is over (it polls for an invocation),
+/// up to [`INVOKE_TIMEOUT`]: an init that fails, or a process that exits, is
+/// this side's error, not a timeout per event.
+async fn ready(api: &RuntimeApi, function: &mut Function, side: &str) -> Result<(), String> {
+    let deadline = Instant::now() + INVOKE_TIMEOUT;
+    loop {
+        if let Some(error) = api.init_errors().into_iter().next() {
+            return Err(format!("{side}: the bootstrap's init failed: {error}"));
+        }
+        if api.first_poll().is_some() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = function.child.try_wait() {
+            return Err(format!(
+                "{side}: the bootstrap exited during init ({status})"
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{side}: the bootstrap's init did not end within {INVOKE_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -541,8 +576,15 @@ async fn compare_item(
         summary.latency_new.record(db);
         match (ra, rb) {
             (Ok(ra), Ok(rb)) => {
-                a = items_of(&ea, &ra).remove(0);
-                b = items_of(&eb, &rb).remove(0);
+                // One item each (a follow-up is one field's event); none would be malformed.
+                let first = |items: Vec<Item>| {
+                    items
+                        .into_iter()
+                        .next()
+                        .unwrap_or(Item::Malformed(Value::Null))
+                };
+                a = first(items_of(&ea, &ra));
+                b = first(items_of(&eb, &rb));
             }
             (ra, rb) => {
                 summary.failed_old += usize::from(ra.is_err());
@@ -629,6 +671,7 @@ pub async fn run(options: Options) -> Result<Summary, String> {
     } else {
         write_lines(&options.diff_file, &differences)?;
         summary.diff_file = Some(options.diff_file.clone());
+        summary.diff_pairs = differences.len();
     }
     Ok(summary)
 }
