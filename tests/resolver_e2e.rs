@@ -232,13 +232,18 @@ async fn sequential_invocations_reuse_their_dynamodb_connection() {
     }
     let after = proxy.stats();
     assert_eq!(after.count("GetItem") - before.count("GetItem"), 20);
-    // One spare at most: when a read starts in the microseconds before the
-    // last read's connection is back in the client's pool, hyper's pool starts
-    // a connection and, if the old one returns first, keeps the new one idle.
-    // Without keep-alive (moto's own behaviour) every read would open one.
+    // Kept alive and reused: each read goes over a connection an earlier read
+    // used, but for a race hyper's pool can lose. A read that starts before the
+    // last read's connection is back in the pool (hyper returns it from a task
+    // of its own, which may run after the invocation has answered; in-process
+    // the next invocation starts at once) connects as well, and takes whichever
+    // is ready first. Seen: 0 to 2 races in 20 reads, every one won by the
+    // connection already open. Without keep-alive (moto's own behaviour) or with
+    // a client per call, no read would reuse one.
+    let reused = after.reused_since(&before);
     assert!(
-        after.connections - before.connections <= 1,
-        "20 reads over the connection already open: {after:?}"
+        reused >= 15,
+        "{reused} of 20 reads over a connection already used: {after:?}"
     );
     stack.assert_clean().await;
 }

@@ -12,6 +12,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +26,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, WriteRequest,
 };
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client as HttpClient;
@@ -376,11 +377,31 @@ pub struct ProxyStats {
     /// Client connections the requests came over (kept alive: far fewer
     /// than requests), since the proxy started.
     pub connections: u64,
+    /// Requests per client connection (its peer address).
+    pub by_connection: HashMap<SocketAddr, u64>,
 }
 
 impl ProxyStats {
     pub fn count(&self, operation: &str) -> u64 {
         self.requests.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Of the requests since `before`, how many went over a connection that had
+    /// already carried a request (kept alive and reused): all but the first of
+    /// each connection that carried none before.
+    pub fn reused_since(&self, before: &ProxyStats) -> u64 {
+        self.by_connection
+            .iter()
+            .map(|(peer, &now)| {
+                let earlier = before.by_connection.get(peer).copied().unwrap_or(0);
+                let since = now - earlier.min(now);
+                if earlier > 0 {
+                    since
+                } else {
+                    since.saturating_sub(1)
+                }
+            })
+            .sum()
     }
 }
 
@@ -408,6 +429,10 @@ impl std::fmt::Debug for DynamoProxy {
 const THROTTLE_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded (injected by the testkit proxy)."}"#;
 
 async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
     let (mut parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
@@ -423,6 +448,9 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
     {
         let mut stats = state.stats.lock().unwrap_or_else(|p| p.into_inner());
         *stats.requests.entry(operation.clone()).or_insert(0) += 1;
+        if let Some(peer) = peer {
+            *stats.by_connection.entry(peer).or_insert(0) += 1;
+        }
         if operation == "BatchGetItem" {
             let keys = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()

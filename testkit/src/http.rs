@@ -46,6 +46,9 @@ impl LocalServer {
             let shutdown = async move {
                 let _ = stopped.changed().await;
             };
+            // Each request carries its connection's peer address (`ConnectInfo`),
+            // which tells requests over a kept-alive connection apart from new ones.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
