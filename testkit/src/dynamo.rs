@@ -394,12 +394,9 @@ impl ProxyStats {
             .iter()
             .map(|(peer, &now)| {
                 let earlier = before.by_connection.get(peer).copied().unwrap_or(0);
-                let since = now - earlier.min(now);
-                if earlier > 0 {
-                    since
-                } else {
-                    since.saturating_sub(1)
-                }
+                // A connection new since `before` opened with its first request.
+                let opened = u64::from(earlier == 0);
+                now.saturating_sub(earlier).saturating_sub(opened)
             })
             .sum()
     }
