@@ -7,11 +7,11 @@
 #![allow(dead_code)] // each includer uses its own part
 
 use assessments_resolver::appsync::{Invocation, MAX_BATCH, Payload, parse_event};
-use assessments_resolver::legacy::protocol::{
+use assessments_resolver::resolver::{TokenScope, TokenSigner};
+use legacy_bridge::protocol::{
     Reply, WorkerProtocolError, check_scored_reply, decode_reply, payload_len,
 };
-use assessments_resolver::legacy::{AssessmentRow, AssessmentType};
-use assessments_resolver::resolver::{TokenScope, TokenSigner};
+use legacy_bridge::{AssessmentRow, AssessmentType};
 
 const KEY: &[u8] = b"fuzzing-key-fuzzing-key-fuzzing-key!";
 
@@ -54,15 +54,7 @@ pub fn appsync_event(data: &[u8]) {
 pub fn worker_reply(data: &[u8]) {
     let rows: Vec<AssessmentRow> = ["a-1", "a-2"]
         .iter()
-        .map(|id| AssessmentRow {
-            id: (*id).to_owned(),
-            assessment_type: AssessmentType::ReadingComprehension,
-            administered_at_unix_ms: 1_700_000_000_000,
-            raw_score: 17.0,
-            items_attempted: 20,
-            items_correct: 17,
-            duration_seconds: 300,
-        })
+        .map(|id| testkit::legacy::row(id, AssessmentType::ReadingComprehension, 20, 17, 300))
         .collect();
     for reply in decode_reply_stream(data).into_iter().flatten() {
         if let Reply::Scored { id, results, .. } = reply

@@ -12,7 +12,7 @@
    template, a visibility timeout of at least six times the function's timeout, and
    alarms on the dead-letter queue's depth and on the queue's oldest message age.
 5. Every metric of the functions' own namespaces that an alarm or the dashboard uses is
-   one the code emits: the `METRICS` tables of src/report.rs and processor/src/report.rs
+   one the code emits: the `METRICS` tables of src/report/emf.rs and processor/src/report.rs
    (each checked by a Rust test against what the EMF builder writes), the per-error-type
    `ItemErrors` with an `ErrorType` the resolver has, or a metric filter of this template.
    The operational alarms docs/operations.md's runbook covers all exist, and the dashboard's body
@@ -148,7 +148,7 @@ def main():
 ROOT = INFRA.parent
 # Namespace -> the source file whose METRICS table lists what the code emits.
 METRIC_TABLES = {
-    "AssessmentsResolver": ROOT / "src/report.rs",
+    "AssessmentsResolver": ROOT / "src/report/emf.rs",
     "AssessmentProcessor": ROOT / "processor/src/report.rs",
 }
 # The alarms docs/operations.md's runbook covers: (namespace, metric).
@@ -174,7 +174,7 @@ def emitted_metrics(resources):
         if not table:
             sys.exit(f"{source.relative_to(ROOT)}: no `pub const METRICS: &MetricTable` table to read")
         emitted[namespace] = set(re.findall(r'\(\s*"(\w+)",\s*"\w+",', table.group(1)))
-    item_errors = re.search(r'ITEM_ERRORS_METRIC: &str = "(\w+)"', (ROOT / "src/report.rs").read_text())
+    item_errors = re.search(r'ITEM_ERRORS_METRIC: &str = "(\w+)"', (ROOT / "src/report/emf.rs").read_text())
     if item_errors:
         emitted["AssessmentsResolver"].add(item_errors.group(1))
     for resource in resources.values():

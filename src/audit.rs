@@ -25,8 +25,8 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::authz::{Access, AuthzPolicy, Caller};
-use crate::resolver::{ErrorType, ResolveError, SigningKey};
+use crate::authz::Caller;
+use crate::resolver::{ItemOutcome, SigningKey};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -105,59 +105,30 @@ pub struct AuditEntry {
     caller_kind: &'static str,
     caller_id: Option<String>,
     student: Option<String>,
-    access: Access,
 }
 
 impl AuditEntry {
     /// The entry for an item of `caller` about `student_id` (none when the
     /// event names no valid one).
-    pub fn new(
-        caller: &Caller,
-        student_id: Option<&str>,
-        policy: &AuthzPolicy,
-        refs: &mut StudentRefs<'_>,
-    ) -> Self {
+    pub fn new(caller: &Caller, student_id: Option<&str>, refs: &mut StudentRefs<'_>) -> Self {
         AuditEntry {
             caller_kind: caller.kind(),
             caller_id: caller.id().map(str::to_owned),
             student: student_id.map(|id| refs.of(id)),
-            access: policy.access(caller),
         }
     }
 
-    /// Whether the caller was let read the student: `allowed`, `denied`,
-    /// `rejected` (the request was invalid, so no decision was made), or
-    /// `undecided` (a school-scoped caller whose student's profile could not
-    /// be read: its rows are read only once the profile shows the student in
-    /// the school).
-    pub fn decision(&self, outcome: Result<(), &ResolveError>) -> &'static str {
-        let error_type = outcome.map_err(ResolveError::error_type);
-        match (outcome, &self.access) {
-            (Err(_), _)
-                if matches!(
-                    error_type,
-                    Err(ErrorType::ValidationError
-                        | ErrorType::InvalidEvent
-                        | ErrorType::UnsupportedField)
-                ) =>
-            {
-                "rejected"
-            }
-            (Err(ResolveError::Unauthorized { .. }), _) | (_, Access::Denied(_)) => "denied",
-            (Err(ResolveError::Profile(_)), Access::School(_)) => "undecided",
-            (_, Access::All | Access::School(_)) => "allowed",
-        }
-    }
-
-    /// Appends the item's audit line (JSON and a newline) to `out`; `at` is
-    /// the lines' `timestamp` (RFC 3339, as the other log lines have it).
+    /// Appends the item's audit line (JSON and a newline) to `out`: the
+    /// access decision the resolver made for it, and its `errorType` when it
+    /// failed; `at` is the lines' `timestamp` (RFC 3339, as the other log
+    /// lines have it).
     pub fn write(
         &self,
         out: &mut Vec<u8>,
         at: &str,
         request_id: &str,
         key: &AuditKey,
-        outcome: Result<(), &ResolveError>,
+        outcome: &ItemOutcome,
     ) {
         let line = AuditLine {
             timestamp: at,
@@ -167,8 +138,12 @@ impl AuditEntry {
             caller_id: self.caller_id.as_deref(),
             student: self.student.as_deref(),
             audit_key: key.id(),
-            decision: self.decision(outcome),
-            error_type: outcome.err().map(|e| e.error_type().as_str()),
+            decision: outcome.decision.as_str(),
+            error_type: outcome
+                .result
+                .as_ref()
+                .err()
+                .map(|e| e.error_type().as_str()),
             message: "audit",
         };
         // Our own type: string fields only; cannot fail.
@@ -202,17 +177,11 @@ pub fn log_timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Writes an invocation's log lines (its audit lines, then its own) to
-/// stdout (Lambda sends it to CloudWatch Logs line by line), in one write.
-pub fn write_lines(lines: &[u8]) {
-    if !lines.is_empty() {
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), lines);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authz::Decision;
+    use crate::resolver::ResolveError;
 
     #[test]
     fn the_student_ref_is_keyed_stable_and_hides_the_id() {
@@ -234,81 +203,55 @@ mod tests {
     #[test]
     fn an_audit_line_is_one_json_object_without_absent_fields() {
         let key = AuditKey::derive(&SigningKey::new(&[1u8; 32]).expect("key"));
-        let entry = AuditEntry {
-            caller_kind: "api_key",
-            caller_id: None,
-            student: Some(key.student_ref("stu-0001")),
-            access: Access::All,
-        };
+        let mut refs = StudentRefs::new(&key);
+        let entry = AuditEntry::new(&Caller::ApiKey, Some("stu-0001"), &mut refs);
         let mut out = Vec::new();
+        let page = crate::resolver::AssessmentPage {
+            items: Vec::new(),
+            next_token: None,
+        };
         let not_found = ResolveError::NotFound {
             student_id: "stu-0001".into(),
         };
-        entry.write(
-            &mut out,
-            "2026-12-04T06:00:00.000001Z",
-            "req-1",
-            &key,
-            Ok(()),
-        );
-        entry.write(
-            &mut out,
-            "2026-12-04T06:00:00.000001Z",
-            "req-1",
-            &key,
-            Err(&not_found),
-        );
+        let at = "2026-12-04T06:00:00.000001Z";
+        for (result, decision) in [
+            (Ok(page), Decision::Allowed),
+            (Err(not_found), Decision::Allowed),
+        ] {
+            entry.write(
+                &mut out,
+                at,
+                "req-1",
+                &key,
+                &ItemOutcome { result, decision },
+            );
+        }
+        let denied = ItemOutcome {
+            result: Err(ResolveError::Unauthorized {
+                student_id: "stu-0001".into(),
+            }),
+            decision: Decision::Denied,
+        };
+        entry.write(&mut out, at, "req-1", &key, &denied);
         let text = String::from_utf8(out).expect("utf-8");
         let lines: Vec<serde_json::Value> = (text.lines())
             .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
             .collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["message"], "audit");
         assert_eq!(lines[0]["level"], "INFO");
         assert_eq!(lines[0]["decision"], "allowed");
         assert_eq!(lines[0]["audit_key"], key.id());
+        assert_eq!(lines[0]["student"], key.student_ref("stu-0001"));
         assert!(lines[0].get("caller_id").is_none() && lines[0].get("error_type").is_none());
         assert_eq!(lines[1]["error_type"], "NotFound");
+        assert_eq!(
+            (
+                lines[2]["decision"].as_str(),
+                lines[2]["error_type"].as_str()
+            ),
+            (Some("denied"), Some("Unauthorized"))
+        );
         assert!(!text.contains("stu-0001"));
-    }
-
-    #[test]
-    fn decisions_follow_the_access_and_the_outcome() {
-        let entry = |access| AuditEntry {
-            caller_kind: "cognito",
-            caller_id: None,
-            student: None,
-            access,
-        };
-        let school = Access::School("sch-1".into());
-        let not_found = ResolveError::NotFound {
-            student_id: "stu-0001".into(),
-        };
-        let unauthorized = ResolveError::Unauthorized {
-            student_id: "stu-0001".into(),
-        };
-        let invalid = ResolveError::validation("limit", "must be a number");
-        let profile = ResolveError::Profile(crate::profiles::ProfileError::Malformed {
-            reason: "grade".into(),
-        });
-        let legacy = ResolveError::Legacy(crate::legacy::LegacyError::WorkerCrashed);
-        let cases = [
-            (Access::All, Ok(()), "allowed"),
-            (Access::All, Err(&not_found), "allowed"),
-            (Access::All, Err(&invalid), "rejected"),
-            (Access::Denied("x"), Err(&unauthorized), "denied"),
-            (Access::Denied("x"), Err(&invalid), "rejected"),
-            (school.clone(), Ok(()), "allowed"),
-            (school.clone(), Err(&unauthorized), "denied"),
-            (school.clone(), Err(&profile), "undecided"),
-            (school, Err(&legacy), "allowed"),
-        ];
-        for (access, outcome, want) in cases {
-            assert_eq!(
-                entry(access.clone()).decision(outcome),
-                want,
-                "{access:?} {outcome:?}"
-            );
-        }
     }
 }

@@ -1,23 +1,23 @@
 //! Configuration and the dependencies built from it, once per execution
 //! environment (cold start). Immutable afterwards, or internally synchronized
-//! and bounded: the pool, the engine's permits, a few counters.
+//! and bounded: the pool, the engine's permits, the reports' running totals.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use assessments_common::aws::{AwsSettings, SecretError, Secrets};
 use assessments_common::budget::Budget;
 use assessments_common::config::{ConfigError, Env, InsecureSettings};
+use assessments_common::lambda::InitFailure;
 use assessments_common::observability::MetricsSettings;
 
 use crate::audit::AuditKey;
 use crate::authz::AuthzPolicy;
-use crate::legacy::{LegacyEngine, LegacyError, LegacySettings};
 use crate::profiles::ProfileStore;
-use crate::report::{InvocationReport, ReportedTotals, ResourceState};
-use crate::resolver::keys::{self, KeyError, KeySource};
-use crate::resolver::{Resolver, TokenKeySettings, TokenSigner};
+use crate::report::{InvocationReport, Recorder, ResourceState};
+use crate::resolver::keys::{self, KeyError};
+use crate::resolver::{NextTokens, Resolver, TokenKeySettings};
 use crate::sqlserver::{SqlError, SqlPool, SqlSettings};
+use legacy_bridge::{LegacyEngine, LegacyError, LegacySettings};
 
 /// The default `DEADLINE_MARGIN_MS`: serializing the largest response Lambda
 /// accepts (6 MB) takes ~30 ms in a release build here; Lambda's CPU share at
@@ -41,7 +41,7 @@ pub struct Settings {
     pub sdk: aws_config::SdkConfig,
     /// The `nextToken` keys (`NEXT_TOKEN_KEY`, or `NEXT_TOKEN_SECRET_ARN`'s
     /// current and previous versions) and where they are re-read after a rotation.
-    pub tokens: (TokenSigner, Option<KeySource>),
+    pub tokens: NextTokens,
     /// `AUTHZ_*`: who may read which student.
     pub authz: AuthzPolicy,
     /// `METRICS_EMF` and `AWS_LAMBDA_FUNCTION_NAME`.
@@ -119,7 +119,7 @@ pub enum InitError {
     TokenKeys(#[from] KeyError),
 }
 
-impl assessments_common::lambda_init::InitFailure for InitError {
+impl InitFailure for InitError {
     fn error_type(&self) -> &'static str {
         match self {
             InitError::Config(_) => "InitError.Configuration",
@@ -131,14 +131,6 @@ impl assessments_common::lambda_init::InitFailure for InitError {
     }
 }
 
-/// Counts of invocations and items over the life of the execution environment.
-#[derive(Debug, Default)]
-pub struct InvocationCounters {
-    pub invocations: AtomicU64,
-    pub items: AtomicU64,
-    pub item_errors: AtomicU64,
-}
-
 /// What the handler needs, built once.
 #[derive(Debug)]
 pub struct Deps {
@@ -146,16 +138,9 @@ pub struct Deps {
     /// Hashes the student ids of the audit lines (derived from the `nextToken`
     /// key current at init).
     pub audit: AuditKey,
-    pub counters: InvocationCounters,
-    /// The running counters' values the metrics have reported.
-    reported: ReportedTotals,
-    metrics: MetricsSettings,
+    recorder: Recorder,
     shutdown_grace: Duration,
     deadline_margin: Duration,
-    /// How long init took, from loading the settings to the dependencies ready.
-    init: Duration,
-    /// Set until the first invocation is recorded (its `ColdStart`).
-    cold: AtomicBool,
 }
 
 /// What `work` gave, and how long it took.
@@ -207,17 +192,12 @@ impl Deps {
             init_ms = init.as_millis() as u64,
             "dependencies ready"
         );
-        let resolver = Resolver::new(profiles, pool, legacy, settings.tokens, settings.authz);
         Ok(Deps {
-            audit: AuditKey::derive(&resolver.token_keys().current),
-            resolver,
-            counters: InvocationCounters::default(),
-            reported: ReportedTotals::default(),
-            metrics: settings.metrics,
+            audit: AuditKey::derive(&settings.tokens.signer.keys().current),
+            resolver: Resolver::new(profiles, pool, legacy, settings.tokens, settings.authz),
+            recorder: Recorder::new(settings.metrics, init),
             shutdown_grace: settings.shutdown_grace,
             deadline_margin: settings.deadline_margin,
-            init,
-            cold: AtomicBool::new(true),
         })
     }
 
@@ -227,56 +207,21 @@ impl Deps {
         Budget::from_lambda_deadline(deadline_ms, self.deadline_margin)
     }
 
-    /// The report with the state of the environment's resources added: the
-    /// pool, the native handles (in process) or the workers (isolated); the
-    /// running counters' increase since the last report is taken here, so
-    /// call this once per invocation.
-    pub fn with_resource_state(&self, report: &InvocationReport) -> InvocationReport {
-        let mut report = report.clone();
-        let legacy = self.resolver.legacy();
-        let native = legacy.native_stats();
-        let isolation_total = legacy.isolation_stats();
-        report.resources = Some(ResourceState {
-            pool: self.resolver.sql().status(),
-            pool_peak: self.resolver.sql().take_recent_peak(),
-            native_live_handles: native.map(|n| n.live_results()),
-            native_violations_total: native.map(|n| n.violations),
-            native_violations: native.map(|n| self.reported.new_violations(n.violations)),
-            isolation_total,
-            isolation: isolation_total.map(|t| self.reported.isolation_increase(&t)),
-        });
-        report
+    /// Records the invocation (see [`Recorder::record`]) with the state of
+    /// the resolver's resources now.
+    pub fn record(&self, report: &mut InvocationReport, lines: Vec<u8>, at: &str) {
+        self.recorder
+            .record(report, self.resolver.resources(), lines, at);
     }
 
-    /// Logs the invocation (its line after `lines`, the audit lines, all
-    /// written at once; at `info`) and prints its EMF lines; updates the counters.
-    pub fn record(&self, report: &InvocationReport, mut lines: Vec<u8>, at: &str) {
-        let mut report = self.with_resource_state(report);
-        if self.cold.swap(false, Ordering::Relaxed) {
-            report.cold_start = Some(self.init);
-        }
-        self.counters.invocations.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .items
-            .fetch_add(report.items as u64, Ordering::Relaxed);
-        self.counters
-            .item_errors
-            .fetch_add(report.errors as u64, Ordering::Relaxed);
-        if tracing::enabled!(tracing::Level::INFO) {
-            report.write_line(&mut lines, at);
-        }
-        crate::audit::write_lines(&lines);
-        self.metrics
-            .print(|function, now_ms| report.emf(function, now_ms));
+    /// What the next report's resource state would be (taking the running
+    /// counters' increase since the last report, as a report does).
+    pub fn resource_state(&self) -> ResourceState {
+        self.recorder.resource_state(self.resolver.resources())
     }
 
     /// Graceful shutdown: the legacy engine closed exactly once, the pool closed.
     pub async fn shutdown(&self) {
-        match self.resolver.legacy().shutdown(self.shutdown_grace).await {
-            Ok(()) => tracing::info!("legacy engine closed"),
-            Err(error) => tracing::warn!(%error, "legacy engine shutdown incomplete"),
-        }
-        self.resolver.sql().close();
-        tracing::info!(pool = ?self.resolver.sql().status(), "SQL Server pool closed");
+        self.resolver.shutdown(self.shutdown_grace).await;
     }
 }

@@ -7,7 +7,8 @@
 //! * [`audit`]: the audit line of each item (who read which student, hashed);
 //! * [`profiles`]: student profiles in DynamoDB;
 //! * [`sqlserver`]: the legacy SQL Server database (deadpool of tiberius connections);
-//! * [`legacy`]: the legacy native assessment component (libloading, C ABI);
+//! * the legacy native assessment component is the `legacy-bridge` crate's
+//!   (every raw pointer, the worker processes, their sandbox);
 //! * [`deps`]: settings and the dependencies built once per execution environment;
 //! * [`report`]: what one invocation did, as a log line and EMF metrics.
 //!
@@ -15,11 +16,12 @@
 //! the EMF builder are shared with the assessment processor
 //! (`processor/`) through `assessments-common` (`common/`).
 
+#![forbid(unsafe_code)]
+
 pub mod appsync;
 pub mod audit;
 pub mod authz;
 pub mod deps;
-pub mod legacy;
 pub mod profiles;
 pub mod report;
 pub mod resolver;

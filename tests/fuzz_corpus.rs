@@ -48,7 +48,7 @@ fn the_worker_reply_corpus_replays_cleanly() {
 
 #[test]
 fn the_reply_stream_splits_into_frames_and_stops_at_a_bad_one() {
-    use assessments_resolver::legacy::protocol::{Reply, WorkerProtocolError, encode};
+    use legacy_bridge::protocol::{Reply, WorkerProtocolError, encode};
     let replies = [
         Reply::Ready {
             pid: 42,
@@ -94,8 +94,8 @@ fn write_seed(target: &str, name: &str, bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "rewrites fuzz/corpus/*/seed-* in the checkout; run by hand when a format changes (the replay tests above always run)"]
 async fn write_seeds() {
-    use assessments_resolver::legacy::protocol::{Reply, WireError, encode};
-    use assessments_resolver::legacy::{Band, Flags, NativeStats, ScoredAssessment};
+    use legacy_bridge::protocol::{Reply, WireError, encode};
+    use legacy_bridge::{Band, Flags, NativeStats, ScoredAssessment};
     use serde_json::json;
 
     // AppSync events: single, batch, with a nextToken, invalid.

@@ -627,12 +627,7 @@ async fn concurrent_invocations_share_the_bounded_dependencies() {
     }
     assert!(stack.tds().stats().peak_connections <= 3);
     stack.assert_clean().await;
-    let invocations = stack
-        .deps()
-        .counters
-        .invocations
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(invocations, 24);
+    assert_eq!(stack.invocations(), 24);
 }
 
 /// An answer without what differs between the same request in a batch and

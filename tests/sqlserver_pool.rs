@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use assessments_common::budget::Limit;
 use assessments_common::config::Env;
-use assessments_resolver::legacy::AssessmentType;
+use assessments_common::rules::AssessmentType;
 use assessments_resolver::sqlserver::{
     AssessmentRecord, PAGE_STATEMENT, PAGES_STATEMENT, PageRequest, SqlError, SqlPool, SqlSettings,
 };

@@ -209,6 +209,14 @@ impl Visit for Fields {
     }
 }
 
+/// The sections of a subsegment document its span's fields fill.
+#[derive(Default)]
+struct Sections {
+    aws: Map<String, Value>,
+    http: Map<String, Value>,
+    metadata: Map<String, Value>,
+}
+
 impl Subsegment {
     fn document(&self, end: SystemTime) -> Value {
         let mut doc = Map::new();
@@ -219,63 +227,72 @@ impl Subsegment {
         doc.insert("parent_id".into(), json!(self.parent_id));
         doc.insert("start_time".into(), json!(epoch_seconds(self.start)));
         doc.insert("end_time".into(), json!(epoch_seconds(end)));
-        let mut aws = Map::new();
-        let mut http = Map::new();
-        let mut metadata = Map::new();
+        let mut sections = Sections::default();
         for (name, value) in &self.fields {
-            match *name {
-                "namespace" => {
-                    doc.insert("namespace".into(), value.clone());
-                }
-                "operation" => {
-                    aws.insert("operation".into(), value.clone());
-                }
-                "table" => {
-                    aws.insert("table_name".into(), value.clone());
-                }
-                "queue_url" => {
-                    aws.insert("queue_url".into(), value.clone());
-                }
-                "url" => {
-                    http.insert("request".into(), json!({"url": value}));
-                }
-                "http_status" => {
-                    http.insert("response".into(), json!({"status": value}));
-                    if value.as_u64().is_some_and(|s| (400..500).contains(&s)) {
-                        doc.insert("error".into(), json!(true));
-                    }
-                    if value.as_u64().is_some_and(|s| s == 429) {
-                        doc.insert("throttle".into(), json!(true));
-                    }
-                    if value.as_u64().is_some_and(|s| s >= 500) {
-                        doc.insert("fault".into(), json!(true));
-                    }
-                }
-                "database" => {
-                    doc.insert("sql".into(), json!({"database_type": value}));
-                }
-                "failure" => {
-                    doc.insert("fault".into(), json!(true));
-                    doc.insert(
-                        "cause".into(),
-                        json!({"exceptions": [{"id": new_id(), "message": value}]}),
-                    );
-                }
-                _ => {
-                    metadata.insert((*name).to_owned(), value.clone());
-                }
-            }
+            field(&mut doc, &mut sections, name, value);
         }
-        if !aws.is_empty() {
-            doc.insert("aws".into(), Value::Object(aws));
+        if !sections.aws.is_empty() {
+            doc.insert("aws".into(), Value::Object(sections.aws));
         }
-        if !http.is_empty() {
-            doc.insert("http".into(), Value::Object(http));
+        if !sections.http.is_empty() {
+            doc.insert("http".into(), Value::Object(sections.http));
         }
-        if !metadata.is_empty() {
-            doc.insert("metadata".into(), json!({ "default": metadata }));
+        if !sections.metadata.is_empty() {
+            doc.insert("metadata".into(), json!({ "default": sections.metadata }));
         }
         Value::Object(doc)
+    }
+}
+
+/// Where one span field goes in the subsegment document (X-Ray's segment
+/// document format: `aws`, `http`, `sql`, `error`/`throttle`/`fault`, `cause`).
+fn field(doc: &mut Map<String, Value>, sections: &mut Sections, name: &str, value: &Value) {
+    match name {
+        "namespace" => {
+            doc.insert("namespace".into(), value.clone());
+        }
+        "operation" => {
+            sections.aws.insert("operation".into(), value.clone());
+        }
+        "table" => {
+            sections.aws.insert("table_name".into(), value.clone());
+        }
+        "queue_url" => {
+            sections.aws.insert("queue_url".into(), value.clone());
+        }
+        "url" => {
+            sections
+                .http
+                .insert("request".into(), json!({"url": value}));
+        }
+        "http_status" => {
+            sections
+                .http
+                .insert("response".into(), json!({"status": value}));
+            let status = value.as_u64().unwrap_or(0);
+            if (400..500).contains(&status) {
+                doc.insert("error".into(), json!(true));
+            }
+            if status == 429 {
+                doc.insert("throttle".into(), json!(true));
+            }
+            if status >= 500 {
+                doc.insert("fault".into(), json!(true));
+            }
+        }
+        "database" => {
+            doc.insert("sql".into(), json!({"database_type": value}));
+        }
+        "failure" => {
+            doc.insert("fault".into(), json!(true));
+            doc.insert(
+                "cause".into(),
+                json!({"exceptions": [{"id": new_id(), "message": value}]}),
+            );
+        }
+        _ => {
+            sections.metadata.insert(name.to_owned(), value.clone());
+        }
     }
 }
 

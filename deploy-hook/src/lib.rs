@@ -14,11 +14,18 @@
 //! role nothing it lacked, since whoever may invoke the function directly can
 //! put any identity in the event.
 
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use assessments_common::appsync::{ResolverEvent, identity};
 use assessments_common::aws::AwsSettings;
 use assessments_common::budget::{Budget, Limit};
 use assessments_common::config::{ConfigError, Env};
+use assessments_common::lambda::{Function, InitFailure};
+use assessments_common::rules::{STUDENT_ID_RULE, is_valid_student_id};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -64,14 +71,11 @@ impl HookSettings {
         }
         let student_id = env.string("SMOKE_STUDENT_ID")?.filter(|s| !s.is_empty());
         if let Some(id) = &student_id
-            && (id.len() > 64
-                || !id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            && !is_valid_student_id(id)
         {
             return Err(ConfigError::Invalid {
                 name: "SMOKE_STUDENT_ID",
-                reason: "not a student id (1-64 of A-Z a-z 0-9 _ -)".to_owned(),
+                reason: format!("not a student id: it {STUDENT_ID_RULE}"),
             });
         }
         Ok(HookSettings {
@@ -117,37 +121,12 @@ pub struct Check {
     pub expect: Expect,
 }
 
-fn iam_identity(user_arn: &str) -> Value {
-    let account = user_arn.split(':').nth(4).unwrap_or_default();
-    json!({
-        "accountId": account,
-        "cognitoIdentityAuthProvider": null,
-        "cognitoIdentityAuthType": null,
-        "cognitoIdentityId": null,
-        "cognitoIdentityPoolId": null,
-        "sourceIp": [],
-        "userArn": user_arn,
-        "username": "pre-traffic-hook",
-    })
-}
-
-/// `Query.getAssessments(studentId, limit: 1)` as AppSync sends it.
+/// `Query.getAssessments(studentId, limit: 1)` as AppSync sends it, from the caller `caller_arn`.
 fn get_assessments(student_id: &str, caller_arn: &str) -> Value {
-    json!({
-        "arguments": { "studentId": student_id, "limit": 1 },
-        "identity": iam_identity(caller_arn),
-        "source": null,
-        "request": { "headers": { "x-smoke-check": "pre-traffic-hook" }, "domainName": null },
-        "prev": null,
-        "info": {
-            "parentTypeName": "Query",
-            "fieldName": "getAssessments",
-            "selectionSetList": ["items", "items/id", "nextToken"],
-            "selectionSetGraphQL": "{ items { id } nextToken }",
-            "variables": {},
-        },
-        "stash": {},
-    })
+    ResolverEvent::get_assessments(json!({ "studentId": student_id, "limit": 1 }))
+        .headers([("x-smoke-check".to_owned(), "pre-traffic-hook".to_owned())])
+        .identity(identity::iam(caller_arn))
+        .into_json()
 }
 
 /// The smoke set. `missing` is a student id no database holds (random per run).
@@ -310,6 +289,46 @@ pub enum HookError {
         limit: Limit,
         reason: String,
     },
+}
+
+/// Kept from the invocation's deadline for returning the answer.
+const MARGIN: Duration = Duration::from_millis(200);
+
+/// An init failure: a setting missing or invalid.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct HookInitError(#[from] ConfigError);
+
+impl InitFailure for HookInitError {
+    fn error_type(&self) -> &'static str {
+        "InitError.Configuration"
+    }
+}
+
+/// The hook as a Lambda function: settings and clients at init, then one
+/// CodeDeploy lifecycle event per invocation.
+impl Function for Hook {
+    type Event = HookEvent;
+    type Response = HookReport;
+    type InitError = HookInitError;
+
+    async fn init() -> Result<Self, HookInitError> {
+        let settings = HookSettings::from_env(&Env::from_process())?;
+        Ok(Hook::init(settings).await)
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        event: LambdaEvent<HookEvent>,
+    ) -> Result<HookReport, Diagnostic> {
+        let budget = Budget::from_lambda_deadline(event.context.deadline, MARGIN);
+        Hook::handle(&self, &event.payload, budget)
+            .await
+            .map_err(|e| Diagnostic {
+                error_type: "HookError.Report".to_owned(),
+                error_message: e.to_string(),
+            })
+    }
 }
 
 /// The hook's clients, built once at init.

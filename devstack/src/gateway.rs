@@ -31,6 +31,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use testkit::appsync::ResolverEvent;
 use testkit::xray::XrayDaemon;
+
+use crate::tally::ResolverTally;
 use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
 
@@ -59,6 +61,8 @@ pub struct Gateway {
     requests: AtomicU64,
     /// Where the last invocation spent its time, for the console's panel.
     last: std::sync::Mutex<Option<Value>>,
+    /// Every invocation's report, added up (`/stats`).
+    tally: ResolverTally,
     /// With tracing on: the subscriber invocations run under and the X-Ray
     /// daemon stand-in receiving their subsegments.
     tracing: Option<LocalTracing>,
@@ -107,6 +111,7 @@ impl Gateway {
             max_batch: max_batch.max(1),
             requests: AtomicU64::new(0),
             last: std::sync::Mutex::new(None),
+            tally: ResolverTally::default(),
             tracing: None,
         })
     }
@@ -389,6 +394,7 @@ impl Gateway {
         if let Ok(mut slot) = self.last.lock() {
             *slot = Some(last);
         }
+        self.tally.add(&report);
         outcome.map(|response| response.to_value())
     }
 
@@ -403,6 +409,11 @@ impl Gateway {
             return Value::Null;
         };
         json!({"traceId": trace_id, "spans": tracing.daemon.timeline(trace_id)})
+    }
+
+    /// The invocations' reports, added up.
+    pub fn tally(&self) -> &ResolverTally {
+        &self.tally
     }
 
     /// Where the last invocation spent its time (`null` before the first).

@@ -6,15 +6,16 @@
 //!   Lambda resolver;
 //! * [`server`]: the HTTP endpoints;
 //! * [`console`]: the query console's files (GraphiQL from npm, our page and panel);
-//! * [`import_graph`]: the workspace's module import graph, checked for cycles.
-//! * [`parity`]: two resolvers compared on the same events (the `parity` command).
+//! * [`import_graph`]: the workspace's module import graph, checked for cycles;
+//! * [`layout`]: lines per package, the shipped crates' largest files and functions.
 
 pub mod console;
 pub mod gateway;
 pub mod import_graph;
-pub mod parity;
+pub mod layout;
 pub mod server;
 pub mod stack;
+pub mod tally;
 
 /// `schema.graphql`, the API's one source of truth.
 pub const SCHEMA_SDL: &str = include_str!("../../schema.graphql");

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Gateway, GraphQLRequest};
 use crate::stack::LocalStack;
+use crate::tally::ProcessorTally;
 
 /// The basic console: no npm packages, everything inline.
 const BASIC_CONSOLE_HTML: &str = include_str!("../static/console.html");
@@ -25,6 +26,8 @@ pub struct App {
     pub gateway: Gateway,
     pub stack: LocalStack,
     pub schema_sdl: String,
+    /// The processor's invocations through `/sqs`, from their reports.
+    pub processor: ProcessorTally,
 }
 
 pub fn router(app: Arc<App>) -> axum::Router {
@@ -174,7 +177,7 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
         }
     };
     let ids: Vec<Option<String>> = event.records.iter().map(|r| r.message_id.clone()).collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = assessments_common::budget::Budget::after(std::time::Duration::from_secs(60));
     let handled = assessment_processor::sqs::handle_with_report(
         &app.stack.processor,
         event,
@@ -182,6 +185,7 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
         deadline,
     )
     .await;
+    app.processor.add(&handled);
     let records: Vec<Value> = ids
         .iter()
         .zip(&handled.records)
@@ -207,26 +211,29 @@ async fn sqs(State(app): State<Arc<App>>, body: axum::body::Bytes) -> impl IntoR
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(stats_json(&app.stack, &app.gateway))
+    Json(stats_json(&app))
 }
 
-/// The figures `/stats` serves.
-pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let deps = &stack.deps;
-    let native = deps.resolver.legacy().native_stats();
-    let pool = deps.resolver.sql().status();
+/// The figures `/stats` serves: the functions' reports added up (what their
+/// log lines say), and the stand-ins' own counts.
+pub fn stats_json(app: &App) -> Value {
+    let (stack, resolver) = (&app.stack, app.gateway.tally());
+    let resources = resolver.last_resources();
+    let legacy = resources.map(|r| r.legacy);
+    let native = legacy.and_then(|l| l.native);
+    let pool = resources.map(|r| r.pool).unwrap_or_default();
     json!({
-        "invocations": deps.counters.invocations.load(Relaxed),
+        "invocations": resolver.invocations(),
         // Where the last invocation through the gateway spent its time.
-        "lastInvocation": gateway.last_invocation(),
+        "lastInvocation": app.gateway.last_invocation(),
         // With --trace: the last invocation's X-Ray subsegments as a timeline.
-        "lastTrace": gateway.last_trace(),
-        "items": deps.counters.items.load(Relaxed),
-        "itemErrors": deps.counters.item_errors.load(Relaxed),
-        // Result handles live only during a call: 0 whenever the stack is idle.
-        // An engine is one handle, open for the life of its process (isolated:
-        // one per worker; the workers report their counters with every reply).
+        "lastTrace": app.gateway.last_trace(),
+        "items": resolver.items(),
+        "itemErrors": resolver.item_errors(),
+        // As the last invocation answered. Result handles live only during a
+        // call: 0 whenever the stack is idle. An engine is one handle, open
+        // for the life of its process (isolated: one per worker; the workers
+        // report their counters with every reply).
         "native": native.map(|n| json!({
             "liveResultHandles": n.live_results(),
             "openEngines": n.live_engines(),
@@ -234,8 +241,14 @@ pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
             "scoreCalls": n.score_calls,
         })),
         // With LEGACY_ISOLATION=process: workers, starts, crashes, hangs, recycling, the breaker.
-        "isolation": deps.resolver.legacy().isolation_stats(),
-        "idleWorkersRssKiB": deps.resolver.legacy().workers_rss_kib(),
+        "isolation": legacy.and_then(|l| l.isolation),
+        // The workers' resident size together, from /proc (null in process).
+        "idleWorkersRssKiB": legacy.and_then(|l| l.isolation).map(|_| {
+            testkit::procfs::children_of(std::process::id())
+                .into_iter()
+                .filter_map(testkit::procfs::rss_kib)
+                .sum::<u64>()
+        }),
         "pool": {
             "size": pool.size, "available": pool.available, "waiting": pool.waiting,
             "inUse": pool.in_use, "peak": pool.peak_in_use, "max": pool.max_size,
@@ -249,13 +262,7 @@ pub fn stats_json(stack: &LocalStack, gateway: &Gateway) -> Value {
             let s = d.proxy().stats();
             json!({"requests": s.requests, "connections": s.connections})
         }),
-        "processor": {
-            "invocations": stack.processor.counters.invocations.load(Relaxed),
-            "records": stack.processor.counters.records.load(Relaxed),
-            "failedRecords": stack.processor.counters.failures.load(Relaxed),
-            "deadLetteredRecords": stack.processor.counters.dead_lettered.load(Relaxed),
-            "scoring": stack.processor.scoring_totals(),
-        },
+        "processor": app.processor.json(),
         "scoringStandIn": stack.scoring().map(|s| {
             let stats = s.stats();
             json!({

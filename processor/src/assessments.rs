@@ -201,134 +201,75 @@ impl AssessmentStore {
         message: &AssessmentMessage,
         limits: HistoryLimits,
     ) -> Result<History, DynamoError> {
-        let mut history = History::default();
-        let mut visited: HashSet<String> = HashSet::new();
-        let mut frontier: VecDeque<(String, u32)> = VecDeque::new();
-        visited.insert(message.student_id.clone());
-        frontier.push_back((message.student_id.clone(), 0));
-        if let Some(related) = &message.related_id
-            && limits.max_depth > 0
-            && visited.insert(related.clone())
-        {
-            frontier.push_back((related.clone(), 1));
-        }
-
-        let mut seen_self_scored = false;
-        'walk: while let Some((student_id, depth)) = frontier.pop_front() {
-            if history.students_read == limits.max_students {
-                history.truncated = true;
+        let mut walk = Walk::new(message, limits);
+        while let Some((student_id, depth)) = walk.frontier.pop_front() {
+            if walk.history.students_read == limits.max_students {
+                walk.history.truncated = true;
                 break;
             }
-            history.students_read += 1;
-            let mut start: Option<HashMap<String, AttributeValue>> = None;
-            loop {
-                let remaining = limits.max_items - history.items.len();
-                let query = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("studentId = :s")
-                    .expression_attribute_values(":s", AttributeValue::S(student_id.clone()))
-                    .projection_expression(HISTORY_PROJECTION)
-                    .expression_attribute_names("#type", "type")
-                    // One more than we can take: tells a full stop from a cut.
-                    .limit(PAGE_SIZE.min(remaining as i32 + 1))
-                    // The root partition decides whether the assessment is scored.
-                    .consistent_read(depth == 0)
-                    .set_exclusive_start_key(start.take())
-                    .send();
-                let call = async { query.await.map_err(|e| self.failed(&e)) };
-                let page = xray::traced(xray::dynamodb_span("Query", &self.table), call).await?;
-                history.queries += 1;
-                for item in page.items.unwrap_or_default() {
-                    let is_self = depth == 0
-                        && matches!(item.get("assessmentId"),
-                            Some(AttributeValue::S(id)) if *id == message.assessment_id);
-                    if is_self {
-                        seen_self_scored |= item.contains_key("scoredAt");
-                        continue;
-                    }
-                    if history.items.len() == limits.max_items {
-                        history.truncated = true;
-                        break 'walk;
-                    }
-                    if let Some(AttributeValue::S(related)) = item.get("relatedId")
-                        && is_valid_student_id(related)
-                        && !visited.contains(related)
-                    {
-                        // `visited` grows by at most one per item taken: bounded by max_items.
-                        if depth < limits.max_depth {
-                            visited.insert(related.clone());
-                            frontier.push_back((related.clone(), depth + 1));
-                        } else {
-                            history.truncated = true;
-                        }
-                    }
-                    match serde_dynamo::from_item::<_, Value>(item) {
-                        Ok(json) => history.items.push(json),
-                        Err(error) => {
-                            // Not representable as JSON: left out, and said so.
-                            tracing::warn!(%error, depth, "history item skipped");
-                            history.truncated = true;
-                        }
-                    }
-                }
-                match page.last_evaluated_key {
-                    Some(next) if !next.is_empty() => start = Some(next),
-                    _ => break,
-                }
+            walk.history.students_read += 1;
+            if !self.read_partition(&mut walk, &student_id, depth).await? {
+                break;
             }
             if depth == 0 {
                 // The root partition was read to its end.
-                history.already_scored = Some(seen_self_scored);
-                if seen_self_scored {
-                    return Ok(history);
+                walk.history.already_scored = Some(walk.seen_self_scored);
+                if walk.seen_self_scored {
+                    return Ok(walk.history);
                 }
             }
         }
-        if !frontier.is_empty() {
-            history.truncated = true;
+        if !walk.frontier.is_empty() {
+            walk.history.truncated = true;
         }
-        Ok(history)
+        Ok(walk.history)
+    }
+
+    /// Reads one student's partition, page by page, into the walk: false
+    /// when the walk took all it may (`max_items`) and stops.
+    async fn read_partition(
+        &self,
+        walk: &mut Walk<'_>,
+        student_id: &str,
+        depth: u32,
+    ) -> Result<bool, DynamoError> {
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let remaining = walk.limits.max_items - walk.history.items.len();
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("studentId = :s")
+                .expression_attribute_values(":s", AttributeValue::S(student_id.to_owned()))
+                .projection_expression(HISTORY_PROJECTION)
+                .expression_attribute_names("#type", "type")
+                // One more than we can take: tells a full stop from a cut.
+                .limit(PAGE_SIZE.min(remaining as i32 + 1))
+                // The root partition decides whether the assessment is scored.
+                .consistent_read(depth == 0)
+                .set_exclusive_start_key(start.take())
+                .send();
+            let call = async { query.await.map_err(|e| self.failed(&e)) };
+            let page = xray::traced(xray::dynamodb_span("Query", &self.table), call).await?;
+            walk.history.queries += 1;
+            for item in page.items.unwrap_or_default() {
+                if !walk.take(item, depth) {
+                    return Ok(false);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(true),
+            }
+        }
     }
 
     /// Writes the scored assessment unless it is already scored: a
     /// conditional put, so a redelivered or duplicated message never writes
     /// twice (and never overwrites a result).
     pub async fn put_scored(&self, scored: &ScoreWrite<'_>) -> Result<WriteOutcome, DynamoError> {
-        let message = scored.message;
-        let mut item = key(&message.student_id, &message.assessment_id);
-        item.insert(
-            "type".to_owned(),
-            AttributeValue::S(message.assessment_type.as_str().to_owned()),
-        );
-        item.insert(
-            "takenAt".to_owned(),
-            AttributeValue::S(message.taken_at_text()),
-        );
-        if let Some(related) = &message.related_id {
-            item.insert("relatedId".to_owned(), AttributeValue::S(related.clone()));
-        }
-        item.insert("rawData".to_owned(), to_attribute(&message.raw_data)?);
-        item.insert(
-            "score".to_owned(),
-            AttributeValue::N(scored.score.to_string()),
-        );
-        item.insert("result".to_owned(), to_attribute(scored.result)?);
-        item.insert(
-            "scoredAt".to_owned(),
-            AttributeValue::S(scored.scored_at.to_owned()),
-        );
-        item.insert(
-            "messageId".to_owned(),
-            AttributeValue::S(scored.message_id.to_owned()),
-        );
-        if let Some(producer) = scored.producer_id {
-            item.insert(
-                "producerId".to_owned(),
-                AttributeValue::S(producer.to_owned()),
-            );
-        }
+        let item = scored_item(scored)?;
         let write = self
             .client
             .put_item()
@@ -348,6 +289,99 @@ impl AssessmentStore {
         };
         xray::traced(xray::dynamodb_span("PutItem", &self.table), call).await
     }
+}
+
+/// The walk of [`AssessmentStore::history`]: who was visited, who is next,
+/// what was taken.
+struct Walk<'m> {
+    message: &'m AssessmentMessage,
+    limits: HistoryLimits,
+    history: History,
+    visited: HashSet<String>,
+    frontier: VecDeque<(String, u32)>,
+    /// The assessment itself was seen in its student's partition, scored.
+    seen_self_scored: bool,
+}
+
+impl<'m> Walk<'m> {
+    fn new(message: &'m AssessmentMessage, limits: HistoryLimits) -> Self {
+        let mut walk = Walk {
+            message,
+            limits,
+            history: History::default(),
+            visited: HashSet::from([message.student_id.clone()]),
+            frontier: VecDeque::from([(message.student_id.clone(), 0)]),
+            seen_self_scored: false,
+        };
+        if let Some(related) = &message.related_id
+            && limits.max_depth > 0
+            && walk.visited.insert(related.clone())
+        {
+            walk.frontier.push_back((related.clone(), 1));
+        }
+        walk
+    }
+
+    /// Takes one item of a partition `depth` links away (following its
+    /// `relatedId`); false when the walk is full and stops.
+    fn take(&mut self, item: HashMap<String, AttributeValue>, depth: u32) -> bool {
+        let is_self = depth == 0
+            && matches!(item.get("assessmentId"),
+                Some(AttributeValue::S(id)) if *id == self.message.assessment_id);
+        if is_self {
+            self.seen_self_scored |= item.contains_key("scoredAt");
+            return true;
+        }
+        if self.history.items.len() == self.limits.max_items {
+            self.history.truncated = true;
+            return false;
+        }
+        if let Some(AttributeValue::S(related)) = item.get("relatedId")
+            && is_valid_student_id(related)
+            && !self.visited.contains(related)
+        {
+            // `visited` grows by at most one per item taken: bounded by max_items.
+            if depth < self.limits.max_depth {
+                self.visited.insert(related.clone());
+                self.frontier.push_back((related.clone(), depth + 1));
+            } else {
+                self.history.truncated = true;
+            }
+        }
+        match serde_dynamo::from_item::<_, Value>(item) {
+            Ok(json) => self.history.items.push(json),
+            Err(error) => {
+                // Not representable as JSON: left out, and said so.
+                tracing::warn!(%error, depth, "history item skipped");
+                self.history.truncated = true;
+            }
+        }
+        true
+    }
+}
+
+/// The item of a scored assessment, as the table stores it.
+fn scored_item(scored: &ScoreWrite<'_>) -> Result<HashMap<String, AttributeValue>, DynamoError> {
+    let message = scored.message;
+    let mut item = key(&message.student_id, &message.assessment_id);
+    let mut put = |name: &str, value: AttributeValue| item.insert(name.to_owned(), value);
+    put(
+        "type",
+        AttributeValue::S(message.assessment_type.as_str().to_owned()),
+    );
+    put("takenAt", AttributeValue::S(message.taken_at_text()));
+    if let Some(related) = &message.related_id {
+        put("relatedId", AttributeValue::S(related.clone()));
+    }
+    put("rawData", to_attribute(&message.raw_data)?);
+    put("score", AttributeValue::N(scored.score.to_string()));
+    put("result", to_attribute(scored.result)?);
+    put("scoredAt", AttributeValue::S(scored.scored_at.to_owned()));
+    put("messageId", AttributeValue::S(scored.message_id.to_owned()));
+    if let Some(producer) = scored.producer_id {
+        put("producerId", AttributeValue::S(producer.to_owned()));
+    }
+    Ok(item)
 }
 
 fn to_attribute(map: &Map<String, Value>) -> Result<AttributeValue, DynamoError> {

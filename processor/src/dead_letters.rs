@@ -9,8 +9,9 @@
 //! time is left, the record is reported failed as before and reaches the
 //! dead-letter queue through the redrive policy.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use assessments_common::budget::Budget;
 use assessments_common::xray;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
@@ -59,17 +60,17 @@ impl DeadLetters {
     }
 
     /// Sends `record` (its body as it came) with `error` as the reason,
-    /// finishing before `deadline`.
+    /// finishing [`SEND_MARGIN`] before the invocation's `deadline`.
     pub async fn send(
         &self,
         record: &Record<'_>,
         error: &ProcessError,
-        deadline: Instant,
+        deadline: &Budget,
     ) -> Result<(), DeadLetterError> {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .and_then(|left| left.checked_sub(SEND_MARGIN))
-            .ok_or(DeadLetterError::NoTime)?;
+        let left = deadline.less(SEND_MARGIN).remaining();
+        if left.is_zero() {
+            return Err(DeadLetterError::NoTime);
+        }
         let limit = left.min(SEND_TIMEOUT);
         let reason: String = error.to_string().chars().take(MAX_REASON_CHARS).collect();
         // SQS refuses an empty body: a missing one is sent as the text below.

@@ -42,6 +42,63 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidMessage {
     }
 }
 
+/// The body as a JSON object, within [`MAX_BODY_BYTES`].
+fn json_object(body: Option<&str>) -> Result<Map<String, Value>, InvalidMessage> {
+    let body = body.ok_or_else(|| invalid("body", "is missing"))?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(invalid(
+            "body",
+            format!("is {} bytes, over {MAX_BODY_BYTES}", body.len()),
+        ));
+    }
+    let value: Value = serde_json::from_str(body).map_err(|e| {
+        // serde_json's message names the position, never the content.
+        invalid("body", format!("is not JSON ({e})"))
+    })?;
+    match value {
+        Value::Object(body) => Ok(body),
+        other => Err(invalid(
+            "body",
+            format!("must be a JSON object, got {}", json_kind(&other)),
+        )),
+    }
+}
+
+/// The optional `relatedId`: a student id.
+fn related_id(body: &Map<String, Value>) -> Result<Option<String>, InvalidMessage> {
+    match body.get("relatedId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if is_valid_student_id(id) => Ok(Some(id.clone())),
+        Some(Value::String(_)) => Err(invalid("relatedId", STUDENT_ID_RULE)),
+        Some(other) => Err(invalid(
+            "relatedId",
+            format!("must be a string, got {}", json_kind(other)),
+        )),
+    }
+}
+
+/// The required `rawData`: an object within [`MAX_RAW_DATA_BYTES`].
+fn raw_data(body: &Map<String, Value>) -> Result<Map<String, Value>, InvalidMessage> {
+    let raw_data = match body.get("rawData") {
+        None | Some(Value::Null) => return Err(invalid("rawData", "is required")),
+        Some(Value::Object(map)) => map.clone(),
+        Some(other) => {
+            return Err(invalid(
+                "rawData",
+                format!("must be an object, got {}", json_kind(other)),
+            ));
+        }
+    };
+    let raw_size = serde_json::to_vec(&raw_data).map_or(usize::MAX, |v| v.len());
+    if raw_size > MAX_RAW_DATA_BYTES {
+        return Err(invalid(
+            "rawData",
+            format!("is {raw_size} bytes, over {MAX_RAW_DATA_BYTES}"),
+        ));
+    }
+    Ok(raw_data)
+}
+
 fn string<'a>(
     body: &'a Map<String, Value>,
     field: &'static str,
@@ -68,24 +125,7 @@ impl AssessmentMessage {
     /// Parses and validates a record body. Fields other than the ones below
     /// are ignored, so producers can add fields without breaking the consumer.
     pub fn parse(body: Option<&str>) -> Result<Self, InvalidMessage> {
-        let body = body.ok_or_else(|| invalid("body", "is missing"))?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(invalid(
-                "body",
-                format!("is {} bytes, over {MAX_BODY_BYTES}", body.len()),
-            ));
-        }
-        let value: Value = serde_json::from_str(body).map_err(|e| {
-            // serde_json's message names the position, never the content.
-            invalid("body", format!("is not JSON ({e})"))
-        })?;
-        let Value::Object(body) = value else {
-            return Err(invalid(
-                "body",
-                format!("must be a JSON object, got {}", json_kind(&value)),
-            ));
-        };
-
+        let body = json_object(body)?;
         let assessment_id = string(&body, "assessmentId")?;
         if !is_valid_assessment_id(assessment_id) {
             return Err(invalid(
@@ -109,41 +149,13 @@ impl AssessmentMessage {
         let taken_at = DateTime::parse_from_rfc3339(string(&body, "takenAt")?)
             .map_err(|_| invalid("takenAt", "must be an RFC 3339 date-time"))?
             .with_timezone(&Utc);
-        let related_id = match body.get("relatedId") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) if is_valid_student_id(id) => Some(id.clone()),
-            Some(Value::String(_)) => return Err(invalid("relatedId", STUDENT_ID_RULE)),
-            Some(other) => {
-                return Err(invalid(
-                    "relatedId",
-                    format!("must be a string, got {}", json_kind(other)),
-                ));
-            }
-        };
-        let raw_data = match body.get("rawData") {
-            None | Some(Value::Null) => return Err(invalid("rawData", "is required")),
-            Some(Value::Object(map)) => map.clone(),
-            Some(other) => {
-                return Err(invalid(
-                    "rawData",
-                    format!("must be an object, got {}", json_kind(other)),
-                ));
-            }
-        };
-        let raw_size = serde_json::to_vec(&raw_data).map_or(usize::MAX, |v| v.len());
-        if raw_size > MAX_RAW_DATA_BYTES {
-            return Err(invalid(
-                "rawData",
-                format!("is {raw_size} bytes, over {MAX_RAW_DATA_BYTES}"),
-            ));
-        }
         Ok(AssessmentMessage {
             assessment_id: assessment_id.to_owned(),
             student_id: student_id.to_owned(),
             assessment_type,
             taken_at,
-            related_id,
-            raw_data,
+            related_id: related_id(&body)?,
+            raw_data: raw_data(&body)?,
         })
     }
 

@@ -12,7 +12,6 @@
 //! assessment, so retries and redeliveries can be recognised by the API.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assessments_common::config::{ConfigError, Env, InsecureSettings, SecretSetting};
@@ -124,31 +123,12 @@ pub struct CallStats {
     pub limiter_wait: Duration,
 }
 
-/// Totals over the life of the environment (for `/stats` and the soak).
-#[derive(Debug, Default)]
-struct Totals {
-    requests: AtomicU64,
-    retries: AtomicU64,
-    throttled: AtomicU64,
-    failures: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ScoringTotals {
-    pub requests: u64,
-    pub retries: u64,
-    pub throttled: u64,
-    /// Records whose scoring failed.
-    pub failures: u64,
-}
-
 pub struct ScoringClient {
     http: reqwest::Client,
     endpoint: reqwest::Url,
     authorization: HeaderValue,
     limiter: DefaultDirectRateLimiter,
     settings: ScoringSettings,
-    totals: Totals,
 }
 
 impl std::fmt::Debug for ScoringClient {
@@ -209,21 +189,11 @@ impl ScoringClient {
             authorization,
             limiter: RateLimiter::direct(quota),
             settings,
-            totals: Totals::default(),
         })
     }
 
     pub fn endpoint(&self) -> &str {
         self.endpoint.as_str()
-    }
-
-    pub fn totals(&self) -> ScoringTotals {
-        ScoringTotals {
-            requests: self.totals.requests.load(Ordering::Relaxed),
-            retries: self.totals.retries.load(Ordering::Relaxed),
-            throttled: self.totals.throttled.load(Ordering::Relaxed),
-            failures: self.totals.failures.load(Ordering::Relaxed),
-        }
     }
 
     /// Scores one assessment. `idempotency_key` is the same for every
@@ -246,7 +216,6 @@ impl ScoringClient {
             self.limiter.until_ready().await;
             stats.limiter_wait += waited.elapsed();
             stats.requests += 1;
-            self.totals.requests.fetch_add(1, Ordering::Relaxed);
             let span = tracing::trace_span!(
                 target: "xray",
                 "scoring API",
@@ -265,43 +234,48 @@ impl ScoringClient {
                 Ok(score) => return Ok(score),
                 Err(failure) => failure,
             };
-            match failure {
-                Attempt::Final(error) => {
-                    self.totals.failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
-                }
-                Attempt::Retry { reason, .. } if attempt >= self.settings.max_attempts => {
-                    self.totals.failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(ScoringError::Exhausted {
-                        attempts: attempt,
-                        last: reason,
-                    });
-                }
-                Attempt::Retry { reason, after } => {
-                    let delay = self.backoff(attempt, after);
-                    if Instant::now() + delay >= stop_at {
-                        // The wait would outlive the record: give up now; SQS
-                        // redelivers it after the visibility timeout.
-                        self.totals.failures.fetch_add(1, Ordering::Relaxed);
-                        return Err(ScoringError::Exhausted {
-                            attempts: attempt,
-                            last: format!(
-                                "{reason}; the next try, {}ms later{}, would end past the invocation's deadline",
-                                delay.as_millis(),
-                                if after.is_some() {
-                                    " (Retry-After)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        });
-                    }
-                    tracing::debug!(attempt, %reason, delay_ms = delay.as_millis() as u64, "scoring retry");
-                    self.totals.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            let delay = self.retry_delay(failure, attempt, stop_at)?;
+            tokio::time::sleep(delay).await;
         }
+    }
+
+    /// After a failed attempt: how long to wait before the next, or the
+    /// error that ends the call (a final answer, the attempts spent, or a
+    /// wait that would outlive the record: SQS redelivers it after the
+    /// visibility timeout).
+    fn retry_delay(
+        &self,
+        failure: Attempt,
+        attempt: u32,
+        stop_at: Instant,
+    ) -> Result<Duration, ScoringError> {
+        let (reason, after) = match failure {
+            Attempt::Final(error) => return Err(error),
+            Attempt::Retry { reason, .. } if attempt >= self.settings.max_attempts => {
+                return Err(ScoringError::Exhausted {
+                    attempts: attempt,
+                    last: reason,
+                });
+            }
+            Attempt::Retry { reason, after } => (reason, after),
+        };
+        let delay = self.backoff(attempt, after);
+        if Instant::now() + delay >= stop_at {
+            let asked = if after.is_some() {
+                " (Retry-After)"
+            } else {
+                ""
+            };
+            return Err(ScoringError::Exhausted {
+                attempts: attempt,
+                last: format!(
+                    "{reason}; the next try, {}ms later{asked}, would end past the invocation's deadline",
+                    delay.as_millis(),
+                ),
+            });
+        }
+        tracing::debug!(attempt, %reason, delay_ms = delay.as_millis() as u64, "scoring retry");
+        Ok(delay)
     }
 
     /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))], and at
@@ -347,7 +321,6 @@ impl ScoringClient {
         span.record("http_status", status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
             stats.throttled += 1;
-            self.totals.throttled.fetch_add(1, Ordering::Relaxed);
         }
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
@@ -368,27 +341,32 @@ impl ScoringClient {
                 status: status.as_u16(),
             }));
         }
-        let mut answer = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(Attempt::Final(ScoringError::Malformed(format!(
-                            "larger than {MAX_RESPONSE_BYTES} bytes"
-                        ))));
-                    }
-                    answer.extend_from_slice(&chunk);
+        let answer = read_answer(&mut response).await?;
+        parse_answer(&answer).map_err(Attempt::Final)
+    }
+}
+
+/// The answer's body, at most [`MAX_RESPONSE_BYTES`].
+async fn read_answer(response: &mut reqwest::Response) -> Result<Vec<u8>, Attempt> {
+    let mut answer = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if answer.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(Attempt::Final(ScoringError::Malformed(format!(
+                        "larger than {MAX_RESPONSE_BYTES} bytes"
+                    ))));
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Attempt::Retry {
-                        reason: transport_reason(&e),
-                        after: None,
-                    });
-                }
+                answer.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(answer),
+            Err(e) => {
+                return Err(Attempt::Retry {
+                    reason: transport_reason(&e),
+                    after: None,
+                });
             }
         }
-        parse_answer(&answer).map_err(Attempt::Final)
     }
 }
 

@@ -12,11 +12,19 @@
 //! every write is idempotent. Records that can never succeed are sent to the
 //! dead-letter queue here instead ([`crate::dead_letters`]) and left out of the list.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use assessments_common::budget::Budget;
+use assessments_common::config::Env;
+use assessments_common::lambda::Function;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 
-use super::{ProcessorDeps, Record, RecordOutcome, RecordReport};
+use super::{
+    ProcessorDeps, ProcessorInitError, ProcessorSettings, Record, RecordOutcome, RecordReport,
+};
+use crate::dead_letters::DeadLetters;
 use crate::report::BatchReport;
 
 /// A handled invocation: the response, its report, and each record's outcome.
@@ -27,15 +35,13 @@ pub struct Handled {
     pub records: Vec<RecordReport>,
 }
 
-/// The `Instant` of a Lambda deadline given in milliseconds since the epoch.
-pub use assessments_common::budget::instant_of_epoch_ms as deadline_from_epoch_ms;
-
-/// Handles one invocation.
+/// Handles one invocation; `deadline` is the invocation's, Lambda's
+/// (the processor keeps its `DEADLINE_MARGIN_MS` before it).
 pub async fn handle(
     deps: &ProcessorDeps,
     event: SqsEvent,
     request_id: &str,
-    deadline: Instant,
+    deadline: Budget,
 ) -> SqsBatchResponse {
     handle_with_report(deps, event, request_id, deadline)
         .await
@@ -47,7 +53,7 @@ pub async fn handle_with_report(
     deps: &ProcessorDeps,
     event: SqsEvent,
     request_id: &str,
-    deadline: Instant,
+    deadline: Budget,
 ) -> Handled {
     let started = Instant::now();
     let records: Vec<Record<'_>> = event
@@ -59,45 +65,10 @@ pub async fn handle_with_report(
             sender_id: r.attributes.get("SenderId").map(String::as_str),
         })
         .collect();
-    let mut reports = deps.processor.process_batch(&records, deadline).await;
-
-    // Poison records to the dead-letter queue at once, concurrently, within
-    // what is left of the invocation; any that cannot be sent are retried
-    // the usual way.
+    let mut reports = deps.processor.process_batch(&records, &deadline).await;
     if let Some(dead_letters) = &deps.dead_letters {
-        let sends = records.iter().zip(&reports).enumerate().filter_map(
-            |(index, (record, outcome))| match &outcome.outcome {
-                RecordOutcome::Failed(error) if error.is_permanent() => {
-                    Some(async move { (index, dead_letters.send(record, error, deadline).await) })
-                }
-                _ => None,
-            },
-        );
-        for (index, sent) in futures_util::future::join_all(sends).await {
-            let message_id = records[index].message_id;
-            match sent {
-                Ok(()) => {
-                    reports[index].dead_lettered = true;
-                    if let RecordOutcome::Failed(error) = &reports[index].outcome {
-                        tracing::warn!(
-                            request_id,
-                            message_id,
-                            kind = error.kind(),
-                            %error,
-                            "record can never succeed: sent to the dead-letter queue, not redelivered"
-                        );
-                    }
-                }
-                Err(send_error) => tracing::warn!(
-                    request_id,
-                    message_id,
-                    %send_error,
-                    "poison record not sent to the dead-letter queue; SQS will redeliver it"
-                ),
-            }
-        }
+        dead_letter(dead_letters, &records, &mut reports, request_id, &deadline).await;
     }
-
     let mut response = SqsBatchResponse::default();
     let mut report = BatchReport::new(request_id, records.len());
     for (record, outcome) in records.iter().zip(&reports) {
@@ -122,5 +93,75 @@ pub async fn handle_with_report(
         response,
         report,
         records: reports,
+    }
+}
+
+/// Poison records to the dead-letter queue at once, concurrently, within
+/// what is left of the invocation; any that cannot be sent are retried the
+/// usual way.
+async fn dead_letter(
+    dead_letters: &DeadLetters,
+    records: &[Record<'_>],
+    reports: &mut [RecordReport],
+    request_id: &str,
+    deadline: &Budget,
+) {
+    let sends = (records.iter().zip(reports.iter()).enumerate()).filter_map(
+        |(index, (record, outcome))| match &outcome.outcome {
+            RecordOutcome::Failed(error) if error.is_permanent() => {
+                Some(async move { (index, dead_letters.send(record, error, deadline).await) })
+            }
+            _ => None,
+        },
+    );
+    for (index, sent) in futures_util::future::join_all(sends).await {
+        let message_id = records[index].message_id;
+        match sent {
+            Ok(()) => {
+                reports[index].dead_lettered = true;
+                if let RecordOutcome::Failed(error) = &reports[index].outcome {
+                    tracing::warn!(
+                        request_id,
+                        message_id,
+                        kind = error.kind(),
+                        %error,
+                        "record can never succeed: sent to the dead-letter queue, not redelivered"
+                    );
+                }
+            }
+            Err(send_error) => tracing::warn!(
+                request_id,
+                message_id,
+                %send_error,
+                "poison record not sent to the dead-letter queue; SQS will redeliver it"
+            ),
+        }
+    }
+}
+
+/// The processor as a Lambda function: settings and clients at init, then
+/// one SQS batch per invocation, answered with the records that failed
+/// (`batchItemFailures`). At SIGTERM nothing is held but clients: it logs.
+impl Function for ProcessorDeps {
+    type Event = SqsEvent;
+    type Response = SqsBatchResponse;
+    type InitError = ProcessorInitError;
+    const GRACEFUL_SHUTDOWN: bool = true;
+
+    async fn init() -> Result<Self, ProcessorInitError> {
+        let settings = ProcessorSettings::from_env(&Env::from_process())?;
+        ProcessorDeps::init(settings).await
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, Diagnostic> {
+        let deadline = Budget::from_lambda_deadline(event.context.deadline, Duration::ZERO);
+        Ok(handle(&self, event.payload, &event.context.request_id, deadline).await)
+    }
+
+    async fn shutdown(self: Arc<Self>) {
+        tracing::info!("shutting down");
     }
 }

@@ -11,6 +11,7 @@ use assessment_processor::assessments::HistoryLimits;
 use assessment_processor::message::AssessmentMessage;
 use assessment_processor::sqs::{Handled, handle_with_report};
 use assessment_processor::{ProcessError, RecordOutcome};
+use assessments_common::budget::Budget;
 use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
@@ -24,7 +25,7 @@ fn sqs_event(records: Vec<(String, String)>) -> SqsEvent {
 }
 
 async fn deliver(stack: &ProcessorStack, event: SqsEvent) -> Handled {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Budget::after(Duration::from_secs(60));
     handle_with_report(stack.processor(), event, "test-request", deadline).await
 }
 
@@ -463,7 +464,7 @@ async fn retry_after_is_honoured_as_seconds_or_a_date_within_the_invocation() {
             assessment_body("later", "stu-0012", 2),
         )]),
         "test-request",
-        Instant::now() + Duration::from_secs(3),
+        Budget::after(Duration::from_secs(3)),
     )
     .await;
     let took = started.elapsed();
@@ -563,7 +564,7 @@ async fn records_still_running_near_the_deadline_fail_fast_and_are_redelivered()
         })
         .collect();
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(1200);
+    let deadline = Budget::until((started + Duration::from_millis(1200)).into());
     let handled = handle_with_report(stack.processor(), sqs_event(records), "late", deadline).await;
     let elapsed = started.elapsed();
     assert!(

@@ -2,9 +2,9 @@
 
 use assessments_common::dynamo::DynamoError;
 
-use crate::legacy::LegacyError;
 use crate::profiles::ProfileError;
 use crate::sqlserver::SqlError;
+use legacy_bridge::LegacyError;
 
 /// The `errorType` values clients see. Stable: clients branch on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -80,17 +80,22 @@ impl std::fmt::Debug for KeySource {
     }
 }
 
-/// The signer for `settings`, and the secret to re-read when keys rotate
-/// (`None` for a plaintext key).
-pub async fn load(
-    secrets: &Secrets,
-    settings: &TokenKeySettings,
-) -> Result<(TokenSigner, Option<KeySource>), KeyError> {
+/// What signs and verifies `nextToken`: the signer, and where its keys
+/// are re-read from after a rotation.
+#[derive(Debug)]
+pub struct NextTokens {
+    pub signer: TokenSigner,
+    /// The secret to re-read when keys rotate (`None` for a plaintext key).
+    pub source: Option<KeySource>,
+}
+
+/// The signer for `settings`, and the secret to re-read when keys rotate.
+pub async fn load(secrets: &Secrets, settings: &TokenKeySettings) -> Result<NextTokens, KeyError> {
     match &settings.source {
-        SecretSetting::Value(key) => Ok((
-            TokenSigner::new(key.as_bytes())?.with_ttl(settings.ttl),
-            None,
-        )),
+        SecretSetting::Value(key) => Ok(NextTokens {
+            signer: TokenSigner::new(key.as_bytes())?.with_ttl(settings.ttl),
+            source: None,
+        }),
         SecretSetting::SecretArn(arn) => {
             let source = KeySource {
                 secrets: secrets.clone(),
@@ -105,10 +110,10 @@ pub async fn load(
                 previous_until = %keys.previous_until,
                 "nextToken keys read"
             );
-            Ok((
-                TokenSigner::with_keys(keys).with_ttl(settings.ttl),
-                Some(source),
-            ))
+            Ok(NextTokens {
+                signer: TokenSigner::with_keys(keys).with_ttl(settings.ttl),
+                source: Some(source),
+            })
         }
     }
 }

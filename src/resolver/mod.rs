@@ -2,10 +2,12 @@
 //! validate, authorize, read the profile and the rows, score the rows
 //! through the legacy component, enrich, page.
 //!
-//! Authorization ([`crate::authz`]) comes before any SQL or native call: a
-//! caller entitled to every student has its rows read at the same time as the
-//! profiles; a caller limited to a school has them read only once the
-//! profile shows the student is in that school.
+//! Authorization ([`crate::authz`]) is decided once per item, here, before
+//! any SQL or native call, and the decision comes back with the item's
+//! outcome ([`ItemOutcome`]) for its audit line: a caller entitled to every
+//! student has its rows read at the same time as the profiles; a caller
+//! limited to a school has them read only once the profile shows the
+//! student is in that school.
 //!
 //! A batch reads each distinct student's profile once, and its items' pages
 //! in a few statements: the items split into at most as many chunks as the
@@ -20,27 +22,28 @@ mod args;
 mod error;
 pub mod keys;
 mod output;
+mod stages;
 mod token;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assessments_common::budget::Budget;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use legacy_bridge::{AssessmentRow, LegacyEngine, LegacyStats, StudentContext};
 
-use crate::authz::{Access, AuthzPolicy, Caller};
-use crate::legacy::{AssessmentRow, LegacyEngine, ScoredAssessment, StudentContext};
-use crate::profiles::{Profile, ProfileError, ProfileRead, ProfileStore};
-use crate::sqlserver::{AssessmentRecord, Page, PageRequest, SqlError, SqlPool};
+use crate::authz::{Access, AuthzPolicy, Caller, Decision};
+use crate::profiles::{ProfileError, ProfileStore};
+use crate::sqlserver::{PageRequest, PoolStatus, SqlPool};
+use stages::{Planned, ProfilesRead, StageClock, Staged, legacy_row, scope};
 
 pub use args::{DEFAULT_LIMIT, GetAssessmentsArgs, MAX_LIMIT, MAX_RANGE_DAYS, parse_args};
 pub use error::{ErrorType, ResolveError};
-pub use keys::{KeySource, TokenKeySettings};
+pub use keys::{KeySource, NextTokens, TokenKeySettings};
 pub use output::{Assessment, AssessmentPage, UtcMillis};
 pub use token::{MIN_KEY_LEN, SigningKey, TokenKeys, TokenScope, TokenSigner};
 
@@ -49,6 +52,14 @@ pub use token::{MIN_KEY_LEN, SigningKey, TokenKeys, TokenScope, TokenSigner};
 pub struct ItemRequest {
     pub args: GetAssessmentsArgs,
     pub caller: Caller,
+}
+
+/// What became of one item: its page or its error, and the access decision
+/// made for it (what its audit line records).
+#[derive(Debug)]
+pub struct ItemOutcome {
+    pub result: Result<AssessmentPage, ResolveError>,
+    pub decision: Decision,
 }
 
 /// Where one invocation spent its time, for logs and metrics.
@@ -65,129 +76,105 @@ pub struct Timings {
     pub profiles_requested: u32,
 }
 
+/// The state of the resolver's resources: the one view the invocation's
+/// report (and a test) reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resources {
+    pub pool: PoolStatus,
+    /// The most SQL connections in use at once since the previous view was
+    /// taken: each report takes one, so this is its invocation's peak.
+    pub pool_peak: usize,
+    pub legacy: LegacyStats,
+}
+
 /// The resolver and the dependencies it owns, built once per execution environment.
 #[derive(Debug)]
 pub struct Resolver {
     profiles: ProfileStore,
     sql: SqlPool,
     legacy: LegacyEngine,
-    tokens: TokenSigner,
-    key_source: Option<KeySource>,
+    tokens: NextTokens,
     policy: AuthzPolicy,
 }
 
-/// An item that passed validation, token verification and the caller check.
-struct Planned {
-    args: GetAssessmentsArgs,
-    request: PageRequest,
-    access: Access,
-}
-
-/// An item between the stages: failed, planned, or planned with its page read.
-enum Staged {
-    Failed(ResolveError),
-    Planned(Planned),
-    Paged(Planned, Result<Page, SqlError>),
-}
-
-impl From<Result<Planned, ResolveError>> for Staged {
-    fn from(plan: Result<Planned, ResolveError>) -> Self {
-        match plan {
-            Ok(plan) => Staged::Planned(plan),
-            Err(e) => Staged::Failed(e),
-        }
-    }
-}
+/// A boxed future of the pipeline's: the dependencies' futures are large
+/// (kilobytes), and unboxed they are copied whole each time a combinator
+/// moves or completes one (memcpy was a fifth of an invocation's instructions).
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Resolver {
     pub fn new(
         profiles: ProfileStore,
         sql: SqlPool,
         legacy: LegacyEngine,
-        tokens: (TokenSigner, Option<KeySource>),
+        tokens: NextTokens,
         policy: AuthzPolicy,
     ) -> Self {
         Resolver {
             profiles,
             sql,
             legacy,
-            tokens: tokens.0,
-            key_source: tokens.1,
+            tokens,
             policy,
         }
     }
 
-    pub fn policy(&self) -> &AuthzPolicy {
-        &self.policy
+    /// The resources' state now (see [`Resources`]).
+    pub fn resources(&self) -> Resources {
+        Resources {
+            pool: self.sql.status(),
+            pool_peak: self.sql.take_recent_peak(),
+            legacy: self.legacy.stats(),
+        }
     }
 
-    /// The `nextToken` keys in use.
-    pub fn token_keys(&self) -> std::sync::Arc<TokenKeys> {
-        self.tokens.keys()
-    }
-
-    pub fn sql(&self) -> &SqlPool {
-        &self.sql
-    }
-
-    pub fn legacy(&self) -> &LegacyEngine {
-        &self.legacy
-    }
-
-    pub fn profiles(&self) -> &ProfileStore {
-        &self.profiles
+    /// Graceful shutdown: the legacy engine closed exactly once (running
+    /// calls given `grace`), then the pool.
+    pub async fn shutdown(&self, grace: Duration) {
+        match self.legacy.shutdown(grace).await {
+            Ok(()) => tracing::info!("legacy engine closed"),
+            Err(error) => tracing::warn!(%error, "legacy engine shutdown incomplete"),
+        }
+        self.sql.close();
+        tracing::info!(pool = ?self.sql.status(), "SQL Server pool closed");
     }
 
     /// Resolves a batch of `getAssessments` calls (one element for a single
-    /// invoke). The results are in the same order; each item fails on its own.
-    /// `now` is the invocation's one clock read, every item's `processedAt`.
-    /// Every item's waits end within `budget`: an item still waiting then
-    /// fails alone with a timeout naming the dependency.
+    /// invoke). The outcomes are in the same order; each item fails on its
+    /// own. `now` is the invocation's one clock read, every item's
+    /// `processedAt`. Every item's waits end within `budget`: an item still
+    /// waiting then fails alone with a timeout naming the dependency.
     ///
-    /// Stages: plan each item (validate, verify its token, authorize the
-    /// caller); read every distinct student's profile once for the batch and,
-    /// at the same time, the pages of the items whose caller may read every
-    /// student ([`Self::read_pages`]: a few statements for the batch); entitle
-    /// the school-scoped items by their profiles and read their pages; then
-    /// finish each item ([`Self::finish`]: scored and assembled), at most as
-    /// many at once as the pool has connections.
+    /// Stages: plan each item (validate, verify its token, decide what the
+    /// caller may read); read every distinct student's profile once for the
+    /// batch and, at the same time, the pages of the items whose caller may
+    /// read every student ([`Self::read_pages`]: a few statements for the
+    /// batch); entitle the school-scoped items by their profiles and read
+    /// their pages; then finish each item ([`Self::finish`]: scored and
+    /// assembled), at most as many at once as the pool has connections.
     pub async fn get_assessments(
         &self,
         items: Vec<Result<ItemRequest, ResolveError>>,
         now: DateTime<Utc>,
         budget: &Budget,
-    ) -> (Vec<Result<AssessmentPage, ResolveError>>, Timings) {
+    ) -> (Vec<ItemOutcome>, Timings) {
         self.refresh_keys(&items, budget).await;
-        let plans: Vec<Result<Planned, ResolveError>> = (items.into_iter())
-            .map(|item| item.and_then(|item| self.plan(item, now)))
+        let staged: Vec<Staged> = (items.into_iter())
+            .map(|item| match item {
+                Ok(item) => self.plan(item, now),
+                Err(e) => Staged::Failed(e, Decision::Rejected),
+            })
             .collect();
-        let mut students: Vec<String> = plans
-            .iter()
-            .flatten()
-            .map(|p| p.args.student_id.clone())
-            .collect();
-        students.sort_unstable();
-        students.dedup();
-        // Boxed here and below: the dependencies' futures are large (kilobytes),
-        // and unboxed they are copied whole each time a combinator moves or
-        // completes one (memcpy was a fifth of an invocation's instructions).
-        let read: Pin<Box<dyn Future<Output = Arc<ProfilesRead>> + Send + '_>> =
-            Box::pin(self.read_profiles(students, budget));
         let clock = StageClock::default();
-        let staged: Vec<Staged> = plans.into_iter().map(Staged::from).collect();
+        let read: Boxed<'_, Arc<ProfilesRead>> =
+            Box::pin(self.read_profiles(students(&staged), budget));
         // A caller entitled to every student: its pages read with the profiles.
         let open = |p: &Planned| p.access == Access::All;
         let pages = Box::pin(self.read_pages(staged, open, budget, &clock));
         let (profiles, staged) = tokio::join!(read, pages);
         // A caller limited to a school: once the profile shows the student is in it.
         let staged = (staged.into_iter())
-            .map(|item| match item {
-                Staged::Planned(plan) => match entitle(&plan, &profiles.result) {
-                    Ok(()) => Staged::Planned(plan),
-                    Err(e) => Staged::Failed(e),
-                },
-                other => other,
-            })
+            .map(|item| item.entitled(&profiles.result))
             .collect();
         let staged = Box::pin(self.read_pages(staged, |_| true, budget, &clock)).await;
         let finishing = staged.into_iter().map(|item| {
@@ -195,10 +182,45 @@ impl Resolver {
             Box::pin(async move { self.finish(item, profiles, now, budget, clock).await })
         });
         let concurrency = self.sql.status().max_size.max(1);
-        let results = (futures_util::stream::iter(finishing).buffered(concurrency))
+        let outcomes = (futures_util::stream::iter(finishing).buffered(concurrency))
             .collect()
             .await;
-        (results, clock.timings(Some(&profiles)))
+        (outcomes, clock.timings(Some(&profiles)))
+    }
+
+    /// Verifies the token, decides what the caller may read (the item's one
+    /// access decision, but for a school-scoped caller's entitlement to the
+    /// student: [`stages::entitle`]), and turns the arguments into the page query.
+    fn plan(&self, item: ItemRequest, now: DateTime<Utc>) -> Staged {
+        let ItemRequest { args, caller } = item;
+        let after = match &args.next_token {
+            Some(token) => match self.tokens.signer.verify(token, &scope(&args), now) {
+                Ok(cursor) => Some(cursor),
+                Err(e) => return Staged::Failed(e, Decision::Rejected),
+            },
+            None => None,
+        };
+        let access = self.policy.access(&caller);
+        if let Access::Denied(reason) = access {
+            tracing::info!(caller = caller.kind(), reason, "caller refused");
+            let e = ResolveError::Unauthorized {
+                student_id: args.student_id,
+            };
+            return Staged::Failed(e, Decision::Denied);
+        }
+        let request = PageRequest {
+            student_id: args.student_id.clone(),
+            assessment_type: args.assessment_type,
+            from: args.from,
+            to: args.to,
+            after,
+            page_size: args.limit,
+        };
+        Staged::Planned(Planned {
+            args,
+            request,
+            access,
+        })
     }
 
     /// Reads the pages of the planned items `which` picks, in at most as
@@ -211,11 +233,9 @@ impl Resolver {
         clock: &StageClock,
     ) -> Vec<Staged> {
         let pages = {
-            let requests: Vec<&PageRequest> = (items.iter())
-                .filter_map(|item| match item {
-                    Staged::Planned(plan) if which(plan) => Some(&plan.request),
-                    _ => None,
-                })
+            let requests: Vec<&PageRequest> = items
+                .iter()
+                .filter_map(|item| item.to_read(&which))
                 .collect();
             if requests.is_empty() {
                 return items;
@@ -241,14 +261,15 @@ impl Resolver {
     /// Re-reads the `nextToken` keys when a token names a key this
     /// environment has not seen: the keys may have rotated since init.
     async fn refresh_keys(&self, items: &[Result<ItemRequest, ResolveError>], budget: &Budget) {
-        let Some(source) = &self.key_source else {
+        let Some(source) = &self.tokens.source else {
             return;
         };
+        let signer = &self.tokens.signer;
         let unknown = items.iter().flatten().any(|item| {
-            (item.args.next_token.as_deref()).is_some_and(|t| self.tokens.is_unknown_key(t))
+            (item.args.next_token.as_deref()).is_some_and(|t| signer.is_unknown_key(t))
         });
         if unknown {
-            source.refresh(&self.tokens, budget).await;
+            source.refresh(signer, budget).await;
         }
     }
 
@@ -286,9 +307,14 @@ impl Resolver {
         now: DateTime<Utc>,
         budget: &Budget,
         clock: &StageClock,
-    ) -> Result<AssessmentPage, ResolveError> {
+    ) -> ItemOutcome {
         let (plan, page) = match item {
-            Staged::Failed(e) => return Err(e),
+            Staged::Failed(e, decision) => {
+                return ItemOutcome {
+                    result: Err(e),
+                    decision,
+                };
+            }
             Staged::Paged(plan, page) => (plan, page),
             Staged::Planned(plan) => {
                 let page = clock
@@ -297,18 +323,34 @@ impl Resolver {
                 (plan, page)
             }
         };
-        let profile = match profiles
-            .result
-            .as_ref()
-            .map(|found| found.get(&plan.args.student_id))
-        {
-            Err(e) => return Err(ResolveError::Profile(e.clone())),
-            Ok(None) => {
+        let result = self
+            .assemble(plan, page, profiles, now, budget, clock)
+            .await;
+        ItemOutcome {
+            result,
+            decision: Decision::Allowed,
+        }
+    }
+
+    /// An allowed item's page: its rows scored and enriched with the
+    /// profile, and the token of the next page.
+    async fn assemble(
+        &self,
+        plan: Planned,
+        page: Result<crate::sqlserver::Page, crate::sqlserver::SqlError>,
+        profiles: &ProfilesRead,
+        now: DateTime<Utc>,
+        budget: &Budget,
+        clock: &StageClock,
+    ) -> Result<AssessmentPage, ResolveError> {
+        let found = (profiles.result.as_ref()).map_err(|e| ResolveError::Profile(e.clone()))?;
+        let profile = match found.get(&plan.args.student_id) {
+            None => {
                 return Err(ResolveError::NotFound {
                     student_id: plan.args.student_id,
                 });
             }
-            Ok(Some(read)) => read
+            Some(read) => read
                 .as_ref()
                 .map_err(|e| ResolveError::Profile(e.clone()))?,
         };
@@ -321,165 +363,28 @@ impl Resolver {
                 grade: profile.grade,
                 reading_level: profile.reading_level,
             };
-            clock
-                .legacy(Box::pin(self.legacy.score(context, rows, budget)))
-                .await?
+            let call = Box::pin(self.legacy.score(context, rows, budget));
+            clock.legacy(call).await?
         };
         let processed_at = UtcMillis(now.naive_utc());
         let items = (page.records.iter().zip(scored))
-            .map(|(record, scored)| enrich(record, scored, profile, processed_at))
+            .map(|(record, scored)| Assessment::enriched(record, scored, profile, processed_at))
             .collect();
         let next_token =
-            (page.next).map(|cursor| self.tokens.issue(&scope(&plan.args), cursor, now));
+            (page.next).map(|cursor| self.tokens.signer.issue(&scope(&plan.args), cursor, now));
         Ok(AssessmentPage { items, next_token })
     }
+}
 
-    /// Verifies the token, decides what the caller may read, and turns the
-    /// arguments into the page query.
-    fn plan(&self, item: ItemRequest, now: DateTime<Utc>) -> Result<Planned, ResolveError> {
-        let ItemRequest { args, caller } = item;
-        let after = match &args.next_token {
-            Some(token) => Some(self.tokens.verify(token, &scope(&args), now)?),
-            None => None,
-        };
-        let access = self.policy.access(&caller);
-        if let Access::Denied(reason) = access {
-            tracing::info!(caller = caller.kind(), reason, "caller refused");
-            return Err(ResolveError::Unauthorized {
-                student_id: args.student_id,
-            });
-        }
-        let request = PageRequest {
-            student_id: args.student_id.clone(),
-            assessment_type: args.assessment_type,
-            from: args.from,
-            to: args.to,
-            after,
-            page_size: args.limit,
-        };
-        Ok(Planned {
-            args,
-            request,
-            access,
+/// The distinct students of the planned items, sorted.
+fn students(staged: &[Staged]) -> Vec<String> {
+    let mut students: Vec<String> = (staged.iter())
+        .filter_map(|item| match item {
+            Staged::Planned(plan) => Some(plan.args.student_id.clone()),
+            _ => None,
         })
-    }
-}
-
-/// The batch's profiles, as read once, and what reading them took.
-struct ProfilesRead {
-    result: Result<HashMap<String, ProfileRead>, ProfileError>,
-    elapsed: Duration,
-    requested: u32,
-}
-
-/// A caller limited to a school reads the student only if the profile says
-/// the student is in it. A missing profile, or one that does not decode, is
-/// refused exactly like another school's student; a DynamoDB failure is that
-/// error (it says nothing about the student), and no SQL is sent for the item.
-fn entitle(
-    plan: &Planned,
-    profiles: &Result<HashMap<String, ProfileRead>, ProfileError>,
-) -> Result<(), ResolveError> {
-    let found = profiles
-        .as_ref()
-        .map_err(|e| ResolveError::Profile(e.clone()))?;
-    let entitled = match found.get(&plan.args.student_id) {
-        Some(Ok(profile)) => plan.access.permits(profile.school_id.as_deref()),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "school-scoped caller refused: the profile does not decode");
-            false
-        }
-        None => false,
-    };
-    if entitled {
-        Ok(())
-    } else {
-        Err(ResolveError::Unauthorized {
-            student_id: plan.args.student_id.clone(),
-        })
-    }
-}
-
-/// The time a batch's items spent on SQL Server and on the legacy component,
-/// summed over the items (a single invocation: its own).
-#[derive(Default)]
-struct StageClock {
-    sql_ns: AtomicU64,
-    legacy_ns: AtomicU64,
-}
-
-impl StageClock {
-    async fn sql<T>(&self, work: impl Future<Output = T>) -> T {
-        Self::timed(&self.sql_ns, work).await
-    }
-
-    async fn legacy<T>(&self, work: impl Future<Output = T>) -> T {
-        Self::timed(&self.legacy_ns, work).await
-    }
-
-    async fn timed<T>(total: &AtomicU64, work: impl Future<Output = T>) -> T {
-        let started = Instant::now();
-        let output = work.await;
-        let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        total.fetch_add(spent, Ordering::Relaxed);
-        output
-    }
-
-    fn timings(&self, profiles: Option<&ProfilesRead>) -> Timings {
-        Timings {
-            profiles: profiles.map_or(Duration::ZERO, |p| p.elapsed),
-            profiles_requested: profiles.map_or(0, |p| p.requested),
-            sql: Duration::from_nanos(self.sql_ns.load(Ordering::Relaxed)),
-            legacy: Duration::from_nanos(self.legacy_ns.load(Ordering::Relaxed)),
-        }
-    }
-}
-
-fn scope(args: &GetAssessmentsArgs) -> TokenScope<'_> {
-    TokenScope {
-        student_id: &args.student_id,
-        assessment_type: args.assessment_type,
-        from: args.from,
-        to: args.to,
-    }
-}
-
-fn legacy_row(record: &AssessmentRecord) -> AssessmentRow {
-    AssessmentRow {
-        id: record.assessment_id.to_string(),
-        assessment_type: record.assessment_type,
-        administered_at_unix_ms: record.administered_at.and_utc().timestamp_millis(),
-        raw_score: record.raw_score,
-        items_attempted: record.items_attempted,
-        items_correct: record.items_correct,
-        duration_seconds: record.duration_seconds,
-    }
-}
-
-fn enrich(
-    record: &AssessmentRecord,
-    scored: ScoredAssessment,
-    profile: &Profile,
-    processed_at: UtcMillis,
-) -> Assessment {
-    Assessment {
-        id: record.assessment_id,
-        student_id: record.student_id.clone(),
-        assessment_type: record.assessment_type.as_str(),
-        administered_at: UtcMillis(record.administered_at),
-        raw_score: record.raw_score,
-        items_attempted: record.items_attempted,
-        items_correct: record.items_correct,
-        duration_seconds: record.duration_seconds,
-        // Validated at the boundary: finite whole numbers within 100..900 and 1..99.
-        scaled_score: scored.scaled_score.round() as i64,
-        percentile: scored.percentile.round() as i64,
-        benchmark_band: scored.band.as_str(),
-        words_correct_per_minute: scored.wcpm.map(|w| (w * 10.0).round() / 10.0),
-        accuracy: (scored.accuracy * 1000.0).round() / 1000.0,
-        flags: scored.flags,
-        student_grade: profile.grade,
-        reading_level: profile.reading_level,
-        processed_at,
-    }
+        .collect();
+    students.sort_unstable();
+    students.dedup();
+    students
 }

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use chrono::{Datelike, NaiveDateTime, SecondsFormat, Timelike};
 use serde::{Serialize, Serializer};
 
-use crate::legacy::Flags;
+use legacy_bridge::{Flags, ScoredAssessment};
+
+use crate::profiles::Profile;
+use crate::sqlserver::AssessmentRecord;
 
 /// One scored, enriched assessment: the GraphQL `Assessment` type.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +51,38 @@ pub struct Assessment {
 pub struct AssessmentPage {
     pub items: Vec<Assessment>,
     pub next_token: Option<String>,
+}
+
+impl Assessment {
+    /// A record of the legacy database, as the legacy component scored it,
+    /// enriched with the student's profile.
+    pub fn enriched(
+        record: &AssessmentRecord,
+        scored: ScoredAssessment,
+        profile: &Profile,
+        processed_at: UtcMillis,
+    ) -> Assessment {
+        Assessment {
+            id: record.assessment_id,
+            student_id: record.student_id.clone(),
+            assessment_type: record.assessment_type.as_str(),
+            administered_at: UtcMillis(record.administered_at),
+            raw_score: record.raw_score,
+            items_attempted: record.items_attempted,
+            items_correct: record.items_correct,
+            duration_seconds: record.duration_seconds,
+            // Validated at the boundary: finite whole numbers within 100..900 and 1..99.
+            scaled_score: scored.scaled_score.round() as i64,
+            percentile: scored.percentile.round() as i64,
+            benchmark_band: scored.band.as_str(),
+            words_correct_per_minute: scored.wcpm.map(|w| (w * 10.0).round() / 10.0),
+            accuracy: (scored.accuracy * 1000.0).round() / 1000.0,
+            flags: scored.flags,
+            student_grade: profile.grade,
+            reading_level: profile.reading_level,
+            processed_at,
+        }
+    }
 }
 
 /// The most JSON bytes an [`Assessment`] takes besides its student id: its

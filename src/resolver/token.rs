@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::ResolveError;
-use crate::legacy::AssessmentType;
 use crate::sqlserver::Cursor;
+use assessments_common::rules::AssessmentType;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -9,7 +9,7 @@ use tiberius::{FromSql, Row, ToSql};
 
 use super::error::SqlError;
 use super::pool::{Lease, SqlPool};
-use crate::legacy::AssessmentType;
+use assessments_common::rules::AssessmentType;
 
 /// The statement, byte for byte as `infra/sql/queries/assessments_page.sql`
 /// (documented there). Never built from input.

@@ -1,168 +1,97 @@
-//! AppSync direct Lambda resolver events, as AppSync sends them: one event
-//! per field, or a list of them when batching is on. Built here once for the
-//! tests, the playground's gateway and the soak.
+//! AppSync direct Lambda resolver events for the tests, the playground and
+//! the soak: the event builder is `assessments_common::appsync`'s (one
+//! shape, shared with the PreTraffic hook); here are the demo's identities.
 
-use serde_json::{Map, Value, json};
+pub use assessments_common::appsync::{ResolverEvent, batch, get_assessments};
+use serde_json::{Value, json};
 
-/// The selection most tests and the soak ask for.
-const DEFAULT_SELECTION: [&str; 3] = ["items", "items/id", "nextToken"];
-const DEFAULT_SELECTION_GRAPHQL: &str = "{ items { id } nextToken }";
+use crate::fixtures::{DEMO_SCHOOL_A, Fixtures};
 
-/// One resolver event, built field by field; [`ResolverEvent::into_json`] gives the payload.
-#[derive(Debug, Clone)]
-pub struct ResolverEvent {
-    field_name: String,
-    arguments: Value,
-    headers: Map<String, Value>,
-    identity: Value,
-    selection_list: Vec<String>,
-    selection_graphql: String,
-    variables: Map<String, Value>,
-}
-
-impl ResolverEvent {
-    /// An event for `Query.<field_name>` with these arguments.
-    pub fn query(field_name: &str, arguments: Value) -> Self {
-        ResolverEvent {
-            field_name: field_name.to_owned(),
-            arguments,
-            headers: Map::new(),
-            identity: Value::Null,
-            selection_list: DEFAULT_SELECTION.iter().map(|s| (*s).to_owned()).collect(),
-            selection_graphql: DEFAULT_SELECTION_GRAPHQL.to_owned(),
-            variables: Map::new(),
+/// Events over the playground's data (the demo fixtures, the personas): every student read by an admin in pages of 3, by
+/// a teacher of its school with a type filter, refused to a teacher of the
+/// other school; date ranges; a missing student; invalid arguments; batches.
+pub fn playground_events() -> Vec<Value> {
+    let fixtures = Fixtures::demo();
+    let persona = |name: &str| identity::persona(name).unwrap_or(Value::Null);
+    let read = |who: &str, arguments: Value| {
+        ResolverEvent::get_assessments(arguments)
+            .identity(persona(who))
+            .into_json()
+    };
+    let types = [
+        "ORAL_READING_FLUENCY",
+        "READING_COMPREHENSION",
+        "PHONOLOGICAL_AWARENESS",
+    ];
+    let mut events = Vec::new();
+    for (i, student) in fixtures.students.iter().enumerate() {
+        let id = &student.student_id;
+        let (own, other) = if student.school_id.as_deref() == Some(DEMO_SCHOOL_A) {
+            ("teacher-a", "teacher-b")
+        } else {
+            ("teacher-b", "teacher-a")
+        };
+        events.push(read("admin", json!({ "studentId": id, "limit": 3 })));
+        events.push(read(
+            own,
+            json!({ "studentId": id, "assessmentType": types[i % types.len()], "limit": 5 }),
+        ));
+        events.push(read(other, json!({ "studentId": id })));
+        if i % 5 == 0 {
+            events.push(read(
+                "admin",
+                json!({ "studentId": id, "dateRange": { "from": "2025-01-01", "to": "2025-06-30" } }),
+            ));
         }
     }
-
-    /// An event for `Query.getAssessments`.
-    pub fn get_assessments(arguments: Value) -> Self {
-        Self::query("getAssessments", arguments)
-    }
-
-    /// The HTTP headers of the GraphQL request.
-    pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
-        self.headers = headers
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
+    events.push(read("admin", json!({ "studentId": "stu-9999" })));
+    events.push(read("teacher-a", json!({ "studentId": "stu-9999" })));
+    events.push(read(
+        "admin",
+        json!({ "studentId": "stu-0001", "limit": 0 }),
+    ));
+    events.push(read("admin", json!({ "studentId": "not an id!" })));
+    events.push(read(
+        "admin",
+        json!({ "studentId": "stu-0001", "dateRange": { "from": "2025-06-30", "to": "2025-01-01" } }),
+    ));
+    for chunk in fixtures.students.chunks(10) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let who = if j % 3 == 2 { "teacher-b" } else { "admin" };
+                read(who, json!({ "studentId": s.student_id, "limit": 4 }))
+            })
             .collect();
-        self
+        events.push(Value::Array(batch));
     }
-
-    /// The caller's identity as AppSync's auth mode resolved it (`null` for API keys).
-    pub fn identity(mut self, identity: Value) -> Self {
-        self.identity = identity;
-        self
-    }
-
-    /// The selection set: its paths (`selectionSetList`) and its text.
-    pub fn selection(mut self, list: Vec<String>, graphql: String) -> Self {
-        self.selection_list = list;
-        self.selection_graphql = graphql;
-        self
-    }
-
-    /// The operation's variables.
-    pub fn variables(mut self, variables: Map<String, Value>) -> Self {
-        self.variables = variables;
-        self
-    }
-
-    pub fn into_json(self) -> Value {
-        json!({
-            "arguments": self.arguments,
-            "identity": self.identity,
-            "source": null,
-            "request": { "headers": self.headers, "domainName": null },
-            "prev": null,
-            "info": {
-                "parentTypeName": "Query",
-                "fieldName": self.field_name,
-                "selectionSetList": self.selection_list,
-                "selectionSetGraphQL": self.selection_graphql,
-                "variables": self.variables,
-            },
-            "stash": {},
-        })
-    }
+    events
 }
 
-/// The event for `Query.getAssessments(arguments)` with the default selection.
-pub fn get_assessments(arguments: Value) -> Value {
-    ResolverEvent::get_assessments(arguments).into_json()
-}
-
-/// A batched invocation: the list of events AppSync sends when batching is on.
-pub fn batch(events: impl IntoIterator<Item = Value>) -> Value {
-    Value::Array(events.into_iter().collect())
-}
-
-/// Caller identities as AppSync puts them in `identity`, one builder per auth
-/// mode (the shapes of AppSync's resolver context reference), and the demo
-/// personas the playground lets a person choose from.
+/// Caller identities as AppSync puts them in `identity`, with the school
+/// claim the test stacks trust, and the demo personas the playground lets a
+/// person choose from.
 pub mod identity {
-    use serde_json::{Map, Value, json};
+    use assessments_common::appsync::identity as shapes;
+    use serde_json::Value;
 
     use crate::fixtures::{DEMO_SCHOOL_A, DEMO_SCHOOL_B};
+
+    pub use shapes::{api_key, iam, lambda_authorizer};
 
     /// The school claim of these identities: the one the playground and the
     /// test stacks name in `AUTHZ_SCHOOL_CLAIM` (the resolver reads none by default).
     pub const SCHOOL_CLAIM: &str = "custom:schoolId";
 
-    fn claims(sub: &str, school: Option<&str>) -> Map<String, Value> {
-        let mut claims = Map::new();
-        claims.insert("sub".to_owned(), json!(sub));
-        if let Some(school) = school {
-            claims.insert(SCHOOL_CLAIM.to_owned(), json!(school));
-        }
-        claims
-    }
-
-    /// API key auth: AppSync sends no identity.
-    pub fn api_key() -> Value {
-        Value::Null
-    }
-
     /// A Cognito user pools caller in `groups`, with a school claim if any.
     pub fn cognito(username: &str, groups: &[&str], school: Option<&str>) -> Value {
-        let mut claims = claims(username, school);
-        claims.insert("cognito:groups".to_owned(), json!(groups));
-        claims.insert("cognito:username".to_owned(), json!(username));
-        json!({
-            "sub": username,
-            "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_local",
-            "username": username,
-            "claims": claims,
-            "sourceIp": ["127.0.0.1"],
-            "defaultAuthStrategy": "ALLOW",
-            "groups": groups,
-        })
+        shapes::cognito(username, groups, school.map(|s| (SCHOOL_CLAIM, s)))
     }
 
     /// An OpenID Connect caller: only `claims`, `issuer` and `sub`; groups in the `groups` claim.
     pub fn oidc(sub: &str, groups: &[&str], school: Option<&str>) -> Value {
-        let mut claims = claims(sub, school);
-        claims.insert("groups".to_owned(), json!(groups));
-        json!({"claims": claims, "issuer": "https://idp.example.com", "sub": sub})
-    }
-
-    /// An IAM caller (SigV4), e.g. a backend service's assumed role.
-    pub fn iam(user_arn: &str) -> Value {
-        let account = user_arn.split(':').nth(4).unwrap_or("000000000000");
-        json!({
-            "accountId": account,
-            "cognitoIdentityAuthProvider": null,
-            "cognitoIdentityAuthType": null,
-            "cognitoIdentityId": null,
-            "cognitoIdentityPoolId": null,
-            "sourceIp": ["127.0.0.1"],
-            "userArn": user_arn,
-            "username": "AROALOCAL:session",
-        })
-    }
-
-    /// A Lambda authorizer caller: what the authorizer returned as `resolverContext`.
-    pub fn lambda_authorizer(context: Value) -> Value {
-        json!({ "resolverContext": context })
+        shapes::oidc(sub, groups, school.map(|s| (SCHOOL_CLAIM, s)))
     }
 
     /// The playground's "who am I" choices: name, what it shows, identity.
@@ -197,26 +126,5 @@ pub mod identity {
             .into_iter()
             .find(|(n, _, _)| *n == name)
             .map(|(_, _, identity)| identity)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_event_has_the_shape_appsync_sends() {
-        let event = ResolverEvent::get_assessments(json!({"studentId": "stu-0001"}))
-            .headers([("x-api-key".to_owned(), "k".to_owned())])
-            .into_json();
-        assert_eq!(event["arguments"]["studentId"], "stu-0001");
-        assert_eq!(event["info"]["parentTypeName"], "Query");
-        assert_eq!(event["info"]["fieldName"], "getAssessments");
-        assert_eq!(event["request"]["headers"]["x-api-key"], "k");
-        assert!(event["identity"].is_null());
-        assert_eq!(
-            batch([event.clone(), event]).as_array().map(Vec::len),
-            Some(2)
-        );
     }
 }

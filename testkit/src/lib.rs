@@ -9,12 +9,13 @@
 //!   second and fault injection;
 //! * [`sqs`]: SQS events for the assessment processor (the demo's, generated ones);
 //! * [`http`]: serving an axum app on loopback until dropped;
-//! * [`lambda_api`]: a local Lambda Runtime API, to run a function binary as in Lambda;
-//! * [`function`]: a function binary run as a process against it;
+//! * [`lambda_api`], [`function`]: a function binary run as Lambda runs it (the
+//!   `local-lambda` crate's, which `parity` uses too);
 //! * [`lambda_service`]: Lambda's `Invoke` (onto such binaries) and CodeDeploy's hook status, stood in;
 //! * [`services`]: the peers above started together, and the settings that point a function at them;
 //! * [`secrets`]: Secrets Manager secrets in the local moto, created and rotated;
 //! * [`queues`]: SQS queues in the local moto (the processor's dead-letter queue);
+//! * [`legacy`]: the legacy component's fixtures (the mock's settings, rows, its counters);
 //! * [`appsync`]: AppSync direct-resolver events (single and batched) and caller identities;
 //! * [`procfs`]: memory, descriptors and child processes from `/proc`;
 //! * [`xray`]: an X-Ray daemon stand-in receiving the functions' segment documents.
@@ -26,10 +27,9 @@ pub mod appsync;
 pub mod dynamo;
 pub mod faults;
 pub mod fixtures;
-pub mod function;
 pub mod http;
-pub mod lambda_api;
 pub mod lambda_service;
+pub mod legacy;
 pub mod procfs;
 pub mod queues;
 pub mod scoring;
@@ -38,3 +38,30 @@ pub mod services;
 pub mod sqs;
 pub mod tds;
 pub mod xray;
+
+pub use local_lambda::function;
+pub use local_lambda::runtime_api as lambda_api;
+
+/// A budget for calls made outside an invocation: generous, so that what a
+/// test sees is the call's own limits.
+pub fn budget() -> assessments_common::budget::Budget {
+    assessments_common::budget::Budget::after(std::time::Duration::from_secs(60))
+}
+
+/// A binary of the workspace, as `cargo build` left it beside this test's own
+/// (`target/<profile>/<name>`): how a crate's tests run another package's
+/// binary (Cargo gives `CARGO_BIN_EXE_<name>` for a package's own only).
+/// Panics, saying how to build it, when it is not there.
+pub fn built_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test>: the binaries are in target/<profile>.
+    let dir = exe.parent().and_then(std::path::Path::parent);
+    let path = dir.map(|d| d.join(name));
+    match path {
+        Some(path) if path.is_file() => path.to_string_lossy().into_owned(),
+        _ => panic!(
+            "no {name} beside this test's target directory: `cargo build --workspace` \
+             (scripts/test does) builds it"
+        ),
+    }
+}

@@ -1,10 +1,13 @@
-//! The protocol peers of a local run on 127.0.0.1: the TDS server over the
-//! demo assessments, moto (behind the fault proxy) with the demo profiles and
-//! history, the scoring API stand-in; and the settings (environment
-//! variables) that point a function at them. Each peer can be a real
-//! endpoint instead. What the functions build from these settings is theirs:
-//! the playground's stack (`devstack`) builds both, the processor's tests
-//! build the processor alone.
+//! The test stack: the protocol peers of a local run on 127.0.0.1 (the TDS
+//! server over the demo assessments, moto behind the fault proxy with the
+//! demo profiles and history, the scoring API stand-in) and the settings
+//! (environment variables) that point a function at them, the functions'
+//! own local settings included (the mocked legacy component, a plaintext
+//! `nextToken` key, the personas' group and claim). Each peer can be a real
+//! endpoint instead. What the functions build from these settings is
+//! theirs, through the settings code their binaries run: the resolver's
+//! tests build the resolver, the processor's the processor, the
+//! playground's stack (`devstack`) both.
 
 use crate::dynamo::LocalDynamo;
 use crate::fixtures::Fixtures;
@@ -13,6 +16,44 @@ use crate::tds::{TdsServer, TdsServerConfig};
 
 /// The scoring API key of local runs (the stand-in checks it).
 pub const LOCAL_SCORING_KEY: &str = "local-scoring-key";
+/// The `nextToken` signing key of local runs (never used in production).
+pub const LOCAL_TOKEN_KEY: &str = "local-playground-next-token-key-not-for-production";
+/// The resolver's timeout in `infra/template.yaml` (`Timeout: 20`): local
+/// invocations get the deadline a deployed one would.
+pub const FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The deadline of an invocation that starts now, in milliseconds since the
+/// epoch (as Lambda's `context.deadline` gives it), [`FUNCTION_TIMEOUT`] away.
+pub fn lambda_deadline_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since_epoch + FUNCTION_TIMEOUT).as_millis() as u64
+}
+
+/// The functions' own settings of local runs, under the caller's: the
+/// mocked legacy component, the local `nextToken` key, API-key callers
+/// allowed, the personas' admin group and school claim, insecure settings
+/// allowed.
+fn local_function_settings() -> [(&'static str, &'static str); 6] {
+    [
+        ("LEGACY_LIB_PATH", legacy_shim::SHIM_PATH),
+        ("NEXT_TOKEN_KEY", LOCAL_TOKEN_KEY),
+        // Local runs answer API-key (null identity) callers like an
+        // admin, as a demo API with API-key auth would; a deployed API
+        // gets this only when its auth mode is API key (infra/template.yaml).
+        ("AUTHZ_ALLOW_API_KEY", "true"),
+        // The playground's personas: its admins and its teachers' school
+        // claim. A deployed function trusts only the group and claim its
+        // stack names (nothing by default).
+        ("AUTHZ_ADMIN_GROUPS", "admins"),
+        ("AUTHZ_SCHOOL_CLAIM", crate::appsync::identity::SCHOOL_CLAIM),
+        // The stand-ins speak plain http (the scoring API) and the local
+        // key is plaintext: refused on Lambda unless allowed (never in
+        // infra/template.yaml).
+        ("ALLOW_INSECURE_SETTINGS", "true"),
+    ]
+}
 
 /// Where each peer is; `None` starts the local one.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +72,8 @@ pub struct ServicesOptions {
     /// The local TDS server's TLS setting (required by default; the
     /// connection string then trusts the CA it made).
     pub sql_encryption: crate::tds::tls::Encryption,
-    /// Further settings, applied over the peers' own (the caller's function
-    /// settings first, then its overrides).
+    /// Further settings, applied over the peers' own and the local
+    /// function settings.
     pub settings: Vec<(String, String)>,
 }
 
@@ -130,6 +171,9 @@ impl LocalServices {
         };
         set("SQLSERVER_CONNECTION_STRING", connection_string);
         set("METRICS_EMF", "false".to_owned());
+        for (k, v) in local_function_settings() {
+            set(k, v.to_owned());
+        }
         for (k, v) in &options.settings {
             set(k, v.clone());
         }

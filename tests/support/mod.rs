@@ -1,57 +1,11 @@
 //! Test support shared by the integration tests.
-#![allow(dead_code)] // each test binary uses its own part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
-pub mod mixed;
-
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use assessments_resolver::legacy::{
-    AssessmentRow, AssessmentType, LegacySettings, NativeStats, StudentContext, library_stats,
-};
+pub use testkit::budget;
+pub use testkit::legacy::{MALFORMED_MODES, native_counters_lock};
 
-/// The shim's handle counters are process-wide: tests that assert them take
-/// this lock so that no other test's calls are in flight meanwhile.
-pub fn native_counters_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    // A test that failed while holding the lock poisons it; the counters are
-    // still meaningful for the next test, so carry on.
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The message of panics that tests inject on purpose.
-/// Each `malformed=` mode of the component's config, and the error the bridge
-/// gives for it (three rows scored).
-pub const MALFORMED_MODES: [(&str, &str); 5] = [
-    (
-        "nan",
-        "entry 0: scaled_score is not a number within 100..900",
-    ),
-    ("range", "entry 0: percentile is not a number within 1..99"),
-    ("utf8", "entry 0: id is not valid UTF-8"),
-    ("id_len", "entry 0: id length is outside 1..=64 bytes"),
-    ("count", "result holds 1099511627776 entries for 3 rows"),
-];
-
-pub const INJECTED_PANIC: &str = "injected panic in the calling task";
-
-/// Keeps the panics a test injects on purpose out of the output; every other
-/// panic is reported as usual.
-pub fn quiet_injected_panics() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<&str>() != Some(&INJECTED_PANIC) {
-                default_hook(info);
-            }
-        }));
-    });
-}
-
-/// A budget for calls made outside an invocation: generous, so that what a
-/// test sees is the call's own limits.
 /// The first page of a student's rows, newest first, any type and date.
 pub fn first_page(
     student_id: &str,
@@ -65,96 +19,6 @@ pub fn first_page(
         after: None,
         page_size,
     }
-}
-
-pub fn budget() -> assessments_common::budget::Budget {
-    assessments_common::budget::Budget::after(Duration::from_secs(60))
-}
-
-/// Settings for the mocked shim (the `legacy-shim` crate built it), with `config`.
-pub fn shim_settings(config: &str) -> LegacySettings {
-    LegacySettings {
-        lib_path: std::path::PathBuf::from(legacy_shim::SHIM_PATH),
-        engine_config: config.to_owned(),
-        ..LegacySettings::default()
-    }
-}
-
-pub fn settings_with(
-    config: &str,
-    max_concurrency: usize,
-    call_timeout: Duration,
-) -> LegacySettings {
-    LegacySettings {
-        max_concurrency,
-        call_timeout,
-        ..shim_settings(config)
-    }
-}
-
-pub fn grade3() -> StudentContext {
-    StudentContext {
-        grade: 3,
-        reading_level: 3.2,
-    }
-}
-
-/// A valid row of the given type.
-pub fn row(
-    id: &str,
-    assessment_type: AssessmentType,
-    attempted: i32,
-    correct: i32,
-    seconds: i32,
-) -> AssessmentRow {
-    AssessmentRow {
-        id: id.to_owned(),
-        assessment_type,
-        administered_at_unix_ms: 1_700_000_000_000,
-        raw_score: f64::from(correct),
-        items_attempted: attempted,
-        items_correct: correct,
-        duration_seconds: seconds,
-    }
-}
-
-/// `n` valid rows cycling through the assessment types.
-pub fn rows(n: usize) -> Vec<AssessmentRow> {
-    (0..n)
-        .map(|i| {
-            let t = AssessmentType::ALL[i % AssessmentType::ALL.len()];
-            row(
-                &format!("asm-{i:05}"),
-                t,
-                100,
-                90 + (i % 10) as i32,
-                60 + i as i32,
-            )
-        })
-        .collect()
-}
-
-/// The shim's process-wide counters.
-pub fn shim_stats() -> NativeStats {
-    library_stats(Path::new(legacy_shim::SHIM_PATH))
-        .expect("the shim loads")
-        .expect("the shim exports la_stats_get")
-}
-
-/// Asserts the shim holds no live handle and saw no violation.
-pub fn assert_native_clean(context: &str) {
-    let stats = shim_stats();
-    assert_eq!(stats.violations, 0, "{context}: violations in {stats:?}");
-    assert_eq!(
-        stats.live_results(),
-        0,
-        "{context}: live results in {stats:?}"
-    );
-    assert_eq!(
-        stats.live_engines(),
-        0,
-        "{context}: live engines in {stats:?}"
-    );
 }
 
 /// A TDS server over the demo fixtures, on a free loopback port.
@@ -178,15 +42,18 @@ pub fn pool_settings(
 /// The resolver's binary, built for this test run.
 pub const RESOLVER_BINARY: &str = env!("CARGO_BIN_EXE_assessments-resolver");
 
-/// The HMAC key the local stack signs `nextToken` with.
-pub const TEST_TOKEN_KEY: &str = devstack::stack::LOCAL_TOKEN_KEY;
+/// The HMAC key the test stack signs `nextToken` with.
+pub const TEST_TOKEN_KEY: &str = testkit::services::LOCAL_TOKEN_KEY;
 
-/// Every dependency running locally (the playground's stack: TDS server, moto
-/// behind its fault proxy, the mocked shim, the scoring API stand-in) and
-/// both functions' dependencies built from them through the settings code
-/// the Lambda binaries use.
+/// The test stack (TDS server, moto behind its fault proxy, the mocked
+/// shim, the scoring API stand-in: [`testkit::services`]) and the
+/// resolver's dependencies built from it through the settings code the
+/// Lambda binary runs.
 pub struct Stack {
-    local: devstack::stack::LocalStack,
+    services: testkit::services::LocalServices,
+    deps: assessments_resolver::deps::Deps,
+    /// Invocations answered through [`Stack::invoke`], by their reports.
+    invocations: std::sync::atomic::AtomicU64,
 }
 
 impl Stack {
@@ -195,46 +62,56 @@ impl Stack {
     /// after every test); `LEGACY_ISOLATION=process` in `overrides` isolates it.
     pub async fn start(overrides: &[(&str, &str)]) -> Stack {
         let defaults = [("LEGACY_ISOLATION", "in-process")];
-        let options = devstack::stack::StackOptions {
-            overrides: defaults
-                .iter()
-                .chain(overrides)
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            services: testkit::services::ServicesOptions {
+        let services =
+            testkit::services::LocalServices::start(testkit::services::ServicesOptions {
                 scoring_track_ids: true,
+                settings: (defaults.iter().chain(overrides))
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
                 ..Default::default()
-            },
-            ..Default::default()
-        };
+            })
+            .await
+            .expect("the test stack");
+        let env = assessments_common::config::Env::from_pairs(services.process_env());
+        let settings = assessments_resolver::deps::Settings::load(&env)
+            .await
+            .expect("the resolver's settings");
+        let deps = assessments_resolver::deps::Deps::init(settings)
+            .await
+            .expect("the resolver's dependencies");
         Stack {
-            local: devstack::stack::LocalStack::start(options)
-                .await
-                .expect("local stack"),
+            services,
+            deps,
+            invocations: Default::default(),
         }
     }
 
     pub fn deps(&self) -> &assessments_resolver::deps::Deps {
-        &self.local.deps
+        &self.deps
     }
 
     pub fn scoring(&self) -> &testkit::scoring::ScoringStandIn {
-        self.local
+        self.services
             .scoring()
             .expect("the stack runs the scoring stand-in")
     }
 
     pub fn tds(&self) -> &testkit::tds::TdsServer {
-        self.local.tds().expect("the stack runs a TDS server")
+        self.services.tds().expect("the stack runs a TDS server")
     }
 
     pub fn dynamo(&self) -> &testkit::dynamo::LocalDynamo {
-        self.local.dynamo().expect("the stack runs moto")
+        self.services.dynamo().expect("the stack runs moto")
     }
 
     /// The settings the stack gave the resolver: the environment of a function process.
     pub fn env(&self) -> Vec<(String, String)> {
-        self.local.env().to_vec()
+        self.services.env().to_vec()
+    }
+
+    /// Invocations answered through [`Stack::invoke`].
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Invokes the handler like Lambda does.
@@ -242,27 +119,34 @@ impl Stack {
         &self,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, assessments_resolver::appsync::AppSyncError> {
-        let budget = devstack::stack::invocation_budget(self.deps());
-        assessments_resolver::appsync::handle(self.deps(), payload, "test-request", budget)
-            .await
-            .map(|response| response.to_value())
+        let budget = self
+            .deps
+            .invocation_budget(testkit::services::lambda_deadline_ms());
+        let (answer, _report) = assessments_resolver::appsync::handle_with_report(
+            self.deps(),
+            payload,
+            "test-request",
+            budget,
+        )
+        .await;
+        self.invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        answer.map(|response| response.to_value())
     }
 
     /// After a test: no native result alive, no violation, the pool within its bound.
     pub async fn assert_clean(&self) {
-        let legacy = self.deps().resolver.legacy();
         // Timed-out native calls finish in the background: wait for them.
         let mut waited = 0;
-        while legacy.in_flight() > 0 && waited < 200 {
+        while self.deps.resolver.resources().legacy.in_flight > 0 && waited < 200 {
             tokio::time::sleep(Duration::from_millis(25)).await;
             waited += 1;
         }
-        let native = legacy
-            .native_stats()
-            .expect("the shim exports its counters");
+        let resources = self.deps.resolver.resources();
+        let native = (resources.legacy.native).expect("the shim exports its counters");
         assert_eq!(native.live_results(), 0, "live native results: {native:?}");
         assert_eq!(native.violations, 0, "native violations: {native:?}");
-        let pool = self.deps().resolver.sql().status();
+        let pool = resources.pool;
         assert!(pool.peak_in_use <= pool.max_size, "{pool:?}");
         assert!(
             self.tds().stats().peak_connections <= pool.max_size,

@@ -546,7 +546,7 @@ const INIT_STAGES: [(&str, &[&str]); 6] = [
     (
         "4 legacy engine (library loaded, or workers spawned)",
         &[
-            "assessments_resolver::legacy::engine::LegacyEngine::open",
+            "legacy_bridge::engine::InProcessEngine::open",
             "<std::process::Command>::spawn",
         ],
     ),

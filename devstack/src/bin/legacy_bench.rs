@@ -11,11 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use assessments_resolver::legacy::{
-    AssessmentRow, AssessmentType, Isolation, IsolationSettings, LegacyEngine, LegacySettings,
-    StudentContext,
-};
 use clap::Parser;
+use legacy_bridge::{Isolation, IsolationSettings, LegacyEngine, LegacySettings};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -32,23 +29,9 @@ struct Args {
     only: Option<String>,
 }
 
-fn rows(n: usize) -> Vec<AssessmentRow> {
-    (0..n)
-        .map(|i| AssessmentRow {
-            id: format!("bench-{i:04}"),
-            assessment_type: AssessmentType::ALL[i % 3],
-            administered_at_unix_ms: 1_700_000_000_000,
-            raw_score: 90.0,
-            items_attempted: 100,
-            items_correct: 90 + (i % 10) as i32,
-            duration_seconds: 60 + i as i32,
-        })
-        .collect()
-}
-
 fn main() {
     // The isolated measurement starts this binary as a worker.
-    assessments_resolver::legacy::run_worker_if_requested();
+    legacy_bridge::run_worker_if_requested();
     if let Err(e) = run(Args::parse()) {
         eprintln!("legacy-bench: {e}");
         std::process::exit(2);
@@ -60,11 +43,8 @@ async fn run(args: Args) -> Result<(), String> {
     if legacy_shim::DOTNET_ASSEMBLY_PATH.is_empty() {
         return Err("the .NET component was not built (install mono-mcs, then build)".to_owned());
     }
-    let context = StudentContext {
-        grade: 3,
-        reading_level: 3.2,
-    };
-    let input = rows(args.rows);
+    let context = testkit::legacy::grade3();
+    let input = testkit::legacy::rows(args.rows);
     let budget = || assessments_common::budget::Budget::after(Duration::from_secs(60));
     let chosen = [
         ("cpp", legacy_shim::SHIM_PATH),
@@ -128,7 +108,7 @@ async fn run(args: Args) -> Result<(), String> {
         let worker_first_answer = worker_started.elapsed();
         // The worker is idle once its reply is processed: give that a moment.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let worker_rss_kib = workers.workers_rss_kib();
+        let worker_rss_kib = workers_rss_kib();
         workers
             .shutdown(Duration::from_secs(5))
             .await
@@ -152,4 +132,12 @@ async fn run(args: Args) -> Result<(), String> {
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// The resident size of this process's worker processes together (KiB).
+fn workers_rss_kib() -> u64 {
+    testkit::procfs::children_of(std::process::id())
+        .into_iter()
+        .filter_map(testkit::procfs::rss_kib)
+        .sum()
 }

@@ -67,7 +67,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
-    assessments_resolver::legacy::run_worker_if_requested();
+    legacy_bridge::run_worker_if_requested();
     serve()
 }
 
@@ -128,6 +128,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         gateway,
         stack,
         schema_sdl: devstack::SCHEMA_SDL.to_owned(),
+        processor: Default::default(),
     });
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;

@@ -9,7 +9,7 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assessment_processor::RecordOutcome;
 use assessment_processor::sqs::handle_with_report;
@@ -32,7 +32,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
-    assessments_resolver::legacy::run_worker_if_requested();
+    legacy_bridge::run_worker_if_requested();
     serve()
 }
 
@@ -60,7 +60,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let deps = &stack.processor;
 
-    let deadline = || Instant::now() + Duration::from_secs(60);
+    let deadline = || assessments_common::budget::Budget::after(Duration::from_secs(60));
     let first = handle_with_report(deps, event.clone(), "local-1", deadline()).await;
     println!("delivery 1: {} records", event.records.len());
     println!(

@@ -46,6 +46,7 @@ async fn start_with(mut options: StackOptions, max_batch: usize, trace: bool) ->
         gateway,
         stack,
         schema_sdl: devstack::SCHEMA_SDL.to_owned(),
+        processor: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -55,7 +55,7 @@ impl Handler {
 
 fn main() {
     // Started as a legacy worker (LEGACY_ISOLATION=process): serve the supervisor, then exit.
-    assessments_resolver::legacy::run_worker_if_requested();
+    legacy_bridge::run_worker_if_requested();
     serve()
 }
 
@@ -116,6 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
         FunctionKind::Resolver => Handler::Resolver(Arc::clone(&stack.deps)),
         FunctionKind::Processor => Handler::Processor(ProcessorRun {
             deps: Arc::clone(&stack.processor),
+            tally: Default::default(),
             moto: dynamo.direct_client(),
             table: dynamo.assessments_table().to_owned(),
         }),
@@ -220,17 +221,26 @@ async fn run(args: Args) -> Result<(), String> {
         .elapsed();
     let rss_end = procfs::self_rss_kib();
     let deps = &stack.deps;
-    let isolation = deps.resolver.legacy().isolation_stats();
-    let workers_rss_kib = deps.resolver.legacy().workers_rss_kib();
-    let pool = deps.resolver.sql().status();
+    let isolation = deps.resolver.resources().legacy.isolation;
+    // The workers' resident size together, from /proc (none in process).
+    let workers_rss_kib = isolation.map(|_| {
+        procfs::children_of(std::process::id())
+            .into_iter()
+            .filter_map(procfs::rss_kib)
+            .sum::<u64>()
+    });
+    let pool = deps.resolver.resources().pool;
     let proxy = dynamo.proxy().stats();
     let tds_stats = tds.stats();
     let stand_in = scoring.stats();
-    let scoring_totals = stack.processor.scoring_totals();
+    let scoring_totals = match target.as_ref() {
+        Handler::Processor(run) => (run.tally.scoring_requests(), run.tally.scoring_retries()),
+        Handler::Resolver(_) => (0, 0),
+    };
     deps.shutdown().await;
     // Native calls that timed out finish in the background: give them a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let native = assessments_resolver::legacy::library_stats(Path::new(legacy_shim::SHIM_PATH))
+    let native = legacy_bridge::library_stats(Path::new(legacy_shim::SHIM_PATH))
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
 

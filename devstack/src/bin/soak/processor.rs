@@ -14,6 +14,8 @@ use crate::measure::Sample;
 /// The processor, and moto straight (for the housekeeping below).
 pub struct ProcessorRun {
     pub deps: std::sync::Arc<ProcessorDeps>,
+    /// The invocations' reports, added up (the scoring API's requests and retries).
+    pub tally: devstack::tally::ProcessorTally,
     pub moto: aws_sdk_dynamodb::Client,
     pub table: String,
 }
@@ -99,9 +101,10 @@ pub async fn invoke(run: &ProcessorRun, i: u64, batch: usize, faults: &FaultMix)
     let event: aws_lambda_events::sqs::SqsEvent =
         serde_json::from_value(testkit::sqs::event(records))
             .unwrap_or_else(|e| panic!("the soak's own event: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = assessments_common::budget::Budget::after(Duration::from_secs(30));
     let handled =
         assessment_processor::sqs::handle_with_report(deps, event, "soak", deadline).await;
+    run.tally.add(&handled);
     let elapsed = started.elapsed();
     let mut sample = Sample {
         elapsed,

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assessment_processor::scoring::ScoringTotals;
-use assessments_resolver::legacy::{IsolationStats, NativeStats};
 use assessments_resolver::sqlserver::PoolStatus;
+use legacy_bridge::{IsolationStats, NativeStats};
 use serde_json::{Value, json};
 use testkit::dynamo::ProxyStats;
 use testkit::scoring::ScoringStats;
@@ -28,7 +27,8 @@ pub struct Ends<'a> {
     pub proxy: ProxyStats,
     pub tds: testkit::tds::TdsStats,
     pub stand_in: ScoringStats,
-    pub scoring_totals: ScoringTotals,
+    /// The scoring API's requests and retries (the processor's runs).
+    pub scoring_totals: (u64, u64),
     pub measure: &'a Measure,
     pub csv: PathBuf,
     pub png: PathBuf,
@@ -111,8 +111,8 @@ pub fn summary(ends: &Ends) -> Value {
         summary["scoring_p50_us"] = json!(third_p50);
         summary["scoring_p99_us"] = json!(m.third.value_at_quantile(0.99));
         summary["rate_limit"] = json!(args.rate_limit);
-        summary["scoring_requests"] = json!(scoring_totals.requests);
-        summary["scoring_retries"] = json!(scoring_totals.retries);
+        summary["scoring_requests"] = json!(scoring_totals.0);
+        summary["scoring_retries"] = json!(scoring_totals.1);
         summary["standin_peak_per_second"] = json!(stand_in.peak_per_second);
         summary["standin_peak_sliding_second"] = json!(stand_in.peak_sliding_second);
         summary["standin_scored"] = json!(stand_in.scored);

@@ -1,0 +1,263 @@
+//! legacy-bridge: the legacy assessment component, a native library with a C
+//! ABI (`legacy-shim/include/legacy_assessment.h`), loaded with libloading, in
+//! this process or in sandboxed worker processes. Every raw pointer of the
+//! project lives in this crate.
+//!
+//! The face is small: [`LegacyEngine::start`], [`LegacyEngine::score`],
+//! [`LegacyEngine::stats`], [`LegacyEngine::shutdown`], and
+//! [`run_worker_if_requested`], which every binary that may host workers calls
+//! first thing in `main`.
+//!
+//! Layers, inside out:
+//! * `abi`, `ffi`, `clr`: the C types, the loaded library (every symbol
+//!   resolved at load) or the hosted .NET assembly;
+//! * `handle`: one owner per native handle, released exactly once;
+//! * `engine`: the async face ([`LegacyEngine`]): in process on tokio's
+//!   blocking pool, with a concurrency limit and a per-call timeout;
+//! * [`isolation`], [`worker`], [`protocol`], `sandbox`: the same face with the
+//!   component in worker processes (`LEGACY_ISOLATION=process`, the default),
+//!   so a crash in native code fails one call, not the process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), legacy_bridge::LegacyError> {
+//! use legacy_bridge::*;
+//! let settings = LegacySettings {
+//!     lib_path: "/opt/lib/liblegacy_assessment.so".into(),
+//!     ..LegacySettings::default()
+//! };
+//! let engine = LegacyEngine::start(&settings).await?;
+//! let context = StudentContext { grade: 3, reading_level: 3.2 };
+//! let rows = vec![AssessmentRow {
+//!     id: "a-1".into(),
+//!     assessment_type: AssessmentType::OralReadingFluency,
+//!     administered_at_unix_ms: 1_700_000_000_000,
+//!     raw_score: 110.0,
+//!     items_attempted: 115,
+//!     items_correct: 110,
+//!     duration_seconds: 60,
+//! }];
+//! let budget = assessments_common::budget::Budget::after(std::time::Duration::from_secs(5));
+//! let scored = engine.score(context, rows, &budget).await?;
+//! assert_eq!(scored[0].percentile, 50.0);
+//! engine.shutdown(std::time::Duration::from_secs(5)).await
+//! # }
+//! ```
+
+mod abi;
+mod clr;
+mod engine;
+mod error;
+mod ffi;
+mod handle;
+pub mod isolation;
+pub mod protocol;
+mod sandbox;
+mod slots;
+mod types;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assessments_common::config::{ConfigError, Env};
+
+pub use abi::NativeStats;
+pub use engine::{LegacyEngine, LegacyStats};
+pub use error::{LegacyError, NativeStatus};
+pub use ffi::ABI_VERSION;
+pub use isolation::{BreakerState, IsolationSettings, IsolationStats};
+pub use types::{
+    AssessmentRow, AssessmentType, Band, Flags, MAX_GRADE, MAX_ID_LEN, MAX_ROWS_PER_CALL,
+    ScoredAssessment, StudentContext,
+};
+pub use worker::run_worker_if_requested;
+
+/// Most native calls a process allows at once (`LEGACY_MAX_CONCURRENCY` upper bound).
+pub const MAX_CONCURRENCY_LIMIT: usize = 256;
+
+/// How to load and run the legacy component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegacySettings {
+    /// `LEGACY_LIB_PATH` (required): the shared library, or a .NET assembly.
+    /// No default: this build carries no component of its own (the mock
+    /// the tests load is the `legacy-shim` crate's).
+    pub lib_path: PathBuf,
+    /// `LEGACY_CONFIG`: the engine's configuration string.
+    pub engine_config: String,
+    /// `LEGACY_MAX_CONCURRENCY`: native calls at once (1..=256, default 4).
+    pub max_concurrency: usize,
+    /// `LEGACY_CALL_TIMEOUT_MS`: one call's own time, from when it has a slot
+    /// (waiting for one is bounded by the invocation's budget) (default 5000).
+    pub call_timeout: Duration,
+    /// `LEGACY_ISOLATION`: `process` (worker processes, the default) or `in-process`.
+    pub isolation: Isolation,
+}
+
+/// Where the component runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Isolation {
+    /// In this process: fastest; a crash in native code ends the process.
+    InProcess,
+    /// In worker processes: a crash fails one call.
+    Process(IsolationSettings),
+}
+
+impl Default for LegacySettings {
+    fn default() -> Self {
+        LegacySettings {
+            lib_path: PathBuf::new(),
+            engine_config: String::new(),
+            max_concurrency: 4,
+            call_timeout: Duration::from_secs(5),
+            // The soak (docs/PERFORMANCE.md) measured ~60 µs per call for isolation;
+            // a crash in the real component would otherwise cost the environment.
+            isolation: Isolation::Process(IsolationSettings::default()),
+        }
+    }
+}
+
+impl LegacySettings {
+    /// Reads the `LEGACY_*` settings: `LEGACY_LIB_PATH` is required, a
+    /// missing other one takes its default, an invalid one is an error naming
+    /// the variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = LegacySettings::default();
+        let max_concurrency = env
+            .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
+            .map_or(defaults.max_concurrency, |n| n as usize);
+        Ok(LegacySettings {
+            lib_path: PathBuf::from(env.required("LEGACY_LIB_PATH")?),
+            engine_config: env
+                .string("LEGACY_CONFIG")?
+                .unwrap_or(defaults.engine_config),
+            max_concurrency,
+            call_timeout: env
+                .number("LEGACY_CALL_TIMEOUT_MS", 1..=600_000)?
+                .map_or(defaults.call_timeout, Duration::from_millis),
+            isolation: match env.string("LEGACY_ISOLATION")?.as_deref() {
+                Some("in-process") => Isolation::InProcess,
+                None | Some("process") => {
+                    Isolation::Process(isolation_from_env(env, max_concurrency)?)
+                }
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        name: "LEGACY_ISOLATION",
+                        reason: "expected in-process or process".to_owned(),
+                    });
+                }
+            },
+        })
+    }
+}
+
+fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, ConfigError> {
+    let defaults = IsolationSettings::default();
+    // Explicit, or derived from the memory Lambda gives the function.
+    let max_rss_kib = match env.number("LEGACY_WORKER_MAX_RSS_MB", 1..=65_536)? {
+        Some(mb) => mb * 1024,
+        None => env
+            .number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1..=1_048_576)?
+            .map_or(defaults.max_rss_kib, |mb| {
+                isolation::worker_rss_limit_kib(mb, workers)
+            }),
+    };
+    Ok(IsolationSettings {
+        worker_path: env.string("LEGACY_WORKER_PATH")?.map(PathBuf::from),
+        max_calls: env
+            .number("LEGACY_WORKER_MAX_CALLS", 1..=100_000_000)?
+            .unwrap_or(defaults.max_calls),
+        max_rss_kib,
+        start_timeout: env
+            .number("LEGACY_WORKER_START_TIMEOUT_MS", 1..=600_000)?
+            .map_or(defaults.start_timeout, Duration::from_millis),
+        breaker_cooldown: env
+            .number("LEGACY_BREAKER_COOLDOWN_MS", 1..=3_600_000)?
+            .map_or(defaults.breaker_cooldown, Duration::from_millis),
+        ..defaults
+    })
+}
+
+/// Reads the handle counters of the library at `lib_path` without opening an
+/// engine: loading a library this process already loaded yields the same
+/// instance, so these are the counters of the engines it runs. `None` when the
+/// library does not export them.
+pub fn library_stats(lib_path: &Path) -> Result<Option<NativeStats>, LegacyError> {
+    Ok(ffi::NativeLibrary::load(lib_path)?.stats())
+}
+
+impl NativeStats {
+    /// Handles opened and not yet released, engines and results together.
+    pub fn live_handles(&self) -> u64 {
+        (self.engines_opened + self.results_opened)
+            .saturating_sub(self.engines_closed + self.results_closed)
+    }
+
+    pub fn live_results(&self) -> u64 {
+        self.results_opened.saturating_sub(self.results_closed)
+    }
+
+    pub fn live_engines(&self) -> u64 {
+        self.engines_opened.saturating_sub(self.engines_closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_is_the_default_and_reads_its_settings() {
+        let env = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("LEGACY_WORKER_PATH", "/opt/bin/worker"),
+            ("LEGACY_WORKER_MAX_CALLS", "500"),
+            ("LEGACY_WORKER_MAX_RSS_MB", "64"),
+        ]);
+        let Isolation::Process(isolation) =
+            LegacySettings::from_env(&env).expect("settings").isolation
+        else {
+            panic!("process isolation is the default")
+        };
+        assert_eq!(
+            isolation.worker_path,
+            Some(PathBuf::from("/opt/bin/worker"))
+        );
+        assert_eq!(
+            (isolation.max_calls, isolation.max_rss_kib),
+            (500, 64 * 1024)
+        );
+        // Without an explicit limit, the function's memory is shared out.
+        let lambda = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            ("LEGACY_MAX_CONCURRENCY", "2"),
+        ]);
+        let Isolation::Process(isolation) = LegacySettings::from_env(&lambda)
+            .expect("settings")
+            .isolation
+        else {
+            panic!("process isolation is the default")
+        };
+        assert_eq!(isolation.max_rss_kib, 96 * 1024);
+        let in_process = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("LEGACY_ISOLATION", "in-process"),
+        ]);
+        assert_eq!(
+            LegacySettings::from_env(&in_process)
+                .expect("settings")
+                .isolation,
+            Isolation::InProcess
+        );
+        let bad = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("LEGACY_ISOLATION", "threads"),
+        ]);
+        assert!(
+            LegacySettings::from_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("LEGACY_ISOLATION")
+        );
+    }
+}
