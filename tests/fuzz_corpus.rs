@@ -201,7 +201,7 @@ async fn write_seeds() {
     let relay_addr = listener.local_addr().expect("addr");
     let captured = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let sink = std::sync::Arc::clone(&captured);
-    tokio::spawn(async move {
+    let relay = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, _) = listener.accept().await.expect("accept");
         let server = tokio::net::TcpStream::connect(upstream)
@@ -245,8 +245,13 @@ async fn write_seeds() {
         .await
         .expect("page");
     assert_eq!(page.records.len(), 3);
+    // Closing the pool closes its connection: the relay sees the end of the
+    // client's stream, and has captured all of it.
     pool.close();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::timeout(testkit::PATIENCE, relay)
+        .await
+        .expect("the relay ends with the client's connection")
+        .expect("the relay");
     let bytes = captured.lock().await.clone();
     assert!(bytes.len() > 100, "captured {} bytes", bytes.len());
     write_seed("tds_packet", "tiberius-session", &bytes);

@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assessments_common::budget::Limit;
 use assessments_common::config::Env;
@@ -108,7 +108,6 @@ async fn waiters_past_the_wait_timeout_get_a_clear_pool_timeout() {
         s.wait_timeout = Duration::from_millis(100);
     }))
     .expect("pool");
-    let started = Instant::now();
     let tasks: Vec<_> = (0..6)
         .map(|_| {
             let pool = pool.clone();
@@ -129,12 +128,9 @@ async fn waiters_past_the_wait_timeout_get_a_clear_pool_timeout() {
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
+    // Nobody waited forever: every task answered, the four without a
+    // connection by their 100 ms wait (its limit checked above).
     assert_eq!((ok, timed_out), (2, 4));
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "nobody waited forever: {:?}",
-        started.elapsed()
-    );
     let message = SqlError::PoolTimeout {
         limit: Limit::Own {
             after: Duration::from_millis(100),
@@ -205,7 +201,6 @@ async fn a_rejected_login_is_a_clear_error_that_carries_no_credentials() {
         .connection_string
         .replace("local-only-Passw0rd", "wrong-Secret-42");
     let pool = SqlPool::new(&settings).expect("pool");
-    let started = Instant::now();
     let error = pool
         .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
@@ -218,7 +213,6 @@ async fn a_rejected_login_is_a_clear_error_that_carries_no_credentials() {
         error.to_string(),
         "SQL Server rejected the login (error 18456)"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(server.stats().logins_rejected, 1);
     assert!(!format!("{error} {error:?} {settings:?} {pool:?}").contains("wrong-Secret-42"));
 
@@ -241,13 +235,12 @@ async fn refused_and_closed_connections_are_clear_errors_within_the_timeouts() {
     let server = start_tds_server().await;
     server.faults().set_refuse_connections(true);
     let pool = SqlPool::new(&pool_settings(&server, |_| {})).expect("pool");
-    let started = Instant::now();
     let error = pool
         .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("refused");
+    // Refused at once: a connect error, not a timeout.
     assert!(matches!(error, SqlError::Connect(_)), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
 
     // Nothing listening at all.
     let port = {
@@ -277,8 +270,9 @@ async fn a_stalled_server_fails_the_connect_or_the_query_within_its_timeout() {
     }))
     .expect("pool");
 
+    // Each stall is 25 times the timeout: the typed error, naming the 200 ms
+    // that fired, shows which bound ended the wait.
     server.faults().set_stall_logins(Duration::from_secs(5));
-    let started = Instant::now();
     let error = pool
         .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
@@ -288,14 +282,14 @@ async fn a_stalled_server_fails_the_connect_or_the_query_within_its_timeout() {
         "{error:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
+        error
+            .to_string()
+            .contains("within 200ms (SQL_CONNECT_TIMEOUT_MS)"),
+        "{error}"
     );
     server.faults().set_stall_logins(Duration::ZERO);
 
     server.faults().set_stall_queries(Duration::from_secs(5));
-    let started = Instant::now();
     let error = pool
         .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
@@ -304,11 +298,6 @@ async fn a_stalled_server_fails_the_connect_or_the_query_within_its_timeout() {
     assert_eq!(
         error.to_string(),
         "the SQL Server query did not finish within 200ms (SQL_QUERY_TIMEOUT_MS)"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
     );
     assert_eq!(
         pool.status().size,
@@ -578,21 +567,23 @@ async fn pages_read_together_are_each_what_the_page_query_reads_in_one_statement
     }));
 }
 
+/// Each limit set to zero: a connection is idle or old "past it" the
+/// moment it is back in the pool, so no test waits for one to pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use() {
     let server = start_tds_server().await;
-    let pool = SqlPool::new(&pool_settings(&server, |s| {
-        s.validate_after_idle = Duration::from_millis(50);
-        s.idle_timeout = Duration::from_millis(300);
+    let query = |pool: SqlPool| async move {
+        pool.fetch_page(&first_page("stu-0001", 5), &budget())
+            .await
+            .expect("page");
+    };
+    let checked = SqlPool::new(&pool_settings(&server, |s| {
+        s.validate_after_idle = Duration::ZERO;
+        s.idle_timeout = Duration::from_secs(3600);
     }))
     .expect("pool");
-    pool.fetch_page(&first_page("stu-0001", 5), &budget())
-        .await
-        .expect("page");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    pool.fetch_page(&first_page("stu-0001", 5), &budget())
-        .await
-        .expect("page");
+    query(checked.clone()).await;
+    query(checked.clone()).await;
     let kinds: Vec<_> = server
         .recorded()
         .iter()
@@ -603,35 +594,29 @@ async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use()
         ("batch", "SELECT 1".to_owned()),
         "an idle connection is checked first: {kinds:?}"
     );
-    assert_eq!(server.stats().accepted, 1);
+    assert_eq!(server.stats().accepted, 1, "and reused");
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    pool.fetch_page(&first_page("stu-0001", 5), &budget())
-        .await
-        .expect("page");
+    let idle =
+        SqlPool::new(&pool_settings(&server, |s| s.idle_timeout = Duration::ZERO)).expect("pool");
+    query(idle.clone()).await;
+    query(idle.clone()).await;
     assert_eq!(
         server.stats().accepted,
-        2,
+        3,
         "idle past the timeout: a new connection"
     );
+    assert_eq!(idle.status().retired, 1);
 
-    let pool = SqlPool::new(&pool_settings(&server, |s| {
-        s.max_lifetime = Duration::from_millis(100)
-    }))
-    .expect("pool");
-    pool.fetch_page(&first_page("stu-0001", 5), &budget())
-        .await
-        .expect("page");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    pool.fetch_page(&first_page("stu-0001", 5), &budget())
-        .await
-        .expect("page");
+    let old =
+        SqlPool::new(&pool_settings(&server, |s| s.max_lifetime = Duration::ZERO)).expect("pool");
+    query(old.clone()).await;
+    query(old.clone()).await;
     assert_eq!(
         server.stats().accepted,
-        4,
+        5,
         "past its lifetime: a new connection"
     );
-    assert_eq!(pool.status().retired, 1);
+    assert_eq!(old.status().retired, 1);
 }
 
 #[test]

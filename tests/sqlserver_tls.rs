@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Instant;
-
 use assessments_resolver::sqlserver::{SqlError, SqlPool, SqlSettings};
 use testkit::tds::tls::Encryption;
 use testkit::tds::{TdsServer, TdsServerConfig};
@@ -83,16 +81,15 @@ async fn a_server_requiring_encryption_refuses_a_plaintext_client() {
         server.connection_string_with("Encrypt=DANGER_PLAINTEXT"),
     ))
     .expect("pool");
-    let started = Instant::now();
     let error = pool
         .fetch_page(&first_page("stu-0001", 5), &budget())
         .await
         .expect_err("refused");
+    // Refused at once, not timed out: a connect or TLS error, not a timeout.
     assert!(
         matches!(error, SqlError::Connect(_) | SqlError::Tls(_)),
         "{error:?}"
     );
-    assert!(started.elapsed().as_secs() < 5);
     let stats = server.stats();
     assert_eq!(stats.refused_plaintext, 1, "{stats:?}");
     assert_eq!(

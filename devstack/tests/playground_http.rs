@@ -99,14 +99,13 @@ async fn with_tracing_a_request_s_spans_and_timings_are_shown() {
     assert!(body.get("errors").is_none(), "{body}");
 
     // The spans arrive over UDP just after the answer.
-    let mut stats = playground.stats().await;
-    for _ in 0..50 {
-        if stats["lastTrace"]["spans"].as_array().map(Vec::len) >= Some(5) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        stats = playground.stats().await;
-    }
+    let playground = &playground;
+    testkit::wait_for("the invocation's spans at the X-Ray stand-in", || async {
+        let stats = playground.stats().await;
+        stats["lastTrace"]["spans"].as_array().map(Vec::len) >= Some(5)
+    })
+    .await;
+    let stats = playground.stats().await;
     let trace = &stats["lastTrace"];
     assert_eq!(
         trace["traceId"], stats["lastInvocation"]["traceId"],

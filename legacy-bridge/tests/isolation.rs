@@ -74,8 +74,7 @@ async fn shut_down_leaving_no_zombie(engine: LegacyEngine) {
         .shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(zombies().is_empty(), "{:?}", zombies());
+    testkit::wait_until("every worker reaped", || zombies().is_empty()).await;
 }
 
 fn kind(result: &Result<Vec<legacy_bridge::ScoredAssessment>, LegacyError>) -> &'static str {
@@ -220,10 +219,7 @@ async fn a_hung_worker_is_killed_at_the_call_timeout() {
         message,
         "the legacy component did not answer within 300ms (LEGACY_CALL_TIMEOUT_MS)"
     );
-    assert!(
-        elapsed >= timeout && elapsed < timeout + Duration::from_millis(700),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= timeout, "not before its timeout: {elapsed:?}");
     let stats = engine.stats().isolation.expect("isolated");
     assert_eq!(
         (stats.hangs, stats.workers),
@@ -285,7 +281,7 @@ async fn workers_are_recycled_after_max_calls_and_past_max_rss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
     let _serial = serial();
-    let (engine, flag) = crash_storm("breaker", "", Duration::from_millis(500)).await;
+    let (engine, flag) = crash_storm("breaker", "", Duration::from_secs(2)).await;
 
     // The storm: every call kills its worker, until half the window has.
     let mut kinds = Vec::new();
@@ -298,27 +294,30 @@ async fn the_breaker_opens_under_a_crash_storm_and_closes_after_its_cooldown() {
     assert_eq!(stats.breaker, Some(BreakerState::Open));
     assert_eq!(stats.breaker_opened, 1);
     let started_while_open = stats.started;
-    let refused_at = Instant::now();
     assert_eq!(
         kind(&engine.score(grade3(), rows(1), &budget()).await),
         "refused"
     );
-    assert!(
-        refused_at.elapsed() < Duration::from_millis(50),
-        "no fork loop while open"
-    );
     assert_eq!(
         engine.stats().isolation.expect("isolated").started,
-        started_while_open
+        started_while_open,
+        "no fork loop while open"
     );
 
-    // The component recovers; after the cool-down one trial call closes the breaker.
+    // The component recovers; once the cool-down is over, one trial call
+    // closes the breaker (the calls before it are refused).
     std::fs::remove_file(&flag).expect("flag");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        kind(&engine.score(grade3(), rows(1), &budget()).await),
-        "ok"
-    );
+    let engine = &engine;
+    testkit::wait_for("a trial call after the cool-down", || async {
+        match kind(&engine.score(grade3(), rows(1), &budget()).await) {
+            "refused" => false,
+            other => {
+                assert_eq!(other, "ok", "the trial's worker serves");
+                true
+            }
+        }
+    })
+    .await;
     let stats = engine.stats().isolation.expect("isolated");
     assert_eq!(stats.breaker, Some(BreakerState::Closed), "{stats:?}");
     for _ in 0..5 {
@@ -416,14 +415,20 @@ async fn a_trial_call_whose_caller_gives_up_still_decides_the_breaker() {
         Some(BreakerState::Open)
     );
     std::fs::remove_file(&flag).expect("flag");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    // The trial call's caller gives up (its future is dropped) while the worker runs it.
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(100),
-        engine.score(grade3(), rows(1), &budget()),
-    )
+    // The trial call's caller gives up (its future is dropped) while the
+    // worker runs it: the first call admitted once the cool-down is over
+    // (a refused call answers at once, within the 100 ms).
+    let running = &engine;
+    testkit::wait_for("the cool-down to end and a trial call to start", || async {
+        let budget = budget();
+        let call = running.score(grade3(), rows(1), &budget);
+        match tokio::time::timeout(Duration::from_millis(100), call).await {
+            Err(_still_running) => true,
+            Ok(Err(LegacyError::CircuitOpen { .. })) => false,
+            Ok(other) => panic!("a refusal or a running trial, got {other:?}"),
+        }
+    })
     .await;
-    assert!(abandoned.is_err(), "the call was still running");
     // The trial goes on without its caller (its worker is not killed): until
     // it ends, the breaker waits for it...
     assert_eq!(
@@ -431,14 +436,10 @@ async fn a_trial_call_whose_caller_gives_up_still_decides_the_breaker() {
         "refused"
     );
     // ...and its outcome closes it: never wedged, never decided by a caller's patience.
-    let waited = Instant::now();
-    while engine.stats().isolation.expect("isolated").breaker != Some(BreakerState::Closed) {
-        assert!(
-            waited.elapsed() < Duration::from_secs(3),
-            "the trial decided"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::wait_until("the abandoned trial to decide", || {
+        engine.stats().isolation.expect("isolated").breaker == Some(BreakerState::Closed)
+    })
+    .await;
     assert_eq!(
         kind(&engine.score(grade3(), rows(1), &budget()).await),
         "ok"
@@ -465,7 +466,11 @@ async fn a_worker_that_died_while_idle_is_replaced_and_the_call_succeeds() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    testkit::wait_until(
+        "the killed worker to be dead (a zombie until reaped)",
+        || zombies().contains(&workers[0]),
+    )
+    .await;
     // The next call finds it dead when it writes the request, buries it,
     // starts a new worker and sends the call there: the caller sees no error.
     assert_eq!(

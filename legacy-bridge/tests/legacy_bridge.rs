@@ -138,7 +138,10 @@ async fn a_call_past_its_timeout_keeps_its_slot_until_the_native_call_returns() 
         let engine = Arc::clone(&engine);
         async move { engine.score(grade3(), rows(1), &budget()).await }
     });
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    testkit::wait_until("the first call to hold the only slot", || {
+        engine.stats().in_flight == 1
+    })
+    .await;
     // Waiting for a slot is bounded by the caller's budget: 100 ms here.
     let short = assessments_common::budget::Budget::after(Duration::from_millis(100));
     let second = engine.score(grade3(), rows(1), &short).await;
@@ -191,11 +194,10 @@ async fn shutdown_during_a_call_closes_the_engine_when_the_call_returns() {
     assert_eq!(shim_stats().engines_closed, before.engines_closed);
     // When the native call returns, its blocking task frees the result and,
     // as the last owner, closes the engine: once.
-    let mut waited = 0;
-    while shim_stats().engines_closed == before.engines_closed && waited < 200 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        waited += 1;
-    }
+    testkit::wait_until("the running call to return and close the engine", || {
+        shim_stats().engines_closed > before.engines_closed
+    })
+    .await;
     assert_eq!(shim_stats().engines_closed, before.engines_closed + 1);
     assert_native_clean("shutdown during a call");
 }

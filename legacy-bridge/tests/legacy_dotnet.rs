@@ -267,9 +267,10 @@ async fn ten_thousand_mixed_calls_in_dotnet_workers_release_every_handle() {
         *tally.entry(outcome).or_insert(0) += 1;
     }
     // Background calls (dropped futures, the panicking callers') finish first.
-    while fast.stats().in_flight > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::wait_until("the background calls to finish", || {
+        fast.stats().in_flight == 0
+    })
+    .await;
     let native = fast
         .stats()
         .native

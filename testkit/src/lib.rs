@@ -65,3 +65,31 @@ pub fn built_binary(name: &str) -> String {
         ),
     }
 }
+
+/// How long a test waits for a condition before it fails: generous, since a
+/// loaded machine is slow, not wrong.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `condition` holds, checking it every few milliseconds, up to
+/// [`PATIENCE`]; panics naming `what` if it never does. How a test waits for
+/// something to happen (never a sleep of a guessed length).
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(what, || std::future::ready(condition())).await;
+}
+
+/// [`wait_until`] with a condition that has to wait for its answer itself
+/// (an HTTP call, a process's output).
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut condition: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        // The polling interval, not a guess at how long anything takes.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -145,11 +145,10 @@ async fn connections_are_counted_while_open_and_closed_on_shutdown() {
     let b = connect(&server).await;
     assert_eq!(server.stats().open_connections, 2);
     drop(a);
-    let mut waited = 0;
-    while server.stats().open_connections != 1 && waited < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        waited += 1;
-    }
+    testkit::wait_until("the server to see the connection closed", || {
+        server.stats().open_connections == 1
+    })
+    .await;
     assert_eq!(server.stats().open_connections, 1);
     assert_eq!(server.stats().peak_connections, 2);
     server.reset_peak();

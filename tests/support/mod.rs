@@ -1,8 +1,6 @@
 //! Test support shared by the integration tests.
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of this module
 
-use std::time::Duration;
-
 pub use testkit::budget;
 pub use testkit::legacy::{MALFORMED_MODES, native_counters_lock};
 
@@ -137,11 +135,10 @@ impl Stack {
     /// After a test: no native result alive, no violation, the pool within its bound.
     pub async fn assert_clean(&self) {
         // Timed-out native calls finish in the background: wait for them.
-        let mut waited = 0;
-        while self.deps.resolver.resources().legacy.in_flight > 0 && waited < 200 {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            waited += 1;
-        }
+        testkit::wait_until("the native calls still running to return", || {
+            self.deps.resolver.resources().legacy.in_flight == 0
+        })
+        .await;
         let resources = self.deps.resolver.resources();
         let native = (resources.legacy.native).expect("the shim exports its counters");
         assert_eq!(native.live_results(), 0, "live native results: {native:?}");
