@@ -8,7 +8,7 @@
 //! conditional put. Records run concurrently up to a bound; each finishes
 //! or fails before the invocation's deadline. Failed records are reported
 //! to SQS (`batchItemFailures`) and redelivered by the queue, never held in
-//! memory: nothing here outlives an invocation but the clients and counters.
+//! memory: nothing here outlives an invocation but the clients.
 //!
 //! * [`message`]: a record body, validated;
 //! * [`assessments`]: the Assessments table (history, idempotent write);
