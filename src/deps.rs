@@ -71,7 +71,7 @@ impl Settings {
         let insecure = InsecureSettings::from_env(env)?;
         let aws = AwsSettings::from_env(env)?;
         let students_table = env.required("STUDENTS_TABLE")?;
-        let legacy = LegacySettings::from_env(env)?;
+        let legacy = LegacySettings::from_env(env, insecure)?;
         let authz = AuthzPolicy::from_env(env)?;
         let metrics = MetricsSettings::from_env(env, "assessments-resolver")?;
         let shutdown_grace = env.number("SHUTDOWN_GRACE_MS", 0..=10_000)?.unwrap_or(400);

@@ -52,10 +52,12 @@ fn the_reply_stream_splits_into_frames_and_stops_at_a_bad_one() {
     let replies = [
         Reply::Ready {
             pid: 42,
+            confinement: confinement(),
             native: None,
         },
         Reply::Ready {
             pid: 43,
+            confinement: confinement(),
             native: None,
         },
     ];
@@ -83,6 +85,18 @@ fn the_reply_stream_splits_into_frames_and_stops_at_a_bad_one() {
 fn the_tds_packet_corpus_replays_cleanly() {
     let n = replay("tds_packet", testkit::tds::fuzzing::packet_stream);
     assert!(n >= 2, "{n} inputs");
+}
+
+/// A worker's confinement as its `Ready` reports it.
+fn confinement() -> legacy_bridge::Confinement {
+    legacy_bridge::Confinement {
+        writes: legacy_bridge::Writes::Enforced,
+        syscalls_allowed: 130,
+        data_limit_mib: 192,
+        address_space_gib: 16,
+        open_files: 256,
+        oom_score_adj: 1000,
+    }
 }
 
 fn write_seed(target: &str, name: &str, bytes: &[u8]) {
@@ -144,6 +158,7 @@ async fn write_seeds() {
             "ready",
             Reply::Ready {
                 pid: 4242,
+                confinement: confinement(),
                 native: Some(NativeStats {
                     engines_opened: 1,
                     ..NativeStats::default()

@@ -190,7 +190,8 @@ async fn with_managed_concurrency_the_binary_serves_invocations_at_once() {
 }
 
 /// The resolver as a deployed stack runs it: the connection string and the
-/// `nextToken` key from Secrets Manager, no `ALLOW_INSECURE_SETTINGS`.
+/// `nextToken` key from Secrets Manager, no `ALLOW_INSECURE_SETTINGS`, the
+/// component in its default isolation (workers).
 fn production_env(
     stack: &Stack,
     api: &RuntimeApi,
@@ -201,7 +202,10 @@ fn production_env(
     env.retain(|(k, _)| {
         !matches!(
             k.as_str(),
-            "SQLSERVER_CONNECTION_STRING" | "NEXT_TOKEN_KEY" | "ALLOW_INSECURE_SETTINGS"
+            "SQLSERVER_CONNECTION_STRING"
+                | "NEXT_TOKEN_KEY"
+                | "ALLOW_INSECURE_SETTINGS"
+                | "LEGACY_ISOLATION"
         )
     });
     env.extend([

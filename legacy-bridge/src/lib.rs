@@ -59,13 +59,14 @@ pub mod worker;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use assessments_common::config::{ConfigError, Env};
+use assessments_common::config::{ConfigError, Env, InsecureSettings};
 
 pub use abi::NativeStats;
 pub use engine::{LegacyEngine, LegacyStats};
 pub use error::{LegacyError, NativeStatus};
 pub use ffi::ABI_VERSION;
 pub use isolation::{BreakerState, IsolationSettings, IsolationStats};
+pub use sandbox::{Confinement, Writes};
 pub use types::{
     AssessmentRow, AssessmentType, Band, Flags, MAX_GRADE, MAX_ID_LEN, MAX_ROWS_PER_CALL,
     ScoredAssessment, StudentContext,
@@ -119,8 +120,10 @@ impl Default for LegacySettings {
 impl LegacySettings {
     /// Reads the `LEGACY_*` settings: `LEGACY_LIB_PATH` is required, a
     /// missing other one takes its default, an invalid one is an error naming
-    /// the variable.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// the variable. `in-process` is an insecure setting: on Lambda it is
+    /// refused unless `insecure` allows it (the component would share the
+    /// function's memory, credentials and fate).
+    pub fn from_env(env: &Env, insecure: InsecureSettings) -> Result<Self, ConfigError> {
         let defaults = LegacySettings::default();
         let max_concurrency = env
             .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
@@ -135,7 +138,15 @@ impl LegacySettings {
                 .number("LEGACY_CALL_TIMEOUT_MS", 1..=600_000)?
                 .map_or(defaults.call_timeout, Duration::from_millis),
             isolation: match env.string("LEGACY_ISOLATION")?.as_deref() {
-                Some("in-process") => Isolation::InProcess,
+                Some("in-process") => {
+                    insecure.check("LEGACY_ISOLATION", true, || {
+                        "in-process runs the legacy component inside the function: it can read \
+                         the function's credentials and memory, and a crash in it ends the \
+                         execution environment"
+                            .to_owned()
+                    })?;
+                    Isolation::InProcess
+                }
                 None | Some("process") => {
                     Isolation::Process(isolation_from_env(env, max_concurrency)?)
                 }
@@ -153,13 +164,16 @@ impl LegacySettings {
 fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, ConfigError> {
     let defaults = IsolationSettings::default();
     // Explicit, or derived from the memory Lambda gives the function.
+    let memory_mb = env.number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1..=1_048_576)?;
     let max_rss_kib = match env.number("LEGACY_WORKER_MAX_RSS_MB", 1..=65_536)? {
         Some(mb) => mb * 1024,
-        None => env
-            .number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1..=1_048_576)?
-            .map_or(defaults.max_rss_kib, |mb| {
-                isolation::worker_rss_limit_kib(mb, workers)
-            }),
+        None => memory_mb.map_or(defaults.max_rss_kib, |mb| {
+            isolation::worker_rss_limit_kib(mb, workers)
+        }),
+    };
+    let max_data_mib = match env.number("LEGACY_WORKER_MAX_DATA_MB", 16..=1_048_576)? {
+        Some(mb) => mb,
+        None => memory_mb.map_or(defaults.max_data_mib, isolation::worker_data_limit_mib),
     };
     Ok(IsolationSettings {
         worker_path: env.string("LEGACY_WORKER_PATH")?.map(PathBuf::from),
@@ -167,6 +181,7 @@ fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, Co
             .number("LEGACY_WORKER_MAX_CALLS", 1..=100_000_000)?
             .unwrap_or(defaults.max_calls),
         max_rss_kib,
+        max_data_mib,
         start_timeout: env
             .number("LEGACY_WORKER_START_TIMEOUT_MS", 1..=600_000)?
             .map_or(defaults.start_timeout, Duration::from_millis),
@@ -214,7 +229,9 @@ mod tests {
             ("LEGACY_WORKER_MAX_RSS_MB", "64"),
         ]);
         let Isolation::Process(isolation) =
-            LegacySettings::from_env(&env).expect("settings").isolation
+            LegacySettings::from_env(&env, InsecureSettings::ALLOWED)
+                .expect("settings")
+                .isolation
         else {
             panic!("process isolation is the default")
         };
@@ -232,29 +249,49 @@ mod tests {
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
             ("LEGACY_MAX_CONCURRENCY", "2"),
         ]);
-        let Isolation::Process(isolation) = LegacySettings::from_env(&lambda)
-            .expect("settings")
-            .isolation
+        let Isolation::Process(isolation) =
+            LegacySettings::from_env(&lambda, InsecureSettings::ALLOWED)
+                .expect("settings")
+                .isolation
         else {
             panic!("process isolation is the default")
         };
         assert_eq!(isolation.max_rss_kib, 96 * 1024);
+        assert_eq!(isolation.max_data_mib, 192);
         let in_process = Env::from_pairs([
             ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
             ("LEGACY_ISOLATION", "in-process"),
         ]);
         assert_eq!(
-            LegacySettings::from_env(&in_process)
+            LegacySettings::from_env(&in_process, InsecureSettings::ALLOWED)
                 .expect("settings")
                 .isolation,
             Isolation::InProcess
+        );
+        // On Lambda, in-process only with ALLOW_INSECURE_SETTINGS.
+        let on_lambda = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("LEGACY_ISOLATION", "in-process"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "assessments-resolver"),
+        ]);
+        let refused = InsecureSettings::from_env(&on_lambda).expect("flag");
+        let error = LegacySettings::from_env(&on_lambda, refused).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Insecure {
+                    name: "LEGACY_ISOLATION",
+                    ..
+                }
+            ),
+            "{error}"
         );
         let bad = Env::from_pairs([
             ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
             ("LEGACY_ISOLATION", "threads"),
         ]);
         assert!(
-            LegacySettings::from_env(&bad)
+            LegacySettings::from_env(&bad, InsecureSettings::ALLOWED)
                 .unwrap_err()
                 .to_string()
                 .starts_with("LEGACY_ISOLATION")

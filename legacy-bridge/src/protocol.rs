@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NativeStats;
 use crate::error::{LegacyError, NativeStatus};
+use crate::sandbox::Confinement;
 use crate::types::{AssessmentRow, ScoredAssessment, StudentContext, check_scored};
 
 /// The largest frame either side accepts: a full call (500 rows of 64-byte
@@ -38,6 +39,8 @@ pub enum Reply {
     Ready {
         pid: u32,
         native: Option<NativeStats>,
+        /// The sandbox it has in force.
+        confinement: Confinement,
     },
     /// The first (and last) frame of a worker that could not.
     InitFailed { message: String },
@@ -245,6 +248,14 @@ mod tests {
             Reply::Ready {
                 pid: 42,
                 native: None,
+                confinement: Confinement {
+                    writes: crate::sandbox::Writes::Partial { abi: 3 },
+                    syscalls_allowed: 120,
+                    data_limit_mib: 192,
+                    address_space_gib: 16,
+                    open_files: 256,
+                    oom_score_adj: 1000,
+                },
             },
             Reply::Scored {
                 id: 7,
@@ -288,6 +299,12 @@ mod tests {
         let mut nan = ok.clone();
         nan[1].percentile = f64::NAN;
         assert!(check_scored_reply(1, &rows, 1, &nan).is_err());
+        // wcpm within the scale: no room for a payload in a huge value.
+        let mut fluent = ok.clone();
+        fluent[0].wcpm = Some(crate::types::MAX_WCPM);
+        assert!(check_scored_reply(1, &rows, 1, &fluent).is_ok());
+        fluent[0].wcpm = Some(1.0e300);
+        assert!(check_scored_reply(1, &rows, 1, &fluent).is_err());
     }
 
     #[test]

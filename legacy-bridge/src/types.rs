@@ -202,6 +202,12 @@ pub(super) fn validate_scored(
 
 /// The ranges every scored assessment must respect, wherever it came from
 /// (the native result, or a worker process's answer).
+/// The most words correct per minute an entry may say: above any reader's
+/// oral reading rate (fluent adults read aloud at 150–250). A bound, with the
+/// answer's rounding to 0.1, on what a component can hide in the low bits of
+/// the value (docs/security.md, N9).
+pub const MAX_WCPM: f64 = 600.0;
+
 pub(super) fn check_scored(index: usize, scored: &ScoredAssessment) -> Result<(), LegacyError> {
     let bad = |what: &str| LegacyError::MalformedOutput(format!("entry {index}: {what}"));
     if !in_range(scored.scaled_score, 100.0, 900.0) {
@@ -213,8 +219,8 @@ pub(super) fn check_scored(index: usize, scored: &ScoredAssessment) -> Result<()
     if !in_range(scored.accuracy, 0.0, 1.0) {
         return Err(bad("accuracy is not a number within 0..1"));
     }
-    if scored.wcpm.is_some_and(|w| !in_range(w, 0.0, f64::MAX)) {
-        return Err(bad("wcpm is not a finite number >= 0"));
+    if scored.wcpm.is_some_and(|w| !in_range(w, 0.0, MAX_WCPM)) {
+        return Err(bad("wcpm is not a number within 0..600"));
     }
     if scored.flags.0 & !Flags::ALL_BITS != 0 {
         return Err(bad("flags has undefined bits"));

@@ -15,6 +15,7 @@ use crate::error::LegacyError;
 use crate::ffi::NativeLibrary;
 use crate::handle::EngineHandle;
 use crate::protocol::{self, Reply, Request, WireError};
+use crate::sandbox::Confinement;
 use crate::types::validate_input;
 
 /// The argument that selects the worker role.
@@ -24,6 +25,8 @@ pub(super) const ENV_LIB: &str = "LEGACY_WORKER_LIB";
 pub(super) const ENV_CONFIG: &str = "LEGACY_WORKER_CONFIG";
 /// The one directory the worker may write to (also its working directory and `TMPDIR`).
 pub(super) const ENV_DIR: &str = "LEGACY_WORKER_DIR";
+/// Its private writable memory's bound (`RLIMIT_DATA`), in MiB.
+pub(super) const ENV_DATA_LIMIT: &str = "LEGACY_WORKER_DATA_LIMIT_MIB";
 
 /// Exit codes of a worker.
 const EXIT_OK: i32 = 0;
@@ -40,7 +43,8 @@ pub fn run_worker_if_requested() {
 
 /// Moves the reply channel off fd 1: replies go to a private duplicate of
 /// the original stdout, and fd 1 becomes stderr, so whatever the native code
-/// prints lands in the logs instead of corrupting the frames.
+/// prints goes down the stderr pipe, which the supervisor passes on as data
+/// (`isolation/output.rs`), instead of corrupting the frames.
 fn private_reply_channel() -> std::io::Result<std::fs::File> {
     let stdout = std::io::stdout();
     // SAFETY: dup on fd 1, which is open for the life of the process; on
@@ -87,8 +91,8 @@ fn run() -> i32 {
             return EXIT_INIT_FAILED;
         }
     };
-    let engine = match open_confined() {
-        Ok(engine) => engine,
+    let (engine, confinement) = match open_confined() {
+        Ok(opened) => opened,
         Err(message) => {
             let _ = write_reply(&mut replies, &Reply::InitFailed { message });
             return EXIT_INIT_FAILED;
@@ -97,6 +101,7 @@ fn run() -> i32 {
     let ready = Reply::Ready {
         pid: std::process::id(),
         native: engine.library().stats(),
+        confinement,
     };
     let code = if write_reply(&mut replies, &ready).is_err() {
         EXIT_PROTOCOL
@@ -112,30 +117,24 @@ fn run() -> i32 {
 /// Confines this process (before the library loads: none of the
 /// component's code runs unconfined), then loads the library and opens its
 /// engine; the reason it could not, for `InitFailed`.
-fn open_confined() -> Result<EngineHandle, String> {
-    let directory = std::env::var_os(ENV_DIR).map(PathBuf::from);
-    let confined = directory
-        .ok_or_else(|| format!("{ENV_DIR} is not set"))
-        .and_then(|dir| crate::sandbox::confine(&dir));
-    match confined {
-        Ok(crate::sandbox::Confinement::Full) => {}
-        Ok(crate::sandbox::Confinement::WithoutLandlock) => {
-            eprintln!(
-                "legacy worker: this kernel has no Landlock: writes are not confined to the worker's directory (the rest of the sandbox applies)"
-            );
-        }
-        Err(reason) => {
-            return Err(format!(
-                "the worker's sandbox could not be applied: {reason}"
-            ));
-        }
-    }
+fn open_confined() -> Result<(EngineHandle, Confinement), String> {
+    let directory = std::env::var_os(ENV_DIR)
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("{ENV_DIR} is not set"))?;
+    let data_limit_mib = std::env::var(ENV_DATA_LIMIT)
+        .ok()
+        .and_then(|mib| mib.parse::<u64>().ok())
+        .ok_or_else(|| format!("{ENV_DATA_LIMIT} is not set to a number"))?;
+    let confinement = crate::sandbox::confine(&directory, data_limit_mib)
+        .map_err(|reason| format!("the worker's sandbox could not be applied: {reason}"))?;
     let lib = std::env::var_os(ENV_LIB).map(PathBuf::from);
     let config = std::env::var(ENV_CONFIG).unwrap_or_default();
-    lib.ok_or_else(|| LegacyError::InvalidInput(format!("{ENV_LIB} is not set")))
+    let engine = lib
+        .ok_or_else(|| LegacyError::InvalidInput(format!("{ENV_LIB} is not set")))
         .and_then(|path| NativeLibrary::load(&path))
         .and_then(|library| EngineHandle::open(Arc::new(library), &config))
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    Ok((engine, confinement))
 }
 
 /// Answers requests, one at a time, until stdin closes (exit 0) or a frame

@@ -4,8 +4,10 @@
 //!
 //! * [`supervisor`]: call slots, the call's three clocks (waiting, starting,
 //!   running), replacement and recycling, shutdown;
-//! * [`process`]: one worker process: start until `Ready`, one exchange,
-//!   reaping, retirement;
+//! * [`process`]: one worker process, in its own process group and
+//!   directory: start until `Ready`, one exchange, reaping, retirement;
+//! * [`output`]: what a worker prints, passed on as data of the function's
+//!   own log lines, bounded;
 //! * [`breaker`]: the circuit breaker, a pure state machine;
 //! * [`stats`]: the supervisor's counters and the workers' native counters.
 //!
@@ -22,6 +24,7 @@
 
 mod breaker;
 mod directory;
+mod output;
 mod process;
 mod stats;
 mod supervisor;
@@ -47,6 +50,11 @@ pub struct IsolationSettings {
     /// replaced. Default: derived from the function's memory (see
     /// [`worker_rss_limit_kib`]), 200 MB outside Lambda.
     pub max_rss_kib: u64,
+    /// `LEGACY_WORKER_MAX_DATA_MB`: a worker's private writable memory
+    /// (`RLIMIT_DATA`), the bound that holds during a call (an allocation
+    /// past it fails). Default: derived from the function's memory (see
+    /// [`worker_data_limit_mib`]), 1,024 MiB outside Lambda.
+    pub max_data_mib: u64,
     /// `LEGACY_WORKER_START_TIMEOUT_MS`: from exec to `Ready` (default 5,000).
     pub start_timeout: Duration,
     /// `LEGACY_BREAKER_COOLDOWN_MS`: how long the open breaker refuses calls (default 10,000).
@@ -66,6 +74,7 @@ impl Default for IsolationSettings {
             worker_path: None,
             max_calls: 10_000,
             max_rss_kib: 200 * 1024,
+            max_data_mib: 1024,
             start_timeout: Duration::from_secs(5),
             breaker_cooldown: Duration::from_secs(10),
             breaker_window: 20,
@@ -95,6 +104,20 @@ pub fn worker_rss_limit_kib(memory_mb: u64, workers: usize) -> u64 {
     share.max(MIN_WORKER_RSS_MB) * 1024
 }
 
+/// The default `RLIMIT_DATA` of a worker (MiB) on a function of
+/// `memory_mb`: all the memory but the function's own share (as in
+/// [`worker_rss_limit_kib`]), so that one call, however it allocates, cannot
+/// take what the function needs; several workers together past the
+/// environment's memory meet the OOM killer, which takes a worker first
+/// (`oom_score_adj` 1000). At least [`MIN_WORKER_DATA_MB`].
+pub fn worker_data_limit_mib(memory_mb: u64) -> u64 {
+    let reserve = FUNCTION_RESERVE_MB.max(memory_mb / 4);
+    memory_mb.saturating_sub(reserve).max(MIN_WORKER_DATA_MB)
+}
+
+/// No data limit below this: a .NET worker maps ~? MiB writable at start.
+pub const MIN_WORKER_DATA_MB: u64 = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +128,8 @@ mod tests {
         assert_eq!(worker_rss_limit_kib(1024, 4), 192 * 1024);
         assert_eq!(worker_rss_limit_kib(128, 4), 16 * 1024, "the floor");
         assert_eq!(worker_rss_limit_kib(3008, 1), (3008 - 752) * 1024);
+        assert_eq!(worker_data_limit_mib(256), 192);
+        assert_eq!(worker_data_limit_mib(10_240), 7_680);
+        assert_eq!(worker_data_limit_mib(128), 64, "the floor");
     }
 }

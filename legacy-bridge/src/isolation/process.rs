@@ -1,11 +1,15 @@
 //! One worker process and its pipes: starting it (until `Ready`), one
 //! exchange (a request frame out, a reply frame back), and ending it.
 //! Every path that ends a worker reaps it: no zombies; its pipes close with
-//! it: no descriptor growth. Dropping a `Worker` kills the process (tokio
-//! then reaps it), so a worker can never outlive its owner.
+//! it: no descriptor growth. A worker leads a process group of its own and
+//! has a directory of its own; dropping a `Worker` kills the group and
+//! removes the directory (tokio then reaps the process), so neither it nor
+//! anything it started can outlive its owner (its sandbox refuses `setsid`,
+//! `setpgid` and new processes, so nothing leaves the group).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -15,7 +19,10 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::NativeStats;
 use crate::protocol::{self, Reply, WorkerProtocolError};
-use crate::worker::{ENV_CONFIG, ENV_DIR, ENV_LIB, WORKER_ARG};
+use crate::sandbox::Confinement;
+use crate::worker::{ENV_CONFIG, ENV_DATA_LIMIT, ENV_DIR, ENV_LIB, WORKER_ARG};
+
+use super::output;
 
 /// Environment variables a worker inherits (the rest is cleared: a worker
 /// gets none of the function's credentials). `DOTNET_ROOT`: where a .NET
@@ -28,8 +35,10 @@ pub(super) struct Launch<'a> {
     pub worker_path: &'a Path,
     pub lib_path: &'a Path,
     pub engine_config: &'a str,
-    /// The worker's own directory: the one place it may write.
+    /// The worker's own directory: the one place it may write (removed with it).
     pub directory: &'a Path,
+    /// Its private writable memory's bound (`RLIMIT_DATA`), in MiB.
+    pub data_limit_mib: u64,
 }
 
 /// A worker process with its pipes.
@@ -42,6 +51,42 @@ pub(super) struct Worker {
     pub calls: u64,
     /// Its handle counters, from its last frame.
     pub native: Option<NativeStats>,
+    /// The sandbox it reported in force.
+    pub confinement: Option<Confinement>,
+    /// Its process group and directory, ended with it.
+    _group: ProcessGroup,
+}
+
+/// A worker's process group (the worker leads it: its pid is the group's
+/// id) and its directory. Dropped with the worker, however it ends: the
+/// group is killed (anything the worker started goes with it) and the
+/// directory removed. `end` and a drop kill the group before the worker is
+/// reaped; after `retire` or `reap` its id could name another group only
+/// once the kernel's pids have wrapped around (`pid_max`), which a
+/// microsecond does not allow.
+struct ProcessGroup {
+    id: u32,
+    directory: PathBuf,
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        kill_group(self.id);
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+/// SIGKILL to every process of group `id` (none left: nothing happens).
+fn kill_group(id: u32) {
+    // 0 and anything past pid_t would name this process's own group, or all.
+    let Some(id) = libc::pid_t::try_from(id).ok().filter(|id| *id > 0) else {
+        return;
+    };
+    // SAFETY: killpg takes plain integers and touches no memory of ours; a
+    // group that no longer exists is ESRCH, ignored.
+    unsafe {
+        libc::killpg(id, libc::SIGKILL);
+    }
 }
 
 /// Why a worker could not be started. Every one is a death for the breaker.
@@ -101,50 +146,18 @@ async fn read_reply(stdout: &mut BufReader<ChildStdout>) -> Result<Reply, Lost> 
 }
 
 impl Worker {
-    /// Starts a worker and waits for its `Ready` up to `timeout`.
+    /// Makes its directory, starts it and waits for its `Ready` up to `timeout`.
     pub async fn start(launch: &Launch<'_>, timeout: Duration) -> Result<Worker, StartFailure> {
-        let mut command = Command::new(launch.worker_path);
-        command
-            .arg(WORKER_ARG)
-            .env_clear()
-            .env(ENV_LIB, launch.lib_path)
-            .env(ENV_CONFIG, launch.engine_config)
-            .env(ENV_DIR, launch.directory)
-            .env("TMPDIR", launch.directory)
-            .current_dir(launch.directory)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for name in INHERITED_ENV {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| StartFailure::Spawn(format!("{}: {e}", launch.worker_path.display())))?;
-        let (Some(stdin), Some(stdout), Some(pid)) =
-            (child.stdin.take(), child.stdout.take(), child.id())
-        else {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(StartFailure::Spawn(
-                "the worker's pipes are missing".to_owned(),
-            ));
-        };
-        let mut worker = Worker {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout),
-            pid,
-            calls: 0,
-            native: None,
-        };
+        let mut worker = Self::spawn(launch).await?;
         let ready = timeout_at(Instant::now() + timeout, read_reply(&mut worker.stdout)).await;
         match ready {
-            Ok(Ok(Reply::Ready { native, .. })) => {
+            Ok(Ok(Reply::Ready {
+                native,
+                confinement,
+                ..
+            })) => {
                 worker.native = native;
+                worker.confinement = Some(confinement);
                 Ok(worker)
             }
             Ok(Ok(Reply::InitFailed { message })) => {
@@ -160,6 +173,56 @@ impl Worker {
                 Err(StartFailure::DiedBeforeReady(how))
             }
         }
+    }
+
+    /// Makes its directory and starts the process in its group, its output
+    /// relayed: not yet ready.
+    async fn spawn(launch: &Launch<'_>) -> Result<Worker, StartFailure> {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(launch.directory)
+            .map_err(|e| {
+                StartFailure::Spawn(format!(
+                    "cannot make its directory {}: {e}",
+                    launch.directory.display()
+                ))
+            })?;
+        let mut child = match command(launch).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(launch.directory);
+                let path = launch.worker_path.display();
+                return Err(StartFailure::Spawn(format!("{path}: {e}")));
+            }
+        };
+        // From here its group and directory go with it, however it ends.
+        let group = ProcessGroup {
+            id: child.id().unwrap_or(0),
+            directory: launch.directory.to_owned(),
+        };
+        let (Some(stdin), Some(stdout), Some(stderr), Some(pid)) = (
+            child.stdin.take(),
+            child.stdout.take(),
+            child.stderr.take(),
+            child.id(),
+        ) else {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(StartFailure::Spawn(
+                "the worker's pipes are missing".to_owned(),
+            ));
+        };
+        output::relay(pid, stderr);
+        Ok(Worker {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            pid,
+            calls: 0,
+            native: None,
+            confinement: None,
+            _group: group,
+        })
     }
 
     /// Sends one request frame and reads the reply, which must come by `reply_by`.
@@ -189,8 +252,9 @@ impl Worker {
         }
     }
 
-    /// Kills and reaps it; says how it ended.
+    /// Kills it (its group) and reaps it; says how it ended.
     pub async fn end(mut self) -> String {
+        kill_group(self.pid);
         let _ = self.child.start_kill();
         self.child
             .wait()
@@ -231,6 +295,39 @@ impl Worker {
     pub fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.pid)
     }
+}
+
+/// The worker's command: the worker role of `worker_path`, with a cleared
+/// environment but for what the component needs, in its own directory and
+/// its own process group, its stdout and stderr (what the component prints)
+/// to the supervisor.
+fn command(launch: &Launch<'_>) -> Command {
+    let mut command = Command::new(launch.worker_path);
+    command
+        .arg(WORKER_ARG)
+        .env_clear()
+        .env(ENV_LIB, launch.lib_path)
+        .env(ENV_CONFIG, launch.engine_config)
+        .env(ENV_DIR, launch.directory)
+        .env(ENV_DATA_LIMIT, launch.data_limit_mib.to_string())
+        // A .NET component's runtime opens no debugger pipes and no diagnostics
+        // socket in a worker (its sandbox refuses FIFOs' mknod and sockets);
+        // COMPlus_ is .NET Core 3.x's prefix, DOTNET_ the later runtimes'.
+        .env("DOTNET_EnableDiagnostics", "0")
+        .env("COMPlus_EnableDiagnostics", "0")
+        .env("TMPDIR", launch.directory)
+        .current_dir(launch.directory)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
 }
 
 /// "signal 11 (SIGSEGV)", "exit code 3": how a worker ended, for the logs.

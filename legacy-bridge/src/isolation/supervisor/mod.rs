@@ -111,8 +111,11 @@ pub struct Supervisor {
     lib_path: PathBuf,
     engine_config: String,
     worker_path: PathBuf,
-    /// The workers' directory (the one place they may write); removed at shutdown.
+    /// The workers' directory, holding one directory per worker (the one
+    /// place it may write, removed with it); removed at shutdown.
     directory: PathBuf,
+    /// Workers started, naming their directories.
+    started: AtomicU64,
     settings: IsolationSettings,
     call_timeout: Duration,
     max_workers: usize,
@@ -183,6 +186,7 @@ impl Supervisor {
             engine_config: legacy.engine_config.clone(),
             worker_path,
             directory,
+            started: AtomicU64::new(0),
             call_timeout: legacy.call_timeout,
             max_workers,
             slots: Mutex::new(Vec::with_capacity(max_workers)),
@@ -201,6 +205,7 @@ impl Supervisor {
             settings,
         });
         let first = supervisor.start_worker().await?;
+        let confinement = first.worker.confinement.as_ref().map(ToString::to_string);
         {
             let mut slots = supervisor.lock_slots();
             slots.extend((1..max_workers).map(|_| None));
@@ -212,6 +217,7 @@ impl Supervisor {
             max_workers,
             max_calls = supervisor.settings.max_calls,
             max_rss_kib = supervisor.settings.max_rss_kib,
+            confinement = confinement.as_deref().unwrap_or("unknown"),
             "legacy component isolated in worker processes"
         );
         Ok(supervisor)
@@ -340,11 +346,14 @@ impl Supervisor {
     /// Starts a worker and waits for its `Ready`. A failure is a death:
     /// counted, logged, and the backoff grows (the caller tells the breaker).
     async fn start_worker(&self) -> Result<Tracked, LegacyError> {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let directory = self.directory.join(format!("w{n}"));
         let launch = Launch {
             worker_path: &self.worker_path,
             lib_path: &self.lib_path,
             engine_config: &self.engine_config,
-            directory: &self.directory,
+            directory: &directory,
+            data_limit_mib: self.settings.max_data_mib,
         };
         let mut alive = Alive::new(&self.shared);
         match Worker::start(&launch, self.settings.start_timeout).await {
