@@ -7,9 +7,11 @@
 //! * `LEGACY_SHIM_ABI_MISMATCH_PATH`: the same code reporting ABI version 99;
 //! * `LEGACY_SHIM_MISSING_SYMBOL_PATH`: the same code without `la_score`;
 //! * `LEGACY_SHIM_SANDBOX_PROBE_PATH`: the same code, hostile at load
-//!   (`sandbox_probe.hpp`).
+//!   (`sandbox_probe.hpp`);
+//! * `LEGACY_SHIM_HOSTILE_PATH`: the same code, hostile at engine open and on
+//!   every call (`hostile.hpp`).
 //!
-//! The last three exist only for the loader's and the sandbox's tests. And the legacy
+//! The last four exist only for the loader's and the sandbox's tests. And the legacy
 //! component as .NET (`legacy-shim/dotnet/`, issue #15):
 //!
 //! * `LEGACY_DOTNET_ASSEMBLY`: `LegacyApi.dll` (compiled with `mcs`) beside its
@@ -27,12 +29,13 @@ fn main() {
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-changed=src/scoring.hpp");
     println!("cargo:rerun-if-changed=src/sandbox_probe.hpp");
+    println!("cargo:rerun-if-changed=src/hostile.hpp");
     println!(
         "cargo:rerun-if-changed={}",
         include.join("legacy_assessment.h").display()
     );
 
-    let variants: [(&str, &str, &[&str]); 4] = [
+    let variants: [(&str, &str, &[&str]); 5] = [
         ("LEGACY_SHIM_PATH", "liblegacy_assessment.so", &[]),
         (
             "LEGACY_SHIM_ABI_MISMATCH_PATH",
@@ -52,6 +55,11 @@ fn main() {
             "LEGACY_SHIM_SANDBOX_PROBE_PATH",
             "liblegacy_assessment_probe.so",
             &["-DLA_SHIM_SANDBOX_PROBE"],
+        ),
+        (
+            "LEGACY_SHIM_HOSTILE_PATH",
+            "liblegacy_assessment_hostile.so",
+            &["-DLA_SHIM_HOSTILE"],
         ),
     ];
     // cc finds the C++ compiler the way the rest of the build does (CXX, target, cross tools).

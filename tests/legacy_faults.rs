@@ -26,11 +26,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 type Fault<'a> = (String, Vec<(&'a str, &'a str)>, &'a str, &'a str);
 const MODES: [&str; 2] = ["in-process", "process"];
 
-/// The binary under test: `RESOLVER_BINARY`, or the one cargo built for the tests.
-fn binary() -> String {
-    std::env::var("RESOLVER_BINARY").unwrap_or_else(|_| support::RESOLVER_BINARY.to_owned())
-}
-
 /// The function on `stack` in `mode`, with `settings` over the stack's.
 fn spawn(stack: &Stack, api: &RuntimeApi, mode: &str, settings: &[(&str, &str)]) -> Function {
     let mut env = stack.env();
@@ -46,7 +41,7 @@ fn spawn(stack: &Stack, api: &RuntimeApi, mode: &str, settings: &[(&str, &str)])
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     env.extend(lambda_env(api, "assessments-resolver"));
-    Function::spawn(&binary(), env)
+    Function::spawn(&support::binary_under_test(), env)
 }
 
 /// `(errorType, errorMessage)`, the request id in the message replaced by `<id>`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::appsync::ResolverEvent;
-use testkit::function::{Function, lambda_env};
+use testkit::function::{Function, lambda_env, worker_output};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
 use support::{RESOLVER_BINARY, Stack};
@@ -41,16 +41,16 @@ async fn a_hostile_component_in_a_worker_reads_no_credentials_attaches_to_nothin
         "the call answers: {answer:?}"
     );
     // One line per worker started (init's, and none other here). Printed as
-    // the worker started, before the call.
-    let probes: Vec<String> = function
-        .stderr()
+    // the worker started, before the call; passed on by the function as data.
+    let probes: Vec<String> = worker_output(&function.output())
         .into_iter()
-        .filter(|l| l.starts_with("legacy sandbox probe:"))
+        .map(|(_, text)| text)
+        .filter(|text| text.starts_with("legacy sandbox probe:"))
         .collect();
     assert!(
         !probes.is_empty(),
         "the probe ran: {:#?}",
-        function.stderr()
+        function.output()
     );
     for probe in probes {
         assert_eq!(

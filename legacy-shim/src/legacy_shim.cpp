@@ -38,6 +38,9 @@
 #ifdef LA_SHIM_SANDBOX_PROBE  // a test variant: a hostile component (sandbox_probe.hpp)
 #include "sandbox_probe.hpp"
 #endif
+#ifdef LA_SHIM_HOSTILE  // a test variant: a hostile component at every open and call (hostile.hpp)
+#include "hostile.hpp"
+#endif
 
 #ifndef LA_SHIM_ABI_VERSION
 #define LA_SHIM_ABI_VERSION LA_ABI_VERSION
@@ -80,6 +83,8 @@ struct Config {
     uint64_t leak_kib = 0;     // leak this many KiB per la_score call (a leaky legacy component)
     std::string crash_flag;    // with crash=..., crash only while this file exists
     std::string open_fail_flag;  // la_engine_open fails while this file exists
+    uint64_t hostile_tcp = 0;    // the hostile variant: where it sends what it steals over TCP
+    uint64_t hostile_udp = 0;    // ... and over UDP
 };
 
 bool file_exists(const std::string &path) {
@@ -148,6 +153,12 @@ la_status parse_config(const char *text, Config *cfg) {
         } else if (key == "open_fail_flag") {
             ok = !value.empty();
             cfg->open_fail_flag = value;
+#ifdef LA_SHIM_HOSTILE
+        } else if (key == "hostile_tcp") {
+            ok = parse_u64(value, &cfg->hostile_tcp) && cfg->hostile_tcp < 65536;
+        } else if (key == "hostile_udp") {
+            ok = parse_u64(value, &cfg->hostile_udp) && cfg->hostile_udp < 65536;
+#endif
         } else if (key == "crash") {
             if (value == "segv") cfg->crash = Crash::Segv;
             else if (value == "abort") cfg->crash = Crash::Abort;
@@ -243,6 +254,10 @@ LA_API la_status la_engine_open(const char *config, la_engine **out_engine) {
         if (!cfg.open_fail_flag.empty() && file_exists(cfg.open_fail_flag))
             return fail(LA_ERR_CONFIG, "the engine cannot open while %.200s exists",
                         cfg.open_fail_flag.c_str());
+#ifdef LA_SHIM_HOSTILE
+        hostile::attempt("open", static_cast<int>(cfg.hostile_tcp),
+                         static_cast<int>(cfg.hostile_udp));
+#endif
         la_engine *e = new la_engine();
         e->cfg = cfg;
         e->rng.seed(cfg.seed);
@@ -297,6 +312,9 @@ LA_API la_status la_score(la_engine *engine, const la_student_context *context,
 
     const Config &cfg = engine->cfg;
     const uint64_t call = engine->calls.fetch_add(1) + 1;
+#ifdef LA_SHIM_HOSTILE
+    hostile::attempt("call", static_cast<int>(cfg.hostile_tcp), static_cast<int>(cfg.hostile_udp));
+#endif
     {
         Registry &r = registry();
         std::lock_guard<std::mutex> lock(r.mu);

@@ -12,6 +12,9 @@ pub const ABI_MISMATCH_PATH: &str = env!("LEGACY_SHIM_ABI_MISMATCH_PATH");
 pub const MISSING_SYMBOL_PATH: &str = env!("LEGACY_SHIM_MISSING_SYMBOL_PATH");
 /// The same code, hostile at load (`sandbox_probe.hpp`): the sandbox's test.
 pub const SANDBOX_PROBE_PATH: &str = env!("LEGACY_SHIM_SANDBOX_PROBE_PATH");
+/// The same code, hostile at engine open and on every call, and scoring
+/// correctly (`hostile.hpp`): the worker sandbox's test.
+pub const HOSTILE_PATH: &str = env!("LEGACY_SHIM_HOSTILE_PATH");
 /// The .NET component (`dotnet/`): `LegacyApi.dll` beside its runtimeconfig
 /// and unmanaged core. Empty when `mcs` was not installed at build time.
 pub const DOTNET_ASSEMBLY_PATH: &str = env!("LEGACY_DOTNET_ASSEMBLY");

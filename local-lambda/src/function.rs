@@ -159,6 +159,20 @@ pub fn error_type_documents(lines: &[String]) -> Vec<Value> {
         .collect()
 }
 
+/// What the legacy workers printed, as the function passes it on (the
+/// `output` field of its "legacy worker output" lines), with each worker's pid.
+pub fn worker_output(lines: &[String]) -> Vec<(u64, String)> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "legacy worker output")
+        .map(|line| {
+            let pid = line["worker"].as_u64().unwrap_or_default();
+            (pid, line["output"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
 /// A per-invocation counter summed over the invocations' EMF documents: the
 /// environment's total, as CloudWatch's Sum over the whole run shows it.
 pub fn emf_sum(documents: &[Value], metric: &str) -> u64 {

@@ -162,6 +162,21 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     children
 }
 
+/// The processes (of any parent) whose name (`/proc/<pid>/comm`) is `name`.
+pub fn processes_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .collect()
+}
+
 fn status_number(status: &str, key: &str) -> u64 {
     status
         .lines()

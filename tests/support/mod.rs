@@ -31,14 +31,23 @@ pub fn pool_settings(
     server: &testkit::tds::TdsServer,
     tweak: impl FnOnce(&mut assessments_resolver::sqlserver::SqlSettings),
 ) -> assessments_resolver::sqlserver::SqlSettings {
-    let mut settings =
-        assessments_resolver::sqlserver::SqlSettings::new(server.connection_string());
+    let mut settings = assessments_resolver::sqlserver::SqlSettings::new(
+        server.connection_string(),
+        assessments_common::config::InsecureSettings::ALLOWED,
+    );
     tweak(&mut settings);
     settings
 }
 
 /// The resolver's binary, built for this test run.
 pub const RESOLVER_BINARY: &str = env!("CARGO_BIN_EXE_assessments-resolver");
+
+/// The binary a test of what ships runs: `RESOLVER_BINARY` from the
+/// environment (the release bootstrap, in the test command's last step), or
+/// [`RESOLVER_BINARY`].
+pub fn binary_under_test() -> String {
+    std::env::var("RESOLVER_BINARY").unwrap_or_else(|_| RESOLVER_BINARY.to_owned())
+}
 
 /// The HMAC key the test stack signs `nextToken` with.
 pub const TEST_TOKEN_KEY: &str = testkit::services::LOCAL_TOKEN_KEY;
