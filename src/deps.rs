@@ -83,8 +83,7 @@ impl Settings {
         let sdk = aws.sdk_config().await;
         let secrets = Secrets::new(&sdk, &aws);
         let connection_string = secrets.resolve(&sql_source, "connectionString").await?;
-        let sql = SqlSettings::from_env(env, connection_string)?;
-        sql.check_transport(insecure)?;
+        let sql = SqlSettings::from_env(env, connection_string, insecure)?;
         let tokens = keys::load(&secrets, &next_token).await?;
         Ok(Settings {
             students_table,

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use assessments_common::budget::Limit;
-use assessments_common::config::Env;
+use assessments_common::config::{Env, InsecureSettings};
 use assessments_common::rules::AssessmentType;
 use assessments_resolver::sqlserver::{
     AssessmentRecord, PAGE_STATEMENT, PAGES_STATEMENT, PageRequest, SqlError, SqlPool, SqlSettings,
@@ -247,9 +247,10 @@ async fn refused_and_closed_connections_are_clear_errors_within_the_timeouts() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
     };
-    let settings = SqlSettings::new(format!(
-        "Server=tcp:127.0.0.1,{port};User Id=u;Password=p;Encrypt=DANGER_PLAINTEXT"
-    ));
+    let settings = SqlSettings::new(
+        format!("Server=tcp:127.0.0.1,{port};User Id=u;Password=p;Encrypt=DANGER_PLAINTEXT"),
+        InsecureSettings::ALLOWED,
+    );
     let pool = SqlPool::new(&settings).expect("pool");
     let error = pool
         .fetch_page(&first_page("stu-0001", 5), &budget())
@@ -623,7 +624,8 @@ async fn idle_and_old_connections_are_retired_and_idle_ones_checked_before_use()
 fn settings_come_from_the_environment_and_errors_name_the_variable() {
     let env = Env::from_pairs([("SQL_POOL_MAX_SIZE", "8"), ("SQL_QUERY_TIMEOUT_MS", "1500")]);
     let good = "Server=tcp:db.example,1433;User Id=app;Password=hunter2;Database=Assessments";
-    let settings = SqlSettings::from_env(&env, good.to_owned()).expect("settings");
+    let settings =
+        SqlSettings::from_env(&env, good.to_owned(), InsecureSettings::ALLOWED).expect("settings");
     assert_eq!(
         (settings.max_size, settings.query_timeout),
         (8, Duration::from_millis(1500))
@@ -633,6 +635,7 @@ fn settings_come_from_the_environment_and_errors_name_the_variable() {
     let error = SqlSettings::from_env(
         &Env::from_pairs([("SQL_POOL_MAX_SIZE", "0")]),
         good.to_owned(),
+        InsecureSettings::ALLOWED,
     )
     .expect_err("0 connections");
     assert!(
@@ -643,7 +646,8 @@ fn settings_come_from_the_environment_and_errors_name_the_variable() {
     );
 
     let bad = "Server=tcp:db.example,notaport;Password=hunter2";
-    let error = SqlSettings::from_env(&Env::default(), bad.to_owned()).expect_err("bad port");
+    let error = SqlSettings::from_env(&Env::default(), bad.to_owned(), InsecureSettings::ALLOWED)
+        .expect_err("bad port");
     assert!(
         error
             .to_string()
@@ -664,8 +668,12 @@ async fn opt_in_real_sql_server_returns_the_same_pages() {
         );
         return;
     };
-    let settings =
-        SqlSettings::from_env(&Env::from_process(), connection_string).expect("settings");
+    let settings = SqlSettings::from_env(
+        &Env::from_process(),
+        connection_string,
+        InsecureSettings::ALLOWED,
+    )
+    .expect("settings");
     load_real_sql_server(&settings).await;
     let pool = SqlPool::new(&settings).expect("pool");
     let ids: Vec<i64> = walk(&pool, first_page("stu-0001", 7))

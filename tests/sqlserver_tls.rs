@@ -5,6 +5,7 @@
 
 mod support;
 
+use assessments_common::config::{Env, InsecureSettings};
 use assessments_resolver::sqlserver::{SqlError, SqlPool, SqlSettings};
 use testkit::tds::tls::Encryption;
 use testkit::tds::{TdsServer, TdsServerConfig};
@@ -22,8 +23,9 @@ async fn server(encryption: Encryption) -> TdsServer {
 
 /// Settings as the resolver reads them from its environment.
 fn settings(connection_string: String) -> SqlSettings {
-    let env = assessments_common::config::Env::from_pairs(Vec::<(String, String)>::new());
-    SqlSettings::from_env(&env, connection_string).expect("valid settings")
+    let env = Env::from_pairs(Vec::<(String, String)>::new());
+    SqlSettings::from_env(&env, connection_string, InsecureSettings::ALLOWED)
+        .expect("valid settings")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +62,7 @@ async fn encrypt_false_encrypts_the_login_only_where_the_server_allows_it() {
     assert!(!page.records.is_empty());
     let stats = server.stats();
     assert_eq!((stats.tls_handshakes, stats.logins_ok), (1, 1), "{stats:?}");
+    assert_eq!(stats.clear_sessions, 1, "the queries crossed in the clear");
 
     // The same client against a server that forces encryption: the whole session.
     let forced = self::server(Encryption::Required).await;
@@ -72,6 +75,42 @@ async fn encrypt_false_encrypts_the_login_only_where_the_server_allows_it() {
         .await
         .expect("a page over TLS");
     assert_eq!(forced.stats().tls_handshakes, 1);
+}
+
+/// On Lambda (insecure settings refused) the string does not decide the
+/// transport: `Encrypt=false` still gets the whole session encrypted, and a
+/// control character (which parsers read differently) is refused at init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lambda_the_whole_session_is_encrypted_whatever_the_string_says() {
+    let server = server(Encryption::Available).await;
+    let ca = server.ca_pem().expect("a CA").display().to_string();
+    let on_lambda = Env::from_pairs([("AWS_LAMBDA_FUNCTION_NAME", "assessments-resolver")]);
+    let refused = InsecureSettings::from_env(&on_lambda).expect("valid");
+    for encrypt in ["Encrypt=false", "Encrypt=DANGER_PLAINTEXT"] {
+        let string =
+            server.connection_string_with(&format!("{encrypt};TrustServerCertificateCA={ca}"));
+        let settings = SqlSettings::from_env(&on_lambda, string, refused).expect("settings");
+        let pool = SqlPool::new(&settings).expect("pool");
+        pool.fetch_page(&first_page("stu-0001", 5), &budget())
+            .await
+            .expect("a page over TLS");
+    }
+    let stats = server.stats();
+    assert_eq!((stats.tls_handshakes, stats.requests), (2, 2), "{stats:?}");
+    assert_eq!(stats.clear_sessions, 0, "no query crossed in the clear");
+
+    let smuggled =
+        server.connection_string_with(&format!("TrustServerCertificateCA={ca};\r\nEncrypt=false"));
+    let error = SqlSettings::from_env(&on_lambda, smuggled, refused).expect_err("refused");
+    assert!(
+        error.to_string().contains("contains a control character"),
+        "{error}"
+    );
+    assert_eq!(
+        server.stats().accepted,
+        2,
+        "nothing more reached the server"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

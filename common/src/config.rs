@@ -35,6 +35,11 @@ impl InsecureSettings {
         })
     }
 
+    /// Whether insecure settings are refused (on Lambda, not allowed).
+    pub fn refused(self) -> bool {
+        self.refused
+    }
+
     /// Insecure settings allowed (local runs and tests of the parsing itself).
     pub const ALLOWED: InsecureSettings = InsecureSettings { refused: false };
 

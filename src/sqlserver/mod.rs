@@ -25,7 +25,8 @@ pub use query::{
 pub struct SqlSettings {
     /// ADO.NET-style, e.g. `Server=tcp:host,1433;Database=...;User Id=...;Password=...`.
     /// TLS is required unless it says `Encrypt=false` (TLS for the login only)
-    /// or `Encrypt=DANGER_PLAINTEXT` (none: local test servers only);
+    /// or `Encrypt=DANGER_PLAINTEXT` (none: local test servers only), which
+    /// only insecure settings allow (on Lambda TLS is required regardless);
     /// `TrustServerCertificate=true` skips certificate validation.
     pub connection_string: String,
     /// `SQL_POOL_MAX_SIZE` (1..=64, default 4).
@@ -47,6 +48,8 @@ pub struct SqlSettings {
     pub validate_after_idle: Duration,
     /// `SQL_LEAK_WARN_MS`: warn when a connection is held longer (default 10000).
     pub leak_warn_after: Duration,
+    /// Whether the string may lower the transport (see [`SqlSettings::tiberius_config`]).
+    pub insecure: InsecureSettings,
 }
 
 impl std::fmt::Debug for SqlSettings {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for SqlSettings {
             .field("query_timeout", &self.query_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
+            .field("insecure", &self.insecure)
             .finish_non_exhaustive()
     }
 }
@@ -66,10 +70,12 @@ impl std::fmt::Debug for SqlSettings {
 const CONNECTION_STRING: &str = "SQLSERVER_CONNECTION_STRING";
 
 impl SqlSettings {
-    /// Defaults for everything but the connection string.
-    pub fn new(connection_string: impl Into<String>) -> Self {
+    /// Defaults for everything but the connection string and what it may
+    /// turn off.
+    pub fn new(connection_string: impl Into<String>, insecure: InsecureSettings) -> Self {
         SqlSettings {
             connection_string: connection_string.into(),
+            insecure,
             max_size: 4,
             wait_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
@@ -84,9 +90,14 @@ impl SqlSettings {
 
     /// The pool settings from the environment, around a connection string
     /// that the caller obtained (an env var locally, Secrets Manager in
-    /// production; empty until then, and checked when the pool is built).
-    pub fn from_env(env: &Env, connection_string: String) -> Result<Self, ConfigError> {
-        let d = SqlSettings::new(connection_string);
+    /// production; empty until then, and checked when the pool is built),
+    /// checked against what `insecure` allows.
+    pub fn from_env(
+        env: &Env,
+        connection_string: String,
+        insecure: InsecureSettings,
+    ) -> Result<Self, ConfigError> {
+        let d = SqlSettings::new(connection_string, insecure);
         let ms = |name, range, default: Duration| -> Result<Duration, ConfigError> {
             Ok(env
                 .number(name, range)?
@@ -121,38 +132,16 @@ impl SqlSettings {
         Ok(settings)
     }
 
-    /// Refuses (where [`InsecureSettings`] refuse) a connection string that
-    /// turns the server certificate check off (`TrustServerCertificate=true`)
-    /// or TLS off (`Encrypt=false`, which encrypts the login only, or
-    /// `DANGER_PLAINTEXT`). `TrustServerCertificateCA` pins a CA and stays allowed.
-    pub fn check_transport(&self, insecure: InsecureSettings) -> Result<(), ConfigError> {
-        let invalid = || ConfigError::Invalid {
-            name: CONNECTION_STRING,
-            reason:
-                "not a valid ADO.NET connection string (value not shown: it may hold credentials)"
-                    .to_owned(),
-        };
-        let pairs: connection_string::AdoNetString =
-            self.connection_string.parse().map_err(|_| invalid())?;
-        let value = |key: &str| pairs.get(key).map(|v| v.trim().to_ascii_lowercase());
-        let trust_all = trusts_any_certificate(&pairs);
-        insecure.check(CONNECTION_STRING, trust_all, || {
-            "TrustServerCertificate=true (the server's certificate would not be checked; name its CA with TrustServerCertificateCA)".to_owned()
-        })?;
-        let encrypt = value("encrypt");
-        let plaintext = matches!(
-            encrypt.as_deref(),
-            Some("false" | "no" | "danger_plaintext")
-        );
-        insecure.check(CONNECTION_STRING, plaintext, || {
-            format!(
-                "Encrypt={} (queries and rows would cross in the clear)",
-                encrypt.as_deref().unwrap_or_default()
-            )
-        })
-    }
-
-    /// Parses the connection string. The error never echoes it: it may hold a password.
+    /// The connection as tiberius will open it, parsed from the connection
+    /// string by tiberius's own parser: the one parse that connects is the one
+    /// that decides the transport (a second parser once read
+    /// `...;\r\nEncrypt=false` differently). The error never echoes the
+    /// string: it may hold a password.
+    ///
+    /// Where [`InsecureSettings`] refuse (on Lambda): a control character in
+    /// the string is refused (parsers disagree on them); so is a string that
+    /// turns the certificate check off (`TrustServerCertificate=true`); and
+    /// the whole session is encrypted (`Required`) whatever `Encrypt` says.
     ///
     /// The server's certificate is checked against the Mozilla root
     /// programme's CAs compiled in (webpki-roots) and the CA the string names
@@ -161,30 +150,37 @@ impl SqlSettings {
     /// instructions, ~5 ms of a cold start's ~10 ms here, and again for each
     /// connection the pool adds). docs/security.md says what this gives up.
     pub(crate) fn tiberius_config(&self) -> Result<tiberius::Config, ConfigError> {
-        let invalid = || ConfigError::Invalid {
+        let invalid = |what: &str| ConfigError::Invalid {
             name: CONNECTION_STRING,
-            reason:
-                "not a valid ADO.NET connection string (value not shown: it may hold credentials)"
-                    .to_owned(),
+            reason: format!("{what} (value not shown: it may hold credentials)"),
         };
-        let mut config =
-            tiberius::Config::from_ado_string(&self.connection_string).map_err(|_| invalid())?;
-        let pairs: connection_string::AdoNetString =
-            self.connection_string.parse().map_err(|_| invalid())?;
+        let text = &self.connection_string;
+        if text.chars().any(char::is_control) {
+            return Err(invalid("contains a control character"));
+        }
+        let mut config = tiberius::Config::from_ado_string(text)
+            .map_err(|_| invalid("not a valid ADO.NET connection string"))?;
+        let unchecked = skips_certificate_check(text);
+        self.insecure.check(CONNECTION_STRING, unchecked, || {
+            "TrustServerCertificate=true (the server's certificate would not be checked; name its CA with TrustServerCertificateCA)".to_owned()
+        })?;
         // With the check off (allowed only off Lambda) there are no roots to choose.
-        if !trusts_any_certificate(&pairs) {
+        if !unchecked {
             config.trust_webpki_roots();
+        }
+        if self.insecure.refused() {
+            config.encryption(tiberius::EncryptionLevel::Required);
         }
         Ok(config)
     }
 }
 
-/// `TrustServerCertificate=true`: the server's certificate is not checked.
-fn trusts_any_certificate(pairs: &connection_string::AdoNetString) -> bool {
-    let value = pairs
-        .get("trustservercertificate")
-        .map(|v| v.trim().to_ascii_lowercase());
-    matches!(value.as_deref(), Some("true" | "yes"))
+/// Whether tiberius reads `text` (which it parsed) as `TrustServerCertificate=true`.
+/// tiberius keeps what it parsed private, and refuses a string that both
+/// turns the check off and names a CA: so naming one more CA at the end (a
+/// pair of its own: every quote in `text` is closed) asks its own parser.
+fn skips_certificate_check(text: &str) -> bool {
+    tiberius::Config::from_ado_string(&format!("{text};TrustServerCertificateCA=probe")).is_err()
 }
 
 #[cfg(test)]
@@ -192,14 +188,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_off_or_unchecked_is_refused_where_insecure_settings_are() {
+    fn on_lambda_the_certificate_is_checked_and_control_characters_refused() {
         let on_lambda = Env::from_pairs([("AWS_LAMBDA_FUNCTION_NAME", "resolver")]);
         let refused = InsecureSettings::from_env(&on_lambda).expect("valid");
-        let check = |s: &str, insecure| SqlSettings::new(s).check_transport(insecure);
+        let check = |s: &str, insecure| SqlSettings::new(s, insecure).tiberius_config().map(drop);
         for secure in [
             "Server=tcp:db,1433;User Id=u;Password=p",
             "Server=tcp:db,1433;Encrypt=true;TrustServerCertificateCA=/opt/rds-ca.pem",
-            "Server=tcp:db,1433;Encrypt=strict;TrustServerCertificate=false",
+            "Server=tcp:db,1433;TrustServerCertificate=false;Password='a;b=c'",
+            // Encrypt=false is no longer the string's to decide on Lambda: TLS is required.
+            "Server=tcp:db,1433;Encrypt=false",
+            "Server=tcp:db,1433;Encrypt=DANGER_PLAINTEXT",
+            // A base64 password: `=` in a value.
+            "Server=tcp:db,1433;User Id=u;Password=cGFzcw==",
         ] {
             assert_eq!(check(secure, refused), Ok(()), "{secure}");
         }
@@ -209,14 +210,13 @@ mod tests {
                 "TrustServerCertificate=true",
             ),
             (
-                "Server=tcp:db,1433;trustservercertificate=YES",
+                "Server=tcp:db,1433; trustservercertificate = YES ",
                 "TrustServerCertificate=true",
             ),
             (
-                "Server=tcp:db,1433;Encrypt=DANGER_PLAINTEXT",
-                "Encrypt=danger_plaintext",
+                "Server=tcp:db,1433;TrustServerCertificate='true'",
+                "TrustServerCertificate=true",
             ),
-            ("Server=tcp:db,1433;encrypt=False", "Encrypt=false"),
         ] {
             let error = check(insecure, refused).unwrap_err().to_string();
             assert!(
@@ -224,11 +224,17 @@ mod tests {
                     && error.contains(names),
                 "{error}"
             );
-            assert!(
-                !error.contains("tcp:db"),
-                "the string is never echoed: {error}"
-            );
+            assert!(!error.contains("tcp:db"), "never echoed: {error}");
             assert_eq!(check(insecure, InsecureSettings::ALLOWED), Ok(()));
+        }
+        // A control character is refused wherever it is, on Lambda.
+        for smuggled in [
+            "Server=tcp:db,1433;Password=p;\r\nEncrypt=false",
+            "Server=tcp:db,1433;\tTrustServerCertificate=true",
+        ] {
+            let error = check(smuggled, refused).unwrap_err().to_string();
+            assert!(error.contains("contains a control character"), "{error}");
+            assert!(!error.contains("tcp:db"), "never echoed: {error}");
         }
     }
 }

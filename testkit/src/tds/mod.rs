@@ -204,6 +204,8 @@ pub struct TdsStats {
     pub resets: u64,
     /// Sessions in TDS 8.0's strict encryption (TLS before PRELOGIN).
     pub tds8_sessions: u64,
+    /// Sessions whose queries cross in the clear: no TLS, or TLS for the login only.
+    pub clear_sessions: u64,
 }
 
 /// A statement the server received.
@@ -240,6 +242,7 @@ struct ServerShared {
     refused_plaintext: AtomicU64,
     resets: AtomicU64,
     tds8_sessions: AtomicU64,
+    clear_sessions: AtomicU64,
     recorded: Mutex<VecDeque<RecordedStatement>>,
     /// The `SET` options of the session that last ran a request.
     last_settings: Mutex<SessionSettings>,
@@ -309,6 +312,7 @@ impl TdsServer {
             refused_plaintext: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             tds8_sessions: AtomicU64::new(0),
+            clear_sessions: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::new()),
             last_settings: Mutex::new(SessionSettings::default()),
             tls,
@@ -384,6 +388,7 @@ impl TdsServer {
             refused_plaintext: s.refused_plaintext.load(Ordering::SeqCst),
             resets: s.resets.load(Ordering::SeqCst),
             tds8_sessions: s.tds8_sessions.load(Ordering::SeqCst),
+            clear_sessions: s.clear_sessions.load(Ordering::SeqCst),
         }
     }
 
@@ -547,6 +552,7 @@ async fn serve(mut stream: TcpStream, shared: &ServerShared) -> Result<(), Sessi
             return Ok(()); // SQL Server closes a client that cannot encrypt
         }
         (Negotiated::Plaintext, _) | (_, None) => {
+            shared.clear_sessions.fetch_add(1, Ordering::SeqCst);
             let (reader, writer) = stream.into_split();
             return session(BufReader::new(reader), writer, None, shared).await;
         }
@@ -559,6 +565,7 @@ async fn serve(mut stream: TcpStream, shared: &ServerShared) -> Result<(), Sessi
         let Some(login) = expect_message(&mut encrypted, PKT_LOGIN7).await? else {
             return Ok(());
         };
+        shared.clear_sessions.fetch_add(1, Ordering::SeqCst);
         let (reader, writer) = tls::into_plaintext(encrypted).into_split();
         return session(BufReader::new(reader), writer, Some(login), shared).await;
     }
