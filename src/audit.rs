@@ -210,9 +210,7 @@ mod tests {
             items: Vec::new(),
             next_token: None,
         };
-        let not_found = ResolveError::NotFound {
-            student_id: "stu-0001".into(),
-        };
+        let not_found = ResolveError::NotFound;
         let at = "2026-12-04T06:00:00.000001Z";
         for (result, decision) in [
             (Ok(page), Decision::Allowed),
@@ -227,9 +225,7 @@ mod tests {
             );
         }
         let denied = ItemOutcome {
-            result: Err(ResolveError::Unauthorized {
-                student_id: "stu-0001".into(),
-            }),
+            result: Err(ResolveError::Unauthorized),
             decision: Decision::Denied,
         };
         entry.write(&mut out, at, "req-1", &key, &denied);

@@ -48,7 +48,7 @@ async fn the_binary_serves_real_invocations_and_shuts_down_gracefully() {
         error,
         InvocationResult::Error(json!({
             "errorType": "NotFound",
-            "errorMessage": "no student profile for studentId \"stu-9999\""
+            "errorMessage": "studentId: no student profile for this studentId"
         }))
     );
 

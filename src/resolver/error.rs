@@ -62,11 +62,13 @@ pub enum ResolveError {
         argument: &'static str,
         message: String,
     },
-    #[error("no student profile for studentId {student_id:?}")]
-    NotFound { student_id: String },
+    /// The messages name no student: AppSync logs errors, and the item's
+    /// path already says which request it was.
+    #[error("studentId: no student profile for this studentId")]
+    NotFound,
     /// One message for "forbidden" and "does not exist".
-    #[error("not authorized to read the assessments of studentId {student_id:?}")]
-    Unauthorized { student_id: String },
+    #[error("studentId: not authorized to read the assessments of this studentId")]
+    Unauthorized,
     #[error("{0}")]
     Legacy(#[from] LegacyError),
     #[error("SQL Server (assessment records): {0}")]
@@ -96,8 +98,8 @@ impl ResolveError {
     pub fn error_type(&self) -> ErrorType {
         match self {
             ResolveError::Validation { .. } => ErrorType::ValidationError,
-            ResolveError::NotFound { .. } => ErrorType::NotFound,
-            ResolveError::Unauthorized { .. } => ErrorType::Unauthorized,
+            ResolveError::NotFound => ErrorType::NotFound,
+            ResolveError::Unauthorized => ErrorType::Unauthorized,
             ResolveError::Legacy(LegacyError::Timeout { .. } | LegacyError::Saturated { .. }) => {
                 ErrorType::DependencyTimeout
             }

@@ -203,9 +203,7 @@ impl Resolver {
         let access = self.policy.access(&caller);
         if let Access::Denied(reason) = access {
             tracing::info!(caller = caller.kind(), reason, "caller refused");
-            let e = ResolveError::Unauthorized {
-                student_id: args.student_id,
-            };
+            let e = ResolveError::Unauthorized;
             return Staged::Failed(e, Decision::Denied);
         }
         let request = PageRequest {
@@ -346,9 +344,7 @@ impl Resolver {
         let found = (profiles.result.as_ref()).map_err(|e| ResolveError::Profile(e.clone()))?;
         let profile = match found.get(&plan.args.student_id) {
             None => {
-                return Err(ResolveError::NotFound {
-                    student_id: plan.args.student_id,
-                });
+                return Err(ResolveError::NotFound);
             }
             Some(read) => read
                 .as_ref()

@@ -83,9 +83,7 @@ pub(super) fn entitle(
     if entitled {
         Ok(())
     } else {
-        let e = ResolveError::Unauthorized {
-            student_id: plan.args.student_id.clone(),
-        };
+        let e = ResolveError::Unauthorized;
         Err((e, Decision::Denied))
     }
 }
