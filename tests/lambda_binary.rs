@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::appsync::get_assessments;
-use testkit::function::{Function, lambda_env};
+use testkit::function::{Function, init_failure, lambda_env};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
 use support::{RESOLVER_BINARY, Stack};
@@ -134,19 +134,13 @@ async fn a_missing_setting_fails_init_with_a_message_naming_it() {
         let mut function = Function::spawn(RESOLVER_BINARY, env);
         let status = function.wait(Duration::from_secs(10));
         assert!(!status.success(), "{missing}");
-        let expected = format!("{missing} is required and not set");
-        let logs = function.output().join("\n");
-        assert!(logs.contains(&expected), "{logs}");
-        // Lambda is told why, with a stable errorType (not only "Runtime exited").
-        let reported = api.init_errors();
-        assert_eq!(reported.len(), 1, "{reported:?}");
-        assert_eq!(reported[0]["errorType"], "InitError.Configuration");
-        assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
-        assert!(
-            reported[0]["errorMessage"]
-                .as_str()
-                .is_some_and(|m| m.contains(&expected)),
-            "{reported:?}"
+        // Lambda is told with a stable errorType (not only "Runtime exited"),
+        // the log says why, under the id Lambda was told.
+        let failure = init_failure(&api, &function).expect("reported and logged");
+        assert_eq!(failure.error_type, "InitError.Configuration");
+        assert_eq!(
+            failure.reason,
+            format!("configuration: {missing} is required and not set")
         );
     }
 }
@@ -298,12 +292,13 @@ async fn on_lambda_secrets_come_from_secrets_manager_and_insecure_settings_are_r
         let env = with(env, name, value);
         let mut refused = Function::spawn(RESOLVER_BINARY, env.clone());
         assert!(!refused.wait(Duration::from_secs(10)).success(), "{name}");
-        let reported = api.init_errors();
-        assert_eq!(reported.len(), 1, "{reported:?}");
-        assert_eq!(reported[0]["errorType"], "InitError.Configuration");
-        let text = reported[0]["errorMessage"].as_str().unwrap_or_default();
-        assert!(text.contains(message), "{name}: {text}");
-        assert!(text.contains("ALLOW_INSECURE_SETTINGS=true"), "{text}");
+        let failure = init_failure(&api, &refused).expect("reported and logged");
+        assert_eq!(failure.error_type, "InitError.Configuration");
+        assert!(failure.reason.contains(message), "{name}: {failure:?}");
+        assert!(
+            failure.reason.contains("ALLOW_INSECURE_SETTINGS=true"),
+            "{failure:?}"
+        );
 
         let api = RuntimeApi::start().await.expect("runtime API");
         let mut env = with(env, "ALLOW_INSECURE_SETTINGS", "true");
@@ -314,6 +309,32 @@ async fn on_lambda_secrets_come_from_secrets_manager_and_insecure_settings_are_r
         assert!(
             matches!(answer, InvocationResult::Response(_)),
             "{name}: {answer:?}"
+        );
+    }
+}
+
+/// What Lambda is told of an init failure goes back to whoever invokes the
+/// function: no secret's ARN, no account id; the log has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_failure_posts_no_arn_or_account_id_to_lambda() {
+    let stack = Stack::start(&[]).await;
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:assessments/gone-AbCdEf";
+    let mut function = Function::spawn(
+        RESOLVER_BINARY,
+        production_env(&stack, &api, missing, missing),
+    );
+    assert!(!function.wait(Duration::from_secs(20)).success());
+    let failure = init_failure(&api, &function).expect("reported and logged");
+    assert_eq!(failure.error_type, "InitError.Secret");
+    assert!(
+        failure.reason.contains(missing),
+        "the log has it: {failure:?}"
+    );
+    for secret in ["arn:", "123456789012", "assessments/gone"] {
+        assert!(
+            !failure.posted.contains(secret),
+            "{secret} posted: {failure:?}"
         );
     }
 }

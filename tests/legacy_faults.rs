@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::appsync::get_assessments;
-use testkit::function::{Function, lambda_env};
+use testkit::function::{Function, init_failure, lambda_env};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
 use support::{MALFORMED_MODES, Stack};
@@ -76,14 +76,14 @@ async fn call_fault(stack: &Stack, mode: &str, settings: &[(&str, &str)]) -> (St
     }
 }
 
-/// What init reports to Lambda with the component at `lib_path`.
+/// What init reports to Lambda (its errorType) and logs (its reason) with
+/// the component at `lib_path`.
 async fn init_fault(stack: &Stack, mode: &str, lib_path: &str) -> (String, String) {
     let api = RuntimeApi::start().await.expect("runtime API");
     let mut function = spawn(stack, &api, mode, &[("LEGACY_LIB_PATH", lib_path)]);
     assert!(!function.wait(TIMEOUT).success(), "{mode}: init must fail");
-    let reported = api.init_errors();
-    assert_eq!(reported.len(), 1, "{mode}: {reported:?}");
-    answer(&reported[0])
+    let failure = init_failure(&api, &function).expect("reported and logged");
+    (failure.error_type, failure.reason)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

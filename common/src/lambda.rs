@@ -6,11 +6,12 @@
 //!
 //! Init failures: a configuration or dependency error before the first
 //! invocation is posted to the Runtime API's `/runtime/init/error` with its
-//! own `errorType`, so Lambda (and whoever invokes the function) sees
-//! "InitError.Configuration: STUDENTS_TABLE is required..." instead of only
-//! "Runtime exited with error: exit status 1". `lambda_runtime` posts init
-//! errors only for its own SnapStart hooks, so the request is made here, with
-//! its Runtime API client.
+//! own `errorType` and an id, so Lambda (and whoever invokes the function)
+//! sees "InitError.Configuration" instead of only "Runtime exited with
+//! error: exit status 1", and the function's log has the reason under that
+//! id ([`report_init_failure`]). `lambda_runtime` posts init errors only for
+//! its own SnapStart hooks, so the request is made here, with its Runtime
+//! API client.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -92,6 +93,31 @@ pub fn run<F: Function>() -> Result<(), lambda_runtime::Error> {
     runtime.block_on(serve::<F>())
 }
 
+/// Where Lambda's extensions (from layers) are.
+const EXTENSIONS_DIR: &str = "/opt/extensions";
+
+/// Says at init which Lambda extensions run beside the function: Lambda
+/// gives them the function's environment, its credentials included, so they
+/// are part of what the function trusts (docs/security.md, N8); no sandbox
+/// of the function's applies to them.
+fn note_extensions(directory: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    names.sort();
+    tracing::warn!(
+        extensions = %names.join(","),
+        "Lambda extensions run beside this function with its environment and credentials: only deploy extensions you trust"
+    );
+}
+
 /// A boxed invocation: the handlers' futures are large (every dependency's
 /// future is in them), and lambda_runtime's layers move them by value
 /// several times.
@@ -99,6 +125,7 @@ type Invocation<R> = Pin<Box<dyn Future<Output = Result<R, Diagnostic>> + Send>>
 
 async fn serve<F: Function>() -> Result<(), lambda_runtime::Error> {
     crate::observability::init_tracing();
+    note_extensions(std::path::Path::new(EXTENSIONS_DIR));
     // An init failure is logged and reported to Lambda with its errorType.
     let function = match F::init().await {
         Ok(function) => Arc::new(function),
@@ -123,13 +150,21 @@ async fn serve<F: Function>() -> Result<(), lambda_runtime::Error> {
 
 /// Logs `error` and, under a Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`),
 /// posts it to `/runtime/init/error`. The caller exits afterwards.
+///
+/// What is posted goes back to whoever invokes the function, so it is the
+/// `errorType` and a fixed message with an id; the detail (which may name a
+/// secret's ARN, an account or a role from an access-denied message) stays
+/// in the function's own log, under that id.
 pub async fn report_init_failure(error: &dyn InitFailure) {
     let error_type = error.error_type();
-    let message = error.to_string();
-    tracing::error!(error_type, error = %message, "init failed");
+    let id = init_failure_id();
+    tracing::error!(error_type, init_failure_id = %id, error = %error, "init failed");
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         return;
     }
+    let message = format!(
+        "the function could not start ({error_type}); its log has the reason under init_failure_id {id}"
+    );
     match tokio::time::timeout(REPORT_TIMEOUT, post(error_type, &message)).await {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => eprintln!("could not report the init error to Lambda: {reason}"),
@@ -138,6 +173,15 @@ pub async fn report_init_failure(error: &dyn InitFailure) {
             REPORT_TIMEOUT.as_millis()
         ),
     }
+}
+
+/// 16 hex digits, different for each process: std's hasher keys are random
+/// per process (no more than a correlation id is needed).
+fn init_failure_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
 }
 
 async fn post(error_type: &str, message: &str) -> Result<(), String> {

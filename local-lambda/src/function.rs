@@ -124,6 +124,47 @@ impl Drop for Function {
     }
 }
 
+/// An init failure as Lambda was told of it and as the function logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitFailure {
+    /// The `errorType` posted (and its header's, which must agree).
+    pub error_type: String,
+    /// The message posted: fixed, with the id of the log line.
+    pub posted: String,
+    /// The reason the function logged under that id.
+    pub reason: String,
+}
+
+/// The one init failure `function` posted to `api`, with the reason it
+/// logged under the posted message's `init_failure_id` (wait for the function
+/// to exit first). An error says what did not match up.
+pub fn init_failure(api: &RuntimeApi, function: &Function) -> Result<InitFailure, String> {
+    let reported = api.init_errors();
+    let [posted] = reported.as_slice() else {
+        return Err(format!("expected one init error, got {reported:?}"));
+    };
+    let text = |key: &str| posted[key].as_str().unwrap_or_default().to_owned();
+    let (error_type, message) = (text("errorType"), text("errorMessage"));
+    if text("errorTypeHeader") != error_type {
+        return Err(format!("the header and the body disagree: {posted}"));
+    }
+    let id = message
+        .rsplit_once("init_failure_id ")
+        .map(|(_, id)| id.to_owned())
+        .ok_or_else(|| format!("no init_failure_id in {message:?}"))?;
+    let logged = function
+        .output()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["init_failure_id"] == id.as_str() && line["message"] == "init failed")
+        .ok_or_else(|| format!("no log line with init_failure_id {id}"))?;
+    Ok(InitFailure {
+        error_type,
+        posted: message,
+        reason: logged["error"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
 /// The variables Lambda sets for function `name` served by `api`.
 pub fn lambda_env(api: &RuntimeApi, name: &str) -> Vec<(String, String)> {
     [

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::function::{Function, lambda_env};
+use testkit::function::{Function, init_failure, lambda_env};
 use testkit::lambda_api::{InvocationResult, RuntimeApi};
 
 use support::{PROCESSOR_BINARY, ProcessorStack};
@@ -145,11 +145,10 @@ async fn an_init_failure_is_reported_to_lambda_with_its_error_type() {
         let mut function = Function::spawn(PROCESSOR_BINARY, env);
         let status = function.wait(Duration::from_secs(10));
         assert!(!status.success());
-        let reported = api.init_errors();
-        assert_eq!(reported.len(), 1, "{reported:?}");
-        assert_eq!(reported[0]["errorType"], "InitError.Configuration");
-        assert_eq!(reported[0]["errorTypeHeader"], "InitError.Configuration");
-        assert_eq!(reported[0]["errorMessage"], message);
+        let failure = init_failure(&api, &function).expect("reported and logged");
+        assert_eq!(failure.error_type, "InitError.Configuration");
+        assert_eq!(failure.reason, message);
+        assert!(!failure.posted.contains("arn:"), "{failure:?}");
     }
 }
 
