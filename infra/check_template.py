@@ -134,6 +134,7 @@ def main():
     problems += check_metrics(resources)
     problems += check_secure_defaults(template)
     problems += check_deployments(template)
+    problems += check_scoping(template)
 
     for problem in problems:
         print(f"infra/template.yaml: {problem}")
@@ -332,6 +333,41 @@ def check_secure_defaults(template):
     return problems
 
 
+def check_scoping(template):
+    """Each grant reaches this stack's own resources only (security.md, N10)."""
+    resources, parameters = template["Resources"], template["Parameters"]
+    problems = []
+    text = lambda node: repr(node)  # noqa: E731
+    hook = resources.get("PreTrafficHookRole", {})
+    hook_statements = list(statements_of(hook))
+    if any("-resolver:*" in text(s.get("Resource")) and s.get("Effect") == "Allow" for s in hook_statements):
+        denied = [text(s.get("Resource")) for s in hook_statements if s.get("Effect") == "Deny"]
+        for qualifier in (":live", ":$LATEST"):
+            if not any(f"-resolver{qualifier}" in d for d in denied):
+                problems.append(f"PreTrafficHookRole: resolver:* is not refused the {qualifier} qualifier")
+    for name, resource in resources.items():
+        if "/aws/appsync/apis/*" in text(resource.get("Properties")):
+            problems.append(f"{name}: grants every AppSync API's log groups (/aws/appsync/apis/*)")
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::KMS::Key" and "log-group:*" in text(resource["Properties"]):
+            problems.append(f"{name}: every log group of the account may use the key")
+    policies = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::SQS::QueuePolicy"}
+    for name, policy in policies.items():
+        denies = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Effect") == "Deny"]
+        consumers = [s for s in denies if "sqs:ReceiveMessage" in text(s.get("Action"))
+                     and "sqs:PurgeQueue" in text(s.get("Action"))]
+        if not consumers:
+            problems.append(f"{name}: receiving, deleting and purging are not kept to named principals")
+    dead_letters = policies.get("AssessmentDeadLetterQueuePolicy", {})
+    if not any(s.get("Effect") == "Deny" and s.get("Action") == "sqs:SendMessage"
+               and "ProcessorRole" in text(s.get("Condition"))
+               for s in dead_letters.get("PolicyDocument", {}).get("Statement", [])):
+        problems.append("the dead-letter queue accepts senders other than the processor")
+    if str(parameters.get("QueueOperatorArns", {}).get("Default", "missing")) != "":
+        problems.append("QueueOperatorArns must exist and name nobody by default")
+    return problems
+
+
 def ref_name(value):
     """The logical id a !Ref / !GetAtt points at (GetAtt as 'Name.Attr' or [Name, Attr];
     SAM's `!Ref Function.Alias` and `!Ref Function.Version` as the function)."""
@@ -412,7 +448,8 @@ def check_deployments(template):
             if "codedeploy:PutLifecycleEventHookExecutionStatus" not in policy:
                 problems.append(f"{role}: may not report to CodeDeploy")
             for statement in statements_of(resources.get(role, {})):
-                if "lambda:InvokeFunction" in repr(statement.get("Action")) and not repr(statement.get("Resource")).endswith(":*'}"):
+                granted = statement.get("Effect") == "Allow" and "lambda:InvokeFunction" in repr(statement.get("Action"))
+                if granted and not repr(statement.get("Resource")).endswith(":*'}"):
                     problems.append(f"{role}: lambda:InvokeFunction on {statement.get('Resource')!r}, not only versions (…:*)")
     for name, resource in resources.items():
         props = resource.get("Properties", {})
