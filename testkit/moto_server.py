@@ -1,4 +1,5 @@
-"""moto's server (a DynamoDB-API implementation from PyPI), with one lookup made faster.
+"""moto's server (a DynamoDB-API implementation from PyPI), with one lookup made faster,
+answering only clients on this machine.
 
 moto 5 answers a Query on a table's own key by sorting every item of the table and
 filtering them by partition (Table.all_items, on every call): O(n log n) in the table's
@@ -7,6 +8,12 @@ the partition's own items, which moto already keeps in a dict by partition key, 
 results are the same items in the same order. Index queries, scans and everything else
 are moto's own code. If moto's internals differ from what this expects, it says so and
 runs moto unchanged.
+
+moto answers any web page a browser on this machine has open (flask-cors allows every
+Origin), so a page elsewhere could read or write the local tables and secrets. This
+launcher refuses, as the playground does, a request with an Origin header (only browsers
+send one; no AWS SDK does, and moto serves no page of its own) or a Host that is not a
+loopback name (DNS rebinding).
 
 Usage: python moto_server.py -H 127.0.0.1 -p PORT   (the arguments of moto.server)
 """
@@ -50,8 +57,28 @@ def narrow_base_table_queries():
     Table.query = query
 
 
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]"}
+
+
+def refuse_browsers():
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_call = DomainDispatcherApplication.__call__
+
+    def guarded(self, environ, start_response):
+        host = environ.get("HTTP_HOST", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if "HTTP_ORIGIN" in environ or name not in LOOPBACK_NAMES:
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"refused: this local stand-in answers only clients on this machine, not browsers"]
+        return original_call(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = guarded
+
+
 if __name__ == "__main__":
     narrow_base_table_queries()
+    refuse_browsers()
     from moto.server import main
 
     main(sys.argv[1:])

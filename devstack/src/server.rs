@@ -54,8 +54,7 @@ async fn same_origin_only(
     let headers = request.headers();
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let host = text(header::HOST).unwrap_or("");
-    let (name, _port) = host.rsplit_once(':').unwrap_or((host, ""));
-    let local_host = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
+    let local_host = testkit::loopback::is_loopback_host(host);
     let cross_site = request.method() == axum::http::Method::POST
         && text(header::ORIGIN).is_some_and(|origin| origin != format!("http://{host}"));
     if !local_host || cross_site {

@@ -201,6 +201,7 @@ impl RuntimeApi {
             ))
             .route("/2020-01-01/extension/register", post(register))
             .route("/2020-01-01/extension/event/next", get(extension_next))
+            .layer(axum::middleware::from_fn(crate::loopback::refuse_browsers))
             .with_state(Arc::clone(&state));
         let (stop, mut stopped) = watch::channel(false);
         tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! An axum app served on 127.0.0.1 (an ephemeral port) until dropped: the
-//! HTTP peers of the testkit (the DynamoDB proxy, the scoring API stand-in).
+//! HTTP peers of the testkit (the DynamoDB proxy, the scoring API stand-in),
+//! refusing browsers (`local_lambda::loopback`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +49,11 @@ impl LocalServer {
             };
             // Each request carries its connection's peer address (`ConnectInfo`),
             // which tells requests over a kept-alive connection apart from new ones.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            let app = app
+                .layer(axum::middleware::from_fn(
+                    local_lambda::loopback::refuse_browsers,
+                ))
+                .into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

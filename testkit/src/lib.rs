@@ -40,6 +40,7 @@ pub mod tds;
 pub mod xray;
 
 pub use local_lambda::function;
+pub use local_lambda::loopback;
 pub use local_lambda::runtime_api as lambda_api;
 
 /// A budget for calls made outside an invocation: generous, so that what a
