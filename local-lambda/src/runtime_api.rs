@@ -53,9 +53,15 @@ fn epoch_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// An invocation's end: how, and how long the function had it (from `/next`
+/// handing it out to its answer: what Lambda bills).
+type Answer = (InvocationResult, Option<Duration>);
+
 struct ApiState {
     queue: AsyncMutex<mpsc::Receiver<Pending>>,
-    waiting: Mutex<HashMap<String, oneshot::Sender<InvocationResult>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// When `/next` handed each invocation out.
+    delivered: Mutex<HashMap<String, std::time::Instant>>,
     init_errors: Mutex<Vec<Value>>,
     next_id: AtomicU64,
     /// When the function first asked for an invocation: the end of its init.
@@ -76,6 +82,11 @@ async fn next(State(state): State<Arc<ApiState>>) -> Response {
         return StatusCode::GONE.into_response();
     };
     let deadline = epoch_ms() + timeout.as_millis() as u64;
+    state
+        .delivered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), std::time::Instant::now());
     let mut response = Json(payload).into_response();
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
@@ -94,6 +105,10 @@ async fn next(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 fn complete(state: &ApiState, id: &str, result: InvocationResult) -> StatusCode {
+    let delivered = (state.delivered.lock())
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+    let held = delivered.map(|at| at.elapsed());
     match state
         .waiting
         .lock()
@@ -101,7 +116,7 @@ fn complete(state: &ApiState, id: &str, result: InvocationResult) -> StatusCode 
         .remove(id)
     {
         Some(sender) => {
-            let _ = sender.send(result);
+            let _ = sender.send((result, held));
             StatusCode::ACCEPTED
         }
         None => StatusCode::BAD_REQUEST,
@@ -184,6 +199,7 @@ impl RuntimeApi {
             queue: AsyncMutex::new(receiver),
             waiting: Mutex::new(HashMap::new()),
             init_errors: Mutex::new(Vec::new()),
+            delivered: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             first_poll: std::sync::OnceLock::new(),
         });
@@ -247,6 +263,21 @@ impl RuntimeApi {
     ) -> Result<InvocationResult, String> {
         self.queue(payload, DEFAULT_DEADLINE, trace_header, timeout)
             .await
+            .map(|(result, _)| result)
+    }
+
+    /// [`RuntimeApi::invoke`], with how long the function held the
+    /// invocation: from `/next` handing it out to its answer (Lambda's billed
+    /// duration, before rounding up to the millisecond).
+    pub async fn invoke_timed(
+        &self,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<(InvocationResult, Duration), String> {
+        let (result, held) = self
+            .queue(payload, DEFAULT_DEADLINE, UNSAMPLED_TRACE, timeout)
+            .await?;
+        Ok((result, held.unwrap_or_default()))
     }
 
     /// Queues one invocation whose deadline (`Lambda-Runtime-Deadline-Ms`)
@@ -260,6 +291,7 @@ impl RuntimeApi {
     ) -> Result<InvocationResult, String> {
         self.queue(payload, deadline, UNSAMPLED_TRACE, timeout)
             .await
+            .map(|(result, _)| result)
     }
 
     async fn queue(
@@ -268,7 +300,7 @@ impl RuntimeApi {
         deadline: Duration,
         trace_header: &str,
         timeout: Duration,
-    ) -> Result<InvocationResult, String> {
+    ) -> Result<Answer, String> {
         let id = format!(
             "local-{}",
             self.state.next_id.fetch_add(1, Ordering::Relaxed)

@@ -40,6 +40,8 @@
 //! cargo run --release -p devstack --bin cpu-bench -- --plot  # the curve and cold starts: docs/img/cpu-bench.png
 //! ```
 
+mod tiers;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,6 +99,34 @@ struct Args {
     plot: bool,
     #[arg(long, default_value = "docs/img/cpu-bench.png")]
     plot_out: PathBuf,
+    /// The tier benchmark instead (tiers.rs): the function in a cgroup at
+    /// each memory tier, with Lambda's CPU share; with `--plot`, p99 and the
+    /// bill against the tier into `--tier-plot-out`.
+    #[arg(long)]
+    tiers: bool,
+    /// The tiers (MB) of `--tiers`.
+    #[arg(long = "tier", default_values_t = [128, 256, 512, 1024])]
+    tier_mb: Vec<u32>,
+    /// The isolation modes of `--tiers`.
+    #[arg(long = "mode", default_values = ["process", "in-process"])]
+    modes: Vec<String>,
+    /// Sequential invocations per tier and mode, after the cold start.
+    #[arg(long, default_value_t = 400)]
+    tier_invocations: u64,
+    /// With `--tiers`: this bootstrap command (run with `sh -c`) instead of
+    /// the resolver, e.g. the service a team replaces.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// With `--tiers`: the core the function is pinned to (default: the last).
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// With `--tiers`: keep every other core busy (a spinning process each,
+    /// outside the function's cgroup): the stack then shares its cores, as
+    /// in the figures of issue #45.
+    #[arg(long)]
+    busy: bool,
+    #[arg(long, default_value = "docs/img/tier-bench.png")]
+    tier_plot_out: PathBuf,
 }
 
 /// One scenario's figures, per invocation unless said otherwise.
@@ -964,6 +994,44 @@ fn plot(path: &Path, figures: &BTreeMap<String, Figures>) -> Result<(), String> 
     root.present().map_err(|e| e.to_string())
 }
 
+/// `--tiers`: the tier benchmark, its figures in target/cpu-bench/tiers.json.
+async fn run_tiers(args: &Args, binary: &Path) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = args.cpu.unwrap_or(cores - 1);
+    // The stack (this process's TDS server, proxy and Runtime API, and moto,
+    // started after this) runs on the other cores, as Lambda's services run
+    // elsewhere: the function's core is its own.
+    tiers::keep_off_core(cpu, cores)?;
+    let options = StackOptions::default();
+    let services = LocalServices::start(ServicesOptions {
+        settings: options.function_settings(),
+        ..ServicesOptions::default()
+    })
+    .await?;
+    let tier_options = tiers::TierOptions {
+        tiers: args.tier_mb.clone(),
+        modes: args.modes.clone(),
+        invocations: args.tier_invocations,
+        bootstrap: args.bootstrap.clone(),
+        cpu,
+    };
+    eprintln!("binary: {}", binary.display());
+    let _spinners = args
+        .busy
+        .then(|| tiers::Spinners::start((0..cores).filter(|&c| c != tier_options.cpu)))
+        .transpose()?;
+    let figures = tiers::run(binary, &services, &tier_options).await?;
+    let out = PathBuf::from("target/cpu-bench/tiers.json");
+    let text = serde_json::to_string_pretty(&figures).map_err(|e| e.to_string())?;
+    std::fs::write(&out, text).map_err(|e| e.to_string())?;
+    println!("figures: {}", out.display());
+    if args.plot {
+        tiers::plot(&args.tier_plot_out, &figures)?;
+        println!("plot: {}", args.tier_plot_out.display());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     devstack::init_local_tracing("error");
@@ -979,6 +1047,9 @@ async fn main() -> Result<(), String> {
             "{} not found: build it first (cargo build --release --bin assessments-resolver)",
             binary.display()
         ));
+    }
+    if args.tiers {
+        return run_tiers(&args, &binary).await;
     }
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
