@@ -41,22 +41,17 @@ pub enum MixOutcome {
 pub async fn call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) -> MixOutcome {
     match i % 100 {
         // The slow engine answers after 20 ms; its calls time out after 5 ms.
-        0 | 1 => match slow.score(grade3(), rows(2), &budget()).await {
-            Err(LegacyError::Timeout { .. }) => MixOutcome::TimedOut,
-            Err(LegacyError::Saturated { .. }) => MixOutcome::Saturated,
-            Ok(_) => MixOutcome::ScoredLate,
-            other => panic!("call {i}: expected a timeout, got {other:?}"),
-        },
+        0 | 1 => slow_outcome(i, slow.score(grade3(), rows(2), &budget()).await),
         // A future dropped while its native call runs: right after its first
         // poll started the call (a timer here would race the call's own 5 ms
-        // timeout on a loaded machine).
+        // timeout on a loaded machine; a thread stalled inside that one poll
+        // may still see the call end in it).
         2 | 3 => {
             let budget = budget();
             let mut call = Box::pin(slow.score(grade3(), rows(3), &budget));
             match poll_once(&mut call).await {
                 Poll::Pending => MixOutcome::FutureDropped,
-                Poll::Ready(Err(LegacyError::Saturated { .. })) => MixOutcome::Saturated,
-                Poll::Ready(other) => panic!("call {i}: expected a running call, got {other:?}"),
+                Poll::Ready(result) => slow_outcome(i, result),
             }
         }
         // The calling task panics while its native call runs (after the
@@ -72,8 +67,8 @@ pub async fn call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) ->
             });
             match task.await {
                 Err(e) if e.is_panic() => MixOutcome::TaskPanicked,
-                Ok(Err(LegacyError::Saturated { .. })) => MixOutcome::Saturated,
-                other => panic!("call {i}: expected a panic, got {other:?}"),
+                Ok(result) => slow_outcome(i, result),
+                Err(other) => panic!("call {i}: expected a panic, got {other:?}"),
             }
         }
         // A row the component rejects: items_correct > items_attempted.
@@ -107,6 +102,16 @@ pub async fn call(i: usize, fast: Arc<LegacyEngine>, slow: Arc<LegacyEngine>) ->
             }) => MixOutcome::ScoringFailed,
             Err(other) => panic!("call {i}: unexpected {other:?}"),
         },
+    }
+}
+
+/// What a finished call of the slow engine (20 ms, timing out after 5) ended with.
+fn slow_outcome<T: std::fmt::Debug>(i: usize, result: Result<T, LegacyError>) -> MixOutcome {
+    match result {
+        Err(LegacyError::Timeout { .. }) => MixOutcome::TimedOut,
+        Err(LegacyError::Saturated { .. }) => MixOutcome::Saturated,
+        Ok(_) => MixOutcome::ScoredLate,
+        other => panic!("call {i}: expected a timeout, got {other:?}"),
     }
 }
 
