@@ -85,7 +85,8 @@ pub struct LegacySettings {
     pub lib_path: PathBuf,
     /// `LEGACY_CONFIG`: the engine's configuration string.
     pub engine_config: String,
-    /// `LEGACY_MAX_CONCURRENCY`: native calls at once (1..=256, default 4).
+    /// `LEGACY_MAX_CONCURRENCY`: native calls at once (1..=256). Default: on
+    /// Lambda, from the function's memory ([`default_concurrency`]); 4 elsewhere.
     pub max_concurrency: usize,
     /// `LEGACY_CALL_TIMEOUT_MS`: one call's own time, from when it has a slot
     /// (waiting for one is bounded by the invocation's budget) (default 5000).
@@ -125,9 +126,12 @@ impl LegacySettings {
     /// function's memory, credentials and fate).
     pub fn from_env(env: &Env, insecure: InsecureSettings) -> Result<Self, ConfigError> {
         let defaults = LegacySettings::default();
+        let memory_mb = env.number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1..=1_048_576)?;
         let max_concurrency = env
             .number("LEGACY_MAX_CONCURRENCY", 1..=MAX_CONCURRENCY_LIMIT as u64)?
-            .map_or(defaults.max_concurrency, |n| n as usize);
+            .map(|n| n as usize)
+            .or(memory_mb.map(default_concurrency))
+            .unwrap_or(defaults.max_concurrency);
         Ok(LegacySettings {
             lib_path: PathBuf::from(env.required("LEGACY_LIB_PATH")?),
             engine_config: env
@@ -159,6 +163,20 @@ impl LegacySettings {
             },
         })
     }
+}
+
+/// The memory at which Lambda gives a function one vCPU; its CPU share
+/// grows in proportion (six at 10,240 MB).
+pub const MB_PER_VCPU: u64 = 1769;
+
+/// The default of `LEGACY_MAX_CONCURRENCY` on a function of `memory_mb`: one
+/// call per vCPU Lambda gives it (the component's work is CPU: more at once
+/// only share the same CPU), plus one, so that a slow or hung call does not
+/// hold up the rest; at most 4. So 2 up to 1,769 MB (where each worker also
+/// counts against a small memory), 3 up to 3,538 MB, then 4.
+pub fn default_concurrency(memory_mb: u64) -> usize {
+    let vcpus = memory_mb.div_ceil(MB_PER_VCPU).max(1);
+    (vcpus as usize + 1).min(4)
 }
 
 fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, ConfigError> {
@@ -257,6 +275,18 @@ mod tests {
             panic!("process isolation is the default")
         };
         assert_eq!(isolation.max_rss_kib, 96 * 1024);
+        // The worker count follows the memory unless set.
+        let small = Env::from_pairs([
+            ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ]);
+        let settings =
+            LegacySettings::from_env(&small, InsecureSettings::ALLOWED).expect("settings");
+        assert_eq!(settings.max_concurrency, 2);
+        assert_eq!(
+            [256, 1769, 1770, 3538, 3539, 10_240].map(default_concurrency),
+            [2, 2, 3, 3, 4, 4]
+        );
         assert_eq!(isolation.max_data_mib, 192);
         let in_process = Env::from_pairs([
             ("LEGACY_LIB_PATH", "/opt/lib/liblegacy_assessment.so"),

@@ -115,7 +115,8 @@ pub fn worker_data_limit_mib(memory_mb: u64) -> u64 {
     memory_mb.saturating_sub(reserve).max(MIN_WORKER_DATA_MB)
 }
 
-/// No data limit below this: a .NET worker maps ~? MiB writable at start.
+/// No data limit below this: a .NET worker's private writable mappings
+/// (`VmData`) reach about 43 MiB (seen while `legacy_dotnet` runs).
 pub const MIN_WORKER_DATA_MB: u64 = 64;
 
 #[cfg(test)]
