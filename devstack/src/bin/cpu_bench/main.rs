@@ -113,6 +113,9 @@ struct Args {
     /// Sequential invocations per tier and mode, after the cold start.
     #[arg(long, default_value_t = 400)]
     tier_invocations: u64,
+    /// Fresh starts per tier and mode (`--tiers`): each figure is their median.
+    #[arg(long, default_value_t = 3)]
+    tier_runs: u32,
     /// With `--tiers`: this bootstrap command (run with `sh -c`) instead of
     /// the resolver, e.g. the service a team replaces.
     #[arg(long)]
@@ -1012,6 +1015,7 @@ async fn run_tiers(args: &Args, binary: &Path) -> Result<(), String> {
         tiers: args.tier_mb.clone(),
         modes: args.modes.clone(),
         invocations: args.tier_invocations,
+        runs: args.tier_runs,
         bootstrap: args.bootstrap.clone(),
         cpu,
     };

@@ -49,6 +49,9 @@ pub struct TierOptions {
     pub tiers: Vec<u32>,
     pub modes: Vec<String>,
     pub invocations: u64,
+    /// Fresh starts per tier and mode; each figure is their median (OOM
+    /// kills: their sum).
+    pub runs: u32,
     /// Another bootstrap command (run with `sh -c`) instead of the resolver.
     pub bootstrap: Option<String>,
     /// The core the function is pinned to.
@@ -69,6 +72,8 @@ pub struct TierFigures {
     pub mean_billed_ms: f64,
     /// CPU of the function and its workers per warm invocation (the cgroup's).
     pub cpu_us: f64,
+    /// The share of that CPU spent in the kernel (system time), in percent.
+    pub sys_percent: f64,
     pub throttled_periods: u64,
     pub oom_kills: u64,
     pub peak_mib: f64,
@@ -124,8 +129,15 @@ pub async fn run(
     let mut all = Vec::new();
     for &tier in &options.tiers {
         for mode in &options.modes {
-            eprintln!("{tier} MB, {mode}: {} invocations...", options.invocations);
-            all.push(run_one(binary, services, options, tier, mode).await?);
+            let mut runs = Vec::new();
+            for run in 1..=options.runs.max(1) {
+                eprintln!(
+                    "{tier} MB, {mode}, run {run}: {} invocations...",
+                    options.invocations
+                );
+                runs.push(run_one(binary, services, options, tier, mode).await?);
+            }
+            all.push(median_of(runs));
         }
     }
     print_table(&all);
@@ -151,7 +163,15 @@ async fn run_one(
             "exec taskset -c {cpu} sh -c '{}'",
             command.replace('\'', r"'\''")
         ),
-        None => format!("exec taskset -c {cpu} '{}' \"$@\"", binary.display()),
+        // The binary's and the component's pages out of the page cache
+        // first (GNU dd: fadvise DONTNEED over the whole file), so that the
+        // function reads them in and they are charged to its cgroup, as on
+        // Lambda, where the code is read anew into each execution environment.
+        None => format!(
+            "for f in '{0}' \"$LEGACY_LIB_PATH\"; do dd if=\"$f\" iflag=nocache count=0 status=none 2>/dev/null; done\n\
+             exec taskset -c {cpu} '{0}' \"$@\"",
+            binary.display()
+        ),
     };
     let joins: String = cgroup
         .procs_files()
@@ -202,6 +222,7 @@ async fn run_one(
         p99_ms: timing.p99_ms,
         mean_billed_ms: timing.mean_billed_ms,
         cpu_us: timing.cpu_us,
+        sys_percent: timing.sys_percent,
         throttled_periods: throttled,
         oom_kills: ooms,
         peak_mib: peak as f64 / (1024.0 * 1024.0),
@@ -211,6 +232,33 @@ async fn run_one(
     })
 }
 
+/// Each figure's median over the runs (the middle run's, for an odd count),
+/// OOM kills summed.
+fn median_of(mut runs: Vec<TierFigures>) -> TierFigures {
+    let oom_kills = runs.iter().map(|r| r.oom_kills).sum();
+    let middle = runs.len() / 2;
+    let median = |runs: &mut Vec<TierFigures>, key: fn(&TierFigures) -> f64| {
+        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        key(&runs[middle])
+    };
+    let mut figures = runs[middle].clone();
+    figures.init_ms = median(&mut runs, |f| f.init_ms);
+    figures.cold_start_ms = median(&mut runs, |f| f.cold_start_ms);
+    figures.first_ms = median(&mut runs, |f| f.first_ms);
+    figures.p50_ms = median(&mut runs, |f| f.p50_ms);
+    figures.p99_ms = median(&mut runs, |f| f.p99_ms);
+    figures.mean_billed_ms = median(&mut runs, |f| f.mean_billed_ms);
+    figures.cpu_us = median(&mut runs, |f| f.cpu_us);
+    figures.sys_percent = median(&mut runs, |f| f.sys_percent);
+    figures.throttled_periods = median(&mut runs, |f| f.throttled_periods as f64) as u64;
+    figures.peak_mib = median(&mut runs, |f| f.peak_mib);
+    figures.x86_per_million = median(&mut runs, |f| f.x86_per_million);
+    figures.arm_per_million = median(&mut runs, |f| f.arm_per_million);
+    figures.init_per_million_starts = median(&mut runs, |f| f.init_per_million_starts);
+    figures.oom_kills = oom_kills;
+    figures
+}
+
 struct Timing {
     init_ms: f64,
     first_ms: f64,
@@ -218,6 +266,7 @@ struct Timing {
     p99_ms: f64,
     mean_billed_ms: f64,
     cpu_us: f64,
+    sys_percent: f64,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -243,7 +292,7 @@ async fn measure(
     check(&result, events[0].1, strict)?;
     let mut round_trips = Vec::with_capacity(invocations as usize);
     let mut billed_ms = 0.0;
-    let cpu_before = cgroup.cpu_ns();
+    let (cpu_before, sys_before) = (cgroup.cpu_ns(), cgroup.sys_ns());
     for i in 0..invocations {
         let (event, expected) = &events[(i as usize + 1) % events.len()];
         let (result, round_trip, held) = invoke(event.clone()).await?;
@@ -252,6 +301,7 @@ async fn measure(
         billed_ms += ms(held).ceil().max(1.0);
     }
     let cpu_ns = cgroup.cpu_ns().saturating_sub(cpu_before);
+    let sys_ns = cgroup.sys_ns().saturating_sub(sys_before);
     round_trips.sort_unstable();
     let at = |q: f64| {
         let index = ((round_trips.len() as f64 * q).ceil() as usize).saturating_sub(1);
@@ -264,12 +314,13 @@ async fn measure(
         p99_ms: at(0.99),
         mean_billed_ms: billed_ms / invocations.max(1) as f64,
         cpu_us: cpu_ns as f64 / 1000.0 / invocations.max(1) as f64,
+        sys_percent: 100.0 * sys_ns as f64 / cpu_ns.max(1) as f64,
     })
 }
 
 fn print_table(all: &[TierFigures]) {
     println!(
-        "\n{:>6} {:<12} {:>8} {:>10} {:>8} {:>8} {:>8} {:>10} {:>7} {:>9} {:>4} {:>8} {:>9} {:>9} {:>12}",
+        "\n{:>6} {:<12} {:>8} {:>10} {:>8} {:>8} {:>8} {:>10} {:>7} {:>6} {:>9} {:>4} {:>8} {:>9} {:>9} {:>12}",
         "tier",
         "mode",
         "init ms",
@@ -279,6 +330,7 @@ fn print_table(all: &[TierFigures]) {
         "p99 ms",
         "billed ms",
         "CPU µs",
+        "sys %",
         "throttled",
         "OOM",
         "peak MiB",
@@ -288,7 +340,7 @@ fn print_table(all: &[TierFigures]) {
     );
     for f in all {
         println!(
-            "{:>6} {:<12} {:>8.1} {:>10.1} {:>8.1} {:>8.2} {:>8.1} {:>10.2} {:>7.0} {:>9} {:>4} {:>8.1} {:>9.3} {:>9.3} {:>12.2}",
+            "{:>6} {:<12} {:>8.1} {:>10.1} {:>8.1} {:>8.2} {:>8.1} {:>10.2} {:>7.0} {:>6.0} {:>9} {:>4} {:>8.1} {:>9.3} {:>9.3} {:>12.2}",
             format!("{} MB", f.tier_mb),
             f.mode,
             f.init_ms,
@@ -298,6 +350,7 @@ fn print_table(all: &[TierFigures]) {
             f.p99_ms,
             f.mean_billed_ms,
             f.cpu_us,
+            f.sys_percent,
             f.throttled_periods,
             f.oom_kills,
             f.peak_mib,
@@ -307,7 +360,7 @@ fn print_table(all: &[TierFigures]) {
         );
     }
     println!(
-        "\nper tier: memory limit = the tier, CPU quota = tier/{VCPU_MB} of a core per {} ms, pinned to one core; \
+        "\neach figure the median of the runs (OOM kills summed); per tier: memory limit = the tier, CPU quota = tier/{VCPU_MB} of a core per {} ms, pinned to one core; \
          p50/p99: round trip of sequential invocations (stu-0001 limit 20, stu-0002, no profile, invalid); \
          billed: /next to answer, rounded up to 1 ms; $ per 1M invocations incl. ${PER_MILLION_REQUESTS} of requests; \
          init $ per 1M cold starts (x86)",
@@ -580,6 +633,16 @@ impl Cgroup {
                 .as_ref()
                 .map_or(0, |dir| read_number(&dir.join("cpuacct.usage"))),
             Version::V2 { dir } => read_key(&dir.join("cpu.stat"), "usage_usec ") * 1000,
+        }
+    }
+
+    /// The part of [`Cgroup::cpu_ns`] spent in the kernel (ns).
+    fn sys_ns(&self) -> u64 {
+        match &self.version {
+            Version::V1 { cpuacct, .. } => cpuacct
+                .as_ref()
+                .map_or(0, |dir| read_number(&dir.join("cpuacct.usage_sys"))),
+            Version::V2 { dir } => read_key(&dir.join("cpu.stat"), "system_usec ") * 1000,
         }
     }
 
