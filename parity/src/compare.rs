@@ -175,6 +175,7 @@ pub(crate) async fn compare_item(
 ) -> Compared {
     let (mut a, mut b) = first;
     let mut page = 0;
+    let base = item_event(event, index);
     loop {
         let (na, nb) = (a.normalized(), b.normalized());
         if na != nb {
@@ -183,7 +184,7 @@ pub(crate) async fn compare_item(
             return Compared::Differ(json!({
                 "item": index,
                 "page": page,
-                "event": item_event(event, index),
+                "event": base,
                 "old": a.to_json(),
                 "new": b.to_json(),
                 "paths": paths,
@@ -192,43 +193,54 @@ pub(crate) async fn compare_item(
         let (Some(ta), Some(tb)) = (a.next_token(), b.next_token()) else {
             return Compared::Equal;
         };
-        if ta == tb {
-            return Compared::Equal;
-        }
-        if page >= MAX_FOLLOWED_PAGES {
+        if ta == tb || page >= MAX_FOLLOWED_PAGES {
             return Compared::Equal;
         }
         page += 1;
         summary.followed_pages += 1;
-        let base = item_event(event, index);
-        let (ea, eb) = (with_token(&base, ta), with_token(&base, tb));
-        let ((ra, da), (rb, db)) = tokio::join!(old.timed(&ea), new.timed(&eb));
-        summary.latency_old.record(da);
-        summary.latency_new.record(db);
-        match (ra, rb) {
-            (Ok(ra), Ok(rb)) => {
-                // One item each (a follow-up is one field's event); none would be malformed.
-                let first = |items: Vec<Item>| {
-                    items
-                        .into_iter()
-                        .next()
-                        .unwrap_or(Item::Malformed(Value::Null))
-                };
-                a = first(items_of(&ea, &ra));
-                b = first(items_of(&eb, &rb));
-            }
-            (ra, rb) => {
-                summary.failed_old += usize::from(ra.is_err());
-                summary.failed_new += usize::from(rb.is_err());
+        let events = (with_token(&base, ta), with_token(&base, tb));
+        match next_pages(old, new, events, summary).await {
+            Ok(next) => (a, b) = next,
+            Err((event, old, new)) => {
                 return Compared::Differ(json!({
                     "item": index,
                     "page": page,
-                    "event": ea,
-                    "old": ra.err(),
-                    "new": rb.err(),
+                    "event": event,
+                    "old": old,
+                    "new": new,
                     "paths": ["(a failed invocation)"],
                 }));
             }
+        }
+    }
+}
+
+/// Each side's next page, with its own token; a failed invocation on either
+/// side is the difference to report: old's event and each side's error.
+async fn next_pages(
+    old: &Runner,
+    new: &Runner,
+    (ea, eb): (Value, Value),
+    summary: &mut Summary,
+) -> Result<(Item, Item), (Value, Option<String>, Option<String>)> {
+    let ((ra, da), (rb, db)) = tokio::join!(old.timed(&ea), new.timed(&eb));
+    summary.latency_old.record(da);
+    summary.latency_new.record(db);
+    match (ra, rb) {
+        (Ok(ra), Ok(rb)) => {
+            // One item each (a follow-up is one field's event); none would be malformed.
+            let first = |items: Vec<Item>| {
+                items
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Item::Malformed(Value::Null))
+            };
+            Ok((first(items_of(&ea, &ra)), first(items_of(&eb, &rb))))
+        }
+        (ra, rb) => {
+            summary.failed_old += usize::from(ra.is_err());
+            summary.failed_new += usize::from(rb.is_err());
+            Err((ea, ra.err(), rb.err()))
         }
     }
 }
