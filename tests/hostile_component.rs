@@ -83,6 +83,10 @@ async fn a_hostile_component_answers_and_nothing_it_tries_leaves_its_worker() {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .find(|line| line["message"] == "legacy component isolated in worker processes")
         .expect("the isolation's init line");
+    // On a 256 MB function with no worker setting: two workers, each with half
+    // of what the function leaves them (docs/deploy.md, "Memory and workers").
+    assert_eq!(init["max_workers"], 2, "{init}");
+    assert_eq!(init["max_rss_kib"], 96 * 1024, "{init}");
     let confinement = init["confinement"].as_str().unwrap_or_default();
     assert!(confinement.starts_with("writes "), "{confinement}");
     for part in [
