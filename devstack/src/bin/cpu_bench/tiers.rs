@@ -628,21 +628,22 @@ impl Cgroup {
 
     /// CPU time used so far by its processes (ns).
     fn cpu_ns(&self) -> u64 {
-        match &self.version {
-            Version::V1 { cpuacct, .. } => cpuacct
-                .as_ref()
-                .map_or(0, |dir| read_number(&dir.join("cpuacct.usage"))),
-            Version::V2 { dir } => read_key(&dir.join("cpu.stat"), "usage_usec ") * 1000,
-        }
+        self.cpuacct_ns("cpuacct.usage", "usage_usec ")
     }
 
     /// The part of [`Cgroup::cpu_ns`] spent in the kernel (ns).
     fn sys_ns(&self) -> u64 {
+        self.cpuacct_ns("cpuacct.usage_sys", "system_usec ")
+    }
+
+    /// A CPU time (ns): cgroup v1's cpuacct file `v1_file` (ns), or v2's
+    /// cpu.stat line `v2_key` (µs).
+    fn cpuacct_ns(&self, v1_file: &str, v2_key: &str) -> u64 {
         match &self.version {
             Version::V1 { cpuacct, .. } => cpuacct
                 .as_ref()
-                .map_or(0, |dir| read_number(&dir.join("cpuacct.usage_sys"))),
-            Version::V2 { dir } => read_key(&dir.join("cpu.stat"), "system_usec ") * 1000,
+                .map_or(0, |dir| read_number(&dir.join(v1_file))),
+            Version::V2 { dir } => read_key(&dir.join("cpu.stat"), v2_key) * 1000,
         }
     }
 
