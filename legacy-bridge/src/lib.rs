@@ -152,7 +152,7 @@ impl LegacySettings {
                     Isolation::InProcess
                 }
                 None | Some("process") => {
-                    Isolation::Process(isolation_from_env(env, max_concurrency)?)
+                    Isolation::Process(isolation_from_env(env, max_concurrency, memory_mb)?)
                 }
                 Some(_) => {
                     return Err(ConfigError::Invalid {
@@ -179,10 +179,15 @@ pub fn default_concurrency(memory_mb: u64) -> usize {
     (vcpus as usize + 1).min(4)
 }
 
-fn isolation_from_env(env: &Env, workers: usize) -> Result<IsolationSettings, ConfigError> {
+/// Process isolation's settings for `workers` workers on a function of
+/// `memory_mb` (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `None` off Lambda).
+fn isolation_from_env(
+    env: &Env,
+    workers: usize,
+    memory_mb: Option<u64>,
+) -> Result<IsolationSettings, ConfigError> {
     let defaults = IsolationSettings::default();
     // Explicit, or derived from the memory Lambda gives the function.
-    let memory_mb = env.number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 1..=1_048_576)?;
     let max_rss_kib = match env.number("LEGACY_WORKER_MAX_RSS_MB", 1..=65_536)? {
         Some(mb) => mb * 1024,
         None => memory_mb.map_or(defaults.max_rss_kib, |mb| {
